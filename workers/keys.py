@@ -1,0 +1,63 @@
+"""Every Redis key the platform uses; nothing else builds key names.
+
+Key schema (``sm:`` prefix; ``{model}`` a model name, ``{id}`` a job or replica id):
+
+- ``sm:job:{id}``          hash   the job record: id, model, status, input, output, error, created_at,
+                                  started_at, finished_at, replica, attempts, cancelled_while. Expires
+                                  ``job_retention`` seconds after it finishes.
+- ``sm:queued:{model}``    zset   ids of the model's QUEUED jobs, scored by created_at (queue depth).
+- ``sm:running:{model}``   set    ids of the model's RUNNING jobs (in flight).
+- ``sm:done:{id}``         list   one token pushed when the job finishes; a waiter BLPOPs it and pushes it back.
+- ``sm:stats:{model}``     hash   moving averages (seconds) and sample counts: request_time, cold_start.
+- ``sm:replicas:{model}``  set    ids of the model's replicas.
+- ``sm:replica:{id}``      hash   a replica: id, model, backend, endpoint, handle, state, in_flight,
+                                  started_at, ready_at, last_used, reason.
+- ``sm:wake:{model}``      list   tokens pushed when a replica slot frees up; waiting tasks BLPOP it.
+- ``sm:scale``             list   tokens pushed on submit; the autoscaler BLPOPs it between ticks.
+
+Celery's own keys (its queues ``model.{model}``, ``unacked``, ``_kombu.*``) live beside these.
+"""
+
+PREFIX = "sm:"
+REPLICA_PREFIX = f"{PREFIX}replica:"
+SCALE = f"{PREFIX}scale"
+
+
+def job(job_id: str) -> str:
+    """The job record."""
+    return f"{PREFIX}job:{job_id}"
+
+
+def queued(model: str) -> str:
+    """The model's queued job ids."""
+    return f"{PREFIX}queued:{model}"
+
+
+def running(model: str) -> str:
+    """The model's running job ids."""
+    return f"{PREFIX}running:{model}"
+
+
+def done(job_id: str) -> str:
+    """The job's completion token."""
+    return f"{PREFIX}done:{job_id}"
+
+
+def stats(model: str) -> str:
+    """The model's moving averages."""
+    return f"{PREFIX}stats:{model}"
+
+
+def replicas(model: str) -> str:
+    """The model's replica ids."""
+    return f"{PREFIX}replicas:{model}"
+
+
+def replica(replica_id: str) -> str:
+    """One replica's record."""
+    return f"{REPLICA_PREFIX}{replica_id}"
+
+
+def wake(model: str) -> str:
+    """Tokens for tasks waiting on a free replica slot."""
+    return f"{PREFIX}wake:{model}"

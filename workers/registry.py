@@ -1,0 +1,195 @@
+"""The replica registry and per-model moving averages, in Redis.
+
+A task takes a concurrency slot on a READY replica with one atomic script (least loaded first) and
+gives it back when the request ends; the autoscaler drains a replica only when it holds no slot, in
+one script too, so a replica is never stopped under a request.
+"""
+
+import enum
+import time
+from dataclasses import dataclass
+from typing import cast
+
+import redis
+from redis.typing import EncodableT, FieldT
+
+from workers import keys
+
+
+class ReplicaState(enum.StrEnum):
+    """A replica's lifecycle."""
+
+    STARTING = "STARTING"
+    READY = "READY"
+    DRAINING = "DRAINING"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True)
+class Replica:
+    """A replica as recorded in Redis."""
+
+    id: str
+    model: str
+    backend: str
+    endpoint: str
+    handle: str
+    state: ReplicaState
+    started_at: float
+    in_flight: int = 0
+    ready_at: float | None = None
+    last_used: float | None = None
+    reason: str = ""
+
+    @classmethod
+    def from_hash(cls, fields: dict[str, str]) -> "Replica":
+        """Decode a replica record."""
+        return cls(
+            id=fields["id"], model=fields["model"], backend=fields["backend"], endpoint=fields["endpoint"],
+            handle=fields["handle"], state=ReplicaState(fields["state"]),
+            started_at=float(fields["started_at"]), in_flight=int(fields.get("in_flight", 0)),
+            ready_at=float(fields["ready_at"]) if fields.get("ready_at") else None,
+            last_used=float(fields["last_used"]) if fields.get("last_used") else None,
+            reason=fields.get("reason", ""),
+        )
+
+    @property
+    def idle_since(self) -> float:
+        """When the replica last finished a request (or became ready)."""
+        return self.last_used or self.ready_at or self.started_at
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A concurrency slot held on a replica."""
+
+    replica_id: str
+    endpoint: str
+
+
+ACQUIRE = """
+-- KEYS: the model's replica set; ARGV: replica key prefix, concurrency, now
+local best, best_load, best_endpoint = nil, nil, nil
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local r = redis.call('HMGET', ARGV[1] .. id, 'state', 'in_flight', 'endpoint')
+  local load = tonumber(r[2] or '0')
+  if r[1] == 'READY' and load < tonumber(ARGV[2]) and (best_load == nil or load < best_load) then
+    best, best_load, best_endpoint = id, load, r[3]
+  end
+end
+if best == nil then return false end
+redis.call('HINCRBY', ARGV[1] .. best, 'in_flight', 1)
+return {best, best_endpoint}
+"""
+
+RELEASE = """
+-- KEYS: replica, wake list; ARGV: now
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'in_flight', -1)
+  redis.call('HSET', KEYS[1], 'last_used', ARGV[1])
+end
+redis.call('RPUSH', KEYS[2], 1)
+redis.call('LTRIM', KEYS[2], -1000, -1)
+return 1
+"""
+
+DRAIN_IF_IDLE = """
+-- KEYS: replica; ARGV: idle since at most (timestamp)
+local r = redis.call('HMGET', KEYS[1], 'state', 'in_flight', 'last_used', 'ready_at')
+local last = tonumber(r[3] or r[4] or '0')
+if r[1] == 'READY' and tonumber(r[2] or '0') == 0 and last <= tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'state', 'DRAINING')
+  return 1
+end
+return 0
+"""
+
+MOVING_AVERAGE = """
+-- KEYS: stats hash; ARGV: metric, sample, weight of the new sample
+local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]))
+local new = tonumber(ARGV[2])
+if old then new = old + tonumber(ARGV[3]) * (new - old) end
+redis.call('HSET', KEYS[1], ARGV[1], new)
+redis.call('HINCRBY', KEYS[1], ARGV[1] .. '_samples', 1)
+return tostring(new)
+"""
+
+
+class ReplicaRegistry:
+    """Replicas by model, their slots, and the model's moving averages."""
+
+    def __init__(self, client: redis.Redis, weight: float = 0.2) -> None:
+        self.redis = client
+        self.weight = weight
+        self._acquire = client.register_script(ACQUIRE)
+        self._release = client.register_script(RELEASE)
+        self._drain = client.register_script(DRAIN_IF_IDLE)
+        self._average = client.register_script(MOVING_AVERAGE)
+
+    def add(self, replica: Replica) -> None:
+        """Record a replica."""
+        record: dict[FieldT, EncodableT] = {
+            "id": replica.id, "model": replica.model, "backend": replica.backend,
+            "endpoint": replica.endpoint, "handle": replica.handle, "state": replica.state.value,
+            "started_at": repr(replica.started_at), "in_flight": replica.in_flight, "reason": replica.reason,
+        }
+        with self.redis.pipeline() as pipe:
+            pipe.hset(keys.replica(replica.id), mapping=record)
+            pipe.sadd(keys.replicas(replica.model), replica.id)
+            pipe.execute()
+
+    def get(self, replica_id: str) -> Replica | None:
+        """The replica, or None."""
+        fields = cast(dict[str, str], self.redis.hgetall(keys.replica(replica_id)))
+        return Replica.from_hash(fields) if fields else None
+
+    def list(self, model: str) -> list[Replica]:
+        """The model's replicas, oldest first."""
+        ids = sorted(cast(set[str], self.redis.smembers(keys.replicas(model))))
+        with self.redis.pipeline() as pipe:
+            for replica_id in ids:
+                pipe.hgetall(keys.replica(replica_id))
+            found = [Replica.from_hash(fields) for fields in pipe.execute() if fields]
+        return sorted(found, key=lambda r: r.started_at)
+
+    def set_state(self, replica: Replica, state: ReplicaState, reason: str = "") -> None:
+        """Record a state change (READY also records when)."""
+        fields: dict[FieldT, EncodableT] = {"state": state.value, "reason": reason}
+        if state is ReplicaState.READY:
+            fields["ready_at"] = repr(time.time())
+        self.redis.hset(keys.replica(replica.id), mapping=fields)
+        if state is ReplicaState.READY:
+            self.redis.rpush(keys.wake(replica.model), *[1] * 8)
+
+    def remove(self, replica: Replica) -> None:
+        """Forget a stopped replica."""
+        with self.redis.pipeline() as pipe:
+            pipe.srem(keys.replicas(replica.model), replica.id)
+            pipe.delete(keys.replica(replica.id))
+            pipe.execute()
+
+    def acquire(self, model: str, concurrency: int) -> Slot | None:
+        """Take a free slot on the least-loaded READY replica, or None if there is none."""
+        found = self._acquire(keys=[keys.replicas(model)], args=[keys.REPLICA_PREFIX, concurrency, time.time()])
+        return Slot(replica_id=found[0], endpoint=found[1]) if found else None
+
+    def wait_for_slot(self, model: str, timeout: float) -> None:
+        """Block until a slot may have freed on the model's replicas, or ``timeout`` passes."""
+        self.redis.blpop([keys.wake(model)], timeout=timeout)
+
+    def release(self, model: str, slot: Slot) -> None:
+        """Give a slot back and wake one waiting task."""
+        self._release(keys=[keys.replica(slot.replica_id), keys.wake(model)], args=[time.time()])
+
+    def drain_if_idle(self, replica: Replica, idle_before: float) -> bool:
+        """Mark the replica DRAINING if it holds no slot and was idle since ``idle_before``."""
+        return bool(self._drain(keys=[keys.replica(replica.id)], args=[idle_before]))
+
+    def record(self, model: str, metric: str, seconds: float) -> None:
+        """Fold a sample into the model's moving average of ``metric``."""
+        self._average(keys=[keys.stats(model)], args=[metric, seconds, self.weight])
+
+    def averages(self, model: str) -> dict[str, float]:
+        """The model's moving averages and sample counts."""
+        stored = cast(dict[str, str], self.redis.hgetall(keys.stats(model)))
+        return {name: float(value) for name, value in stored.items()}
