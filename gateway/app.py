@@ -6,7 +6,7 @@ import redis
 from celery import Celery
 from flask import Response, jsonify, request
 from flask_openapi3 import Info, OpenAPI, Tag
-from werkzeug.exceptions import BadRequest, UnsupportedMediaType
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 
 from gateway import errors
 from gateway.schemas import (
@@ -90,6 +90,9 @@ def parse_json_body() -> None:
         return
     if not request.is_json:
         raise UnsupportedMediaType("send the model's input as Content-Type: application/json")
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(request.get_data(cache=True)) >= limit:
+        raise RequestEntityTooLarge()  # a chunked body is cut at the limit rather than refused by werkzeug
     try:
         request.get_json()
     except BadRequest as exc:

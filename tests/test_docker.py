@@ -1,0 +1,72 @@
+"""The Docker backend on a real Docker engine: the example image builds locally, a job runs in a container."""
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import Platform, unavailable
+
+pytestmark = [pytest.mark.docker, pytest.mark.integration]
+IMAGE = "serverless-model/iris:latest"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def docker_client() -> object:
+    """A client of a running Docker engine, with the example image built (from cache if unchanged)."""
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:
+        unavailable(f"no Docker engine ({exc})")
+    build = subprocess.run([sys.executable, "-m", "workers.cli", "build"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=900, check=False, env={"SM_MODELS_FILE": str(ROOT / "models.toml")})
+    assert build.returncode == 0, build.stdout + build.stderr
+    return client
+
+
+def labelled(client: object) -> list[object]:
+    """Our containers."""
+    return list(client.containers.list(all=True, filters={"label": "serverless-model"}))  # type: ignore[attr-defined]
+
+
+def test_job_runs_through_a_container_replica(make_platform: Callable[..., Platform], docker_client: object) -> None:
+    assert labelled(docker_client) == []
+    platform = make_platform(backend="docker", idle_timeout=3).start("gateway", "worker", "autoscaler")
+
+    response = requests.post(f"{platform.url}/v1/models/iris/jobs?wait=90",
+                             json={"features": [[5.9, 3.0, 4.2, 1.5]]}, timeout=100)
+
+    job = response.json()
+    assert response.status_code == 200, job
+    assert job["status"] == "SUCCEEDED" and job["output"]["predictions"] == ["versicolor"]
+    containers = labelled(docker_client)
+    assert len(containers) == 1
+    container = containers[0]
+    assert container.labels["serverless-model.replica"] == job["replica"]  # type: ignore[attr-defined]
+    config = container.attrs["HostConfig"]  # type: ignore[attr-defined]
+    assert config["NetworkMode"] == "host" and config["ReadonlyRootfs"] and config["CapDrop"] == ["ALL"]
+    replica = requests.get(f"{platform.url}/v1/models/iris", timeout=5).json()["replicas"][0]
+    assert replica["endpoint"].startswith("http://127.0.0.1:")
+
+    platform.wait_until(lambda: labelled(docker_client) == [], 30, "the idle container was not removed")
+
+
+def test_missing_image_is_reported_and_never_pulled(docker_client: object) -> None:
+    import docker.errors
+
+    from workers.backends import DockerBackend, StartFailed
+    from workers.config import ModelConfig
+
+    backend = DockerBackend(docker_client)
+    model = ModelConfig(name="ghost", image="serverless-model/does-not-exist:latest")
+    with pytest.raises(StartFailed, match="not found locally"):
+        backend.start(model, "abc")
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(model.image)  # type: ignore[attr-defined]

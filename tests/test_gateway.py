@@ -1,0 +1,113 @@
+"""The gateway's answers to bad requests, against the production server (gunicorn) on a real Redis.
+
+Every case asserts that nothing was recorded or enqueued.
+"""
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+import requests
+
+from tests.conftest import Platform
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def gateway(make_platform: Callable[..., Platform]) -> Platform:
+    """Only the gateway: no worker takes anything, so whatever is enqueued stays visible."""
+    return make_platform().start("gateway")
+
+
+def nothing_enqueued(client: "redis.Redis") -> bool:
+    """No job record, no queued id, no Celery message."""
+    return not list(client.scan_iter("sm:job:*")) and client.zcard("sm:queued:iris") == 0 \
+        and client.llen("model.iris") == 0
+
+
+def chunks(data: bytes, size: int = 8192) -> Iterator[bytes]:
+    """A body sent chunked, without Content-Length."""
+    for start in range(0, len(data), size):
+        yield data[start:start + size]
+
+
+JOBS = "/v1/models/iris/jobs"
+OVERSIZED = b'{"features": "' + b"x" * 70_000 + b'"}'
+CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
+    # (name, method, path, request kwargs, status, error code)
+    ("unknown model", "POST", "/v1/models/nope/jobs", {"json": {"features": [[1, 2, 3, 4]]}}, 404, "unknown_model"),
+    ("malformed JSON", "POST", JOBS, {"data": b'{"features": [', "headers": {"Content-Type": "application/json"}},
+     400, "malformed_json"),
+    ("invalid UTF-8", "POST", JOBS, {"data": b'{"a": "\xff\xfe"}', "headers": {"Content-Type": "application/json"}},
+     400, "malformed_json"),
+    ("deeply nested", "POST", JOBS, {"data": b"[" * 100_000 + b"]" * 100_000,
+                                      "headers": {"Content-Type": "application/json"}}, 413, "request_entity_too_large"),
+    ("nested within limit", "POST", JOBS, {"data": b'{"a":' + b"[" * 20_000 + b"]" * 20_000 + b"}",
+                                            "headers": {"Content-Type": "application/json"}}, 400, "malformed_json"),
+    ("not an object", "POST", JOBS, {"json": [1, 2, 3]}, 422, "invalid_input"),
+    ("wrong content type", "POST", JOBS, {"data": b"features=1", "headers": {"Content-Type": "text/plain"}},
+     415, "unsupported_media_type"),
+    ("body over the limit", "POST", JOBS, {"data": OVERSIZED, "headers": {"Content-Type": "application/json"}},
+     413, "request_entity_too_large"),
+    ("chunked body over the limit", "POST", JOBS,
+     {"data": chunks(OVERSIZED), "headers": {"Content-Type": "application/json"}}, 413, "request_entity_too_large"),
+    ("negative wait", "POST", JOBS + "?wait=-1", {"json": {"features": [[1, 2, 3, 4]]}}, 422, "invalid_input"),
+    ("unknown job", "GET", "/v1/jobs/" + "0" * 32, {}, 404, "unknown_job"),
+    ("malformed job id", "GET", "/v1/jobs/not-a-job", {}, 422, "invalid_input"),
+    ("cancel unknown job", "DELETE", "/v1/jobs/" + "0" * 32, {}, 404, "unknown_job"),
+    ("unknown model details", "GET", "/v1/models/nope", {}, 404, "unknown_model"),
+    ("no such route", "GET", "/v2/everything", {}, 404, "not_found"),
+]
+
+
+@pytest.mark.parametrize(("name", "method", "path", "kwargs", "status", "code"), CASES, ids=[c[0] for c in CASES])
+def test_bad_request_gets_json_error_and_enqueues_nothing(
+    gateway: Platform, client: "redis.Redis", name: str, method: str, path: str, kwargs: dict[str, Any],
+    status: int, code: str,
+) -> None:
+    response = requests.request(method, gateway.url + path, timeout=10, **kwargs)
+    assert response.status_code == status, response.text[:300]
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json()["error"]["code"] == code
+    assert response.json()["error"]["message"]
+    assert nothing_enqueued(client)
+
+
+def test_accepted_job_is_recorded_and_enqueued(gateway: Platform, client: "redis.Redis") -> None:
+    response = requests.post(gateway.url + JOBS, json={"features": [[5.1, 3.5, 1.4, 0.2]]}, timeout=10)
+    assert response.status_code == 202
+    job = response.json()
+    assert job["status"] == "QUEUED" and job["links"]["self"] == f"/v1/jobs/{job['id']}"
+    assert client.llen("model.iris") == 1
+    assert client.zrange("sm:queued:iris", 0, -1) == [job["id"]]
+    assert requests.get(gateway.url + job["links"]["self"], timeout=5).json()["status"] == "QUEUED"
+    model = requests.get(f"{gateway.url}/v1/models/iris", timeout=5).json()
+    assert model["queue_depth"] == 1 and model["in_flight"] == 0
+    assert model["example_input"] == {"features": [[5.1, 3.5, 1.4, 0.2]]}
+
+
+def test_wait_returns_202_when_the_job_is_not_done(gateway: Platform) -> None:
+    response = requests.post(gateway.url + JOBS + "?wait=0.3", json={"features": [[1, 2, 3, 4]]}, timeout=10)
+    assert response.status_code == 202
+    assert response.json()["status"] == "QUEUED"
+
+
+def test_health_readiness_and_openapi(gateway: Platform) -> None:
+    assert requests.get(f"{gateway.url}/healthz", timeout=5).json() == {"status": "ok"}
+    assert requests.get(f"{gateway.url}/readyz", timeout=5).json() == {"status": "ok"}
+    document = requests.get(f"{gateway.url}/openapi.json", timeout=5).json()
+    assert {"/v1/models/{model}/jobs", "/v1/jobs/{job_id}", "/v1/models"} <= set(document["paths"])
+    assert "JobView" in document["components"]["schemas"]
+
+
+def test_readyz_reports_redis_down(make_platform: Callable[..., Platform]) -> None:
+    platform = make_platform()
+    platform.env["REDIS_URL"] = "redis://127.0.0.1:1/0"
+    platform.start("gateway")
+    response = requests.get(f"{platform.url}/readyz", timeout=10)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "unavailable"
+    submitted = requests.post(platform.url + JOBS, json={"features": [[1, 2, 3, 4]]}, timeout=10)
+    assert submitted.status_code == 503 and submitted.headers["Retry-After"]

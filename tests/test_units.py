@@ -1,0 +1,172 @@
+"""The pure tier: job store and registry scripts (fakeredis), the minimal policy, config, the replica server."""
+
+import time
+from typing import Any
+
+import fakeredis
+import pytest
+
+from model.server import create_app
+from workers.autoscaler import desired_replicas
+from workers.config import parse_models
+from workers.jobs import JobStatus, JobStore
+from workers.registry import Replica, ReplicaRegistry, ReplicaState
+
+
+@pytest.fixture
+def fake() -> fakeredis.FakeRedis:
+    """An in-process Redis with Lua."""
+    return fakeredis.FakeRedis(decode_responses=True)
+
+
+def test_job_lifecycle_moves_the_id_between_queued_and_running(fake: fakeredis.FakeRedis) -> None:
+    store = JobStore(fake, retention=60)
+    job = store.create("iris", {"features": [[1, 2, 3, 4]]})
+    assert (store.queue_depth("iris"), store.in_flight("iris")) == (1, 0)
+    assert store.transition(job, JobStatus.RUNNING, replica="r1")
+    assert (store.queue_depth("iris"), store.in_flight("iris")) == (0, 1)
+    assert store.transition(job, JobStatus.SUCCEEDED, output='{"y": 1}', finished_at=repr(time.time()))
+    done = store.get(job.id)
+    assert done is not None and done.status is JobStatus.SUCCEEDED and done.output == {"y": 1}
+    assert done.attempts == 1 and done.replica == "r1"
+    assert (store.queue_depth("iris"), store.in_flight("iris")) == (0, 0)
+    assert 0 < fake.ttl(f"sm:job:{job.id}") <= 60
+
+
+@pytest.mark.parametrize(("path", "refused"), [
+    ([JobStatus.CANCELLED], JobStatus.SUCCEEDED),  # a cancelled job's late result is discarded
+    ([JobStatus.RUNNING, JobStatus.SUCCEEDED], JobStatus.FAILED),  # finished is final
+    ([], JobStatus.SUCCEEDED),  # a queued job cannot succeed without running
+    ([JobStatus.RUNNING], JobStatus.RUNNING),  # no second concurrent run
+])
+def test_guarded_transitions_refuse_stale_writers(fake: fakeredis.FakeRedis, path: list[JobStatus],
+                                                  refused: JobStatus) -> None:
+    store = JobStore(fake, retention=60)
+    job = store.create("iris", {})
+    for status in path:
+        assert store.transition(job, status)
+    before = store.get(job.id)
+    assert not store.transition(job, refused, output="1")
+    assert store.get(job.id) == before
+
+
+def test_cancel_records_what_it_interrupted(fake: fakeredis.FakeRedis) -> None:
+    store = JobStore(fake, retention=60)
+    job = store.create("iris", {})
+    store.transition(job, JobStatus.RUNNING)
+    running = store.get(job.id)
+    assert running is not None and store.cancel(running)
+    cancelled = store.get(job.id)
+    assert cancelled is not None and cancelled.cancelled_while is JobStatus.RUNNING
+    assert store.wait(job.id, timeout=5) == cancelled  # finished: returns without blocking
+
+
+def replica(registry: ReplicaRegistry, replica_id: str, state: ReplicaState = ReplicaState.READY) -> Replica:
+    """Register a replica."""
+    record = Replica(id=replica_id, model="iris", backend="process", endpoint=f"http://127.0.0.1/{replica_id}",
+                     handle="1", state=state, started_at=time.time())
+    registry.add(record)
+    return record
+
+
+def test_slots_go_to_the_least_loaded_ready_replica_and_never_past_concurrency(fake: fakeredis.FakeRedis) -> None:
+    registry = ReplicaRegistry(fake)
+    replica(registry, "a")
+    replica(registry, "b")
+    replica(registry, "c", ReplicaState.STARTING)
+    slots = [registry.acquire("iris", concurrency=2) for _ in range(5)]
+    taken = [s.replica_id for s in slots if s]
+    assert sorted(taken) == ["a", "a", "b", "b"] and slots[4] is None
+    assert slots[0] is not None
+    registry.release("iris", slots[0])
+    assert registry.acquire("iris", concurrency=2) == slots[0]
+
+
+def test_a_busy_replica_is_never_drained(fake: fakeredis.FakeRedis) -> None:
+    registry = ReplicaRegistry(fake)
+    record = replica(registry, "a")
+    slot = registry.acquire("iris", concurrency=1)
+    assert slot is not None
+    assert not registry.drain_if_idle(record, idle_before=time.time() + 100)
+    registry.release("iris", slot)
+    assert not registry.drain_if_idle(record, idle_before=time.time() - 100)  # used just now
+    assert registry.drain_if_idle(record, idle_before=time.time() + 1)
+    assert registry.acquire("iris", concurrency=1) is None  # draining takes no new work
+
+
+def test_moving_average_starts_at_the_first_sample(fake: fakeredis.FakeRedis) -> None:
+    registry = ReplicaRegistry(fake, weight=0.5)
+    registry.record("iris", "cold_start", 2.0)
+    registry.record("iris", "cold_start", 4.0)
+    assert registry.averages("iris") == {"cold_start": 3.0, "cold_start_samples": 2.0}
+
+
+@pytest.mark.parametrize(("work", "concurrency", "low", "high", "want"), [
+    (0, 4, 0, 2, 0), (1, 4, 0, 2, 1), (4, 4, 0, 2, 1), (5, 4, 0, 2, 2), (50, 4, 0, 2, 2), (0, 4, 1, 2, 1),
+])
+def test_minimal_policy(work: int, concurrency: int, low: int, high: int, want: int) -> None:
+    assert desired_replicas(work, concurrency, low, high) == want
+
+
+def test_models_file_parses_with_defaults_and_rejects_unknown_fields() -> None:
+    models = parse_models({"models": {"m": {"command": ["python", "x.py"], "concurrency": 2}}})
+    assert models["m"].queue == "model.m" and models["m"].max_replicas == 1 and models["m"].concurrency == 2
+    with pytest.raises(ValueError, match="concurency"):
+        parse_models({"models": {"m": {"concurency": 2}}})
+
+
+class SlowModel:
+    """A model whose setup waits for the test."""
+
+    def setup(self) -> None:
+        time.sleep(0.3)
+
+    def predict(self, payload: Any) -> Any:
+        if payload.get("crash"):
+            raise RuntimeError("boom")
+        if "x" not in payload:
+            raise ValueError("x is required")
+        return {"y": payload["x"] * 2}
+
+
+def test_replica_server_contract() -> None:
+    app = create_app("tests.test_units:SlowModel").test_client()
+    assert app.get("/ok").status_code == 503
+    assert app.post("/", json={"x": 1}).status_code == 503
+    deadline = time.monotonic() + 5
+    while app.get("/ok").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert app.get("/ok").json == {"status": "READY", "error": None}
+    assert app.post("/", json={"x": 21}).json == {"y": 42}
+    bad = app.post("/", json={"z": 1})
+    assert bad.status_code == 422 and bad.json["error"] == {"code": "bad_input", "message": "x is required"}
+    assert app.post("/", data="{", content_type="application/json").status_code == 400
+    crash = app.post("/", json={"crash": True})
+    assert crash.status_code == 500 and crash.json["error"]["message"] == "RuntimeError: boom"
+
+
+class BrokenModel:
+    """A model whose setup fails."""
+
+    def setup(self) -> None:
+        raise OSError("weights missing")
+
+
+def test_replica_reports_setup_failure() -> None:
+    app = create_app("tests.test_units:BrokenModel").test_client()
+    deadline = time.monotonic() + 5
+    while app.get("/ok").json["status"] == "STARTING" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    answer = app.get("/ok")
+    assert answer.status_code == 503
+    assert answer.json == {"status": "SETUP_FAILED", "error": "OSError: weights missing"}
+
+
+def test_example_model_validates_its_input() -> None:
+    from model.model import parse_features
+
+    assert parse_features({"features": [[1, 2, 3, 4.5]]}) == [[1.0, 2.0, 3.0, 4.5]]
+    for bad in [{}, {"features": []}, {"features": [[1, 2]]}, {"features": [[1, 2, 3, "4"]]},
+                {"features": [[True, 2, 3, 4]]}, [1, 2]]:
+        with pytest.raises(ValueError):
+            parse_features(bad)
