@@ -34,25 +34,26 @@ def chunks(data: bytes, size: int = 8192) -> Iterator[bytes]:
 
 
 JOBS = "/v1/models/iris/jobs"
+JSON = {"Content-Type": "application/json"}
 OVERSIZED = b'{"features": "' + b"x" * 70_000 + b'"}'
 CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
     # (name, method, path, request kwargs, status, error code)
     ("unknown model", "POST", "/v1/models/nope/jobs", {"json": {"features": [[1, 2, 3, 4]]}}, 404, "unknown_model"),
-    ("malformed JSON", "POST", JOBS, {"data": b'{"features": [', "headers": {"Content-Type": "application/json"}},
+    ("malformed JSON", "POST", JOBS, {"data": b'{"features": [', "headers": JSON},
      400, "malformed_json"),
-    ("invalid UTF-8", "POST", JOBS, {"data": b'{"a": "\xff\xfe"}', "headers": {"Content-Type": "application/json"}},
+    ("invalid UTF-8", "POST", JOBS, {"data": b'{"a": "\xff\xfe"}', "headers": JSON},
      400, "malformed_json"),
     ("deeply nested", "POST", JOBS, {"data": b"[" * 100_000 + b"]" * 100_000,
-                                      "headers": {"Content-Type": "application/json"}}, 413, "request_entity_too_large"),
+                                      "headers": JSON}, 413, "request_entity_too_large"),
     ("nested within limit", "POST", JOBS, {"data": b'{"a":' + b"[" * 20_000 + b"]" * 20_000 + b"}",
-                                            "headers": {"Content-Type": "application/json"}}, 400, "malformed_json"),
+                                            "headers": JSON}, 400, "malformed_json"),
     ("not an object", "POST", JOBS, {"json": [1, 2, 3]}, 422, "invalid_input"),
     ("wrong content type", "POST", JOBS, {"data": b"features=1", "headers": {"Content-Type": "text/plain"}},
      415, "unsupported_media_type"),
-    ("body over the limit", "POST", JOBS, {"data": OVERSIZED, "headers": {"Content-Type": "application/json"}},
+    ("body over the limit", "POST", JOBS, {"data": OVERSIZED, "headers": JSON},
      413, "request_entity_too_large"),
     ("chunked body over the limit", "POST", JOBS,
-     {"data": chunks(OVERSIZED), "headers": {"Content-Type": "application/json"}}, 413, "request_entity_too_large"),
+     {"data": chunks(OVERSIZED), "headers": JSON}, 413, "request_entity_too_large"),
     ("negative wait", "POST", JOBS + "?wait=-1", {"json": {"features": [[1, 2, 3, 4]]}}, 422, "invalid_input"),
     ("unknown job", "GET", "/v1/jobs/" + "0" * 32, {}, 404, "unknown_job"),
     ("malformed job id", "GET", "/v1/jobs/not-a-job", {}, 422, "invalid_input"),
