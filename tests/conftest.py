@@ -94,7 +94,7 @@ class Platform:
         """Whether the gateway answers."""
         try:
             return requests.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or still loading the app
             return False
 
     def stop(self, *names: str, sig: int = signal.SIGTERM) -> None:

@@ -66,5 +66,5 @@ def ready(port: int) -> bool:
     """Whether the gateway answers and Redis is reachable."""
     try:
         return requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
-    except requests.ConnectionError:
+    except requests.RequestException:  # not listening yet, or still loading the app
         return False
