@@ -11,6 +11,9 @@ from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMe
 from gateway import errors
 from gateway.schemas import (
     ErrorBody,
+    EventList,
+    EventQuery,
+    EventView,
     Health,
     JobInput,
     JobPath,
@@ -19,9 +22,11 @@ from gateway.schemas import (
     ModelPath,
     ModelView,
     WaitQuery,
+    iso,
 )
 from workers.celery_app import TASK_NAME, create_celery
 from workers.config import ModelConfig, Settings
+from workers.events import EventLog
 from workers.jobs import Job, JobStatus, JobStore
 from workers.registry import ReplicaRegistry
 
@@ -41,6 +46,7 @@ class Gateway:
         self.redis = client
         self.store = JobStore(client, settings.job_retention)
         self.registry = ReplicaRegistry(client)
+        self.events = EventLog(client)
         self.celery = celery
 
     def model(self, name: str) -> ModelConfig:
@@ -74,7 +80,7 @@ class Gateway:
     def view(self, model: ModelConfig) -> ModelView:
         """What the registry and job store say of a model."""
         return ModelView.of(model, self.store.queue_depth(model.name), self.store.in_flight(model.name),
-                            self.registry.averages(model.name), self.registry.list(model.name))
+                            self.registry.averages(model), self.registry.list(model.name))
 
 
 def respond(body: Any, status: int = 200) -> Response:
@@ -141,6 +147,15 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     def get_model(path: ModelPath) -> Response:
         """One model: queue depth, in flight, moving averages, replicas and an example input."""
         return respond(gateway.view(gateway.model(path.model)))
+
+    @app.get("/v1/events", tags=[MODELS], responses={200: EventList, **ERRORS})
+    def list_events(query: EventQuery) -> Response:
+        """The autoscaler's decisions and replica lifecycle events with their reasons, newest first."""
+        if query.model is not None:
+            gateway.model(query.model)
+        events = gateway.events.recent(query.model, query.limit)
+        return respond(EventList(events=[EventView(at=iso(e.at), model=e.model, kind=e.kind, replica=e.replica,
+                                                   reason=e.reason) for e in events]))
 
     @app.get("/healthz", responses={200: Health})
     def healthz() -> Response:

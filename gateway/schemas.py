@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field, RootModel
 
 from workers.config import ModelConfig
 from workers.jobs import Job, JobStatus
-from workers.registry import Replica
+from workers.registry import MovingAverage, Replica
 
 
 class ModelPath(BaseModel):
@@ -94,13 +94,20 @@ class ReplicaView(BaseModel):
     reason: str = ""
 
 
+class Average(BaseModel):
+    """A moving average."""
+
+    seconds: float
+    samples: int = Field(description="samples folded in; 0 means the configured seed, not yet measured")
+
+
 class ModelView(BaseModel):
     """A served model: its queue, replicas and moving averages."""
 
     name: str
     queue_depth: int
     in_flight: int
-    averages: dict[str, float] = Field(description="moving averages in seconds (request_time, cold_start)")
+    averages: dict[str, Average] = Field(description="moving averages: service_time, cold_start")
     replicas: list[ReplicaView]
     concurrency: int
     min_replicas: int
@@ -109,11 +116,12 @@ class ModelView(BaseModel):
     links: dict[str, str]
 
     @classmethod
-    def of(cls, model: ModelConfig, queue_depth: int, in_flight: int, averages: dict[str, float],
+    def of(cls, model: ModelConfig, queue_depth: int, in_flight: int, averages: dict[str, MovingAverage],
            replicas: list[Replica]) -> "ModelView":
         """The view of a model and what the registry says of it."""
         return cls(
-            name=model.name, queue_depth=queue_depth, in_flight=in_flight, averages=averages,
+            name=model.name, queue_depth=queue_depth, in_flight=in_flight,
+            averages={name: Average(seconds=a.seconds, samples=a.samples) for name, a in averages.items()},
             replicas=[ReplicaView(id=r.id, state=r.state.value, endpoint=r.endpoint, in_flight=r.in_flight,
                                   started_at=iso(r.started_at), ready_at=iso(r.ready_at) if r.ready_at else None,
                                   reason=r.reason) for r in replicas],
@@ -127,6 +135,30 @@ class ModelList(BaseModel):
     """Every served model."""
 
     models: list[ModelView]
+
+
+class EventQuery(BaseModel):
+    """Which events to list."""
+
+    model: str | None = Field(None, description="only this model's events")
+    limit: int = Field(100, ge=1, le=1000, description="how many, newest first")
+
+
+class EventView(BaseModel):
+    """A scaling decision or replica lifecycle event."""
+
+    at: datetime
+    model: str
+    kind: str = Field(description="scale_up, scale_down, ready, start_failed, replica_failed, adopted, lost, "
+                                  "stray_removed")
+    replica: str = ""
+    reason: str = ""
+
+
+class EventList(BaseModel):
+    """Events, newest first."""
+
+    events: list[EventView]
 
 
 class Health(BaseModel):

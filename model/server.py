@@ -14,6 +14,7 @@ import importlib
 import json
 import os
 import threading
+import time
 import traceback
 from typing import Any
 
@@ -75,8 +76,11 @@ class Replica:
         payload = request.get_json(silent=True)
         if payload is None:
             return error("malformed_json", "the body must be JSON", 400)
+        started = time.perf_counter()
         try:
-            return json_response(self.model.predict(payload))
+            response = json_response(self.model.predict(payload))
+            response.headers["X-Inference-Seconds"] = f"{time.perf_counter() - started:.6f}"
+            return response
         except ValueError as exc:
             return error("bad_input", str(exc), 422)
         except Exception as exc:

@@ -7,10 +7,9 @@ import fakeredis
 import pytest
 
 from model.server import create_app
-from workers.autoscaler import desired_replicas
-from workers.config import parse_models
+from workers.config import ModelConfig, parse_models
 from workers.jobs import JobStatus, JobStore
-from workers.registry import Replica, ReplicaRegistry, ReplicaState
+from workers.registry import MovingAverage, Replica, ReplicaRegistry, ReplicaState
 
 
 @pytest.fixture
@@ -96,16 +95,11 @@ def test_a_busy_replica_is_never_drained(fake: fakeredis.FakeRedis) -> None:
 
 def test_moving_average_starts_at_the_first_sample(fake: fakeredis.FakeRedis) -> None:
     registry = ReplicaRegistry(fake, weight=0.5)
+    model = ModelConfig(name="iris", cold_start_seed=7.0, service_time_seed=0.5)
+    assert registry.averages(model) == {"cold_start": MovingAverage(7.0, 0), "service_time": MovingAverage(0.5, 0)}
     registry.record("iris", "cold_start", 2.0)
     registry.record("iris", "cold_start", 4.0)
-    assert registry.averages("iris") == {"cold_start": 3.0, "cold_start_samples": 2.0}
-
-
-@pytest.mark.parametrize(("work", "concurrency", "low", "high", "want"), [
-    (0, 4, 0, 2, 0), (1, 4, 0, 2, 1), (4, 4, 0, 2, 1), (5, 4, 0, 2, 2), (50, 4, 0, 2, 2), (0, 4, 1, 2, 1),
-])
-def test_minimal_policy(work: int, concurrency: int, low: int, high: int, want: int) -> None:
-    assert desired_replicas(work, concurrency, low, high) == want
+    assert registry.averages(model)["cold_start"] == MovingAverage(3.0, 2)
 
 
 def test_models_file_parses_with_defaults_and_rejects_unknown_fields() -> None:

@@ -1,12 +1,13 @@
-"""The scaling loop: start replicas when jobs wait, stop them when they have idled.
+"""The autoscaler process: observes each model, asks the policy, and reconciles replicas to its decision.
 
-The policy here is deliberately minimal (enough replicas for the work at hand, within the model's
-bounds; scale to zero after ``idle_timeout``). Each tick reconciles the registry against the policy;
-a submit wakes the loop at once, so a job never waits a whole tick for its first replica.
+One autoscaler is active at a time (a lease in Redis; others stand by and take over when it lapses). On
+taking the lease it adopts the replicas it finds by label and removes strays. It ticks every
+``scale_interval`` seconds and also wakes at once on every submit. A replica not ready by its deadline is
+killed, reported with the reason, and the next start backs off (see ``workers.policy``). Every decision
+and lifecycle event goes to the event log with its reason.
 """
 
 import logging
-import math
 import signal
 import threading
 import time
@@ -19,18 +20,43 @@ import requests
 from workers import keys
 from workers.backends import DockerBackend, ProcessBackend, ReplicaBackend, StartFailed
 from workers.config import ModelConfig, Settings
+from workers.events import EventLog
 from workers.jobs import JobStore
+from workers.policy import Observation, Policy, ReplicaSnapshot, ScalingState, decide
 from workers.registry import Replica, ReplicaRegistry, ReplicaState
 
 log = logging.getLogger(__name__)
 
 READY_POLL = 0.02  # seconds between GET /ok while a replica starts
-LIVE = (ReplicaState.STARTING, ReplicaState.READY)
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
-def desired_replicas(work: int, concurrency: int, low: int, high: int) -> int:
-    """Enough replicas for ``work`` jobs at ``concurrency`` each, within [low, high]."""
-    return max(low, min(high, math.ceil(work / concurrency)))
+class Lease:
+    """Leadership among autoscalers: a Redis key holding the leader's token, renewed every tick."""
+
+    def __init__(self, client: redis.Redis, ttl: float) -> None:
+        self.redis = client
+        self.ttl_ms = int(ttl * 1000)
+        self.token = uuid.uuid4().hex
+        self._renew = client.register_script(RENEW)
+        self._release = client.register_script(RELEASE)
+
+    def hold(self) -> bool:
+        """Take the lease if it is free, or renew it if ours; whether we hold it now."""
+        if self.redis.set(keys.AUTOSCALER_LEASE, self.token, nx=True, px=self.ttl_ms):
+            return True
+        return bool(self._renew(keys=[keys.AUTOSCALER_LEASE], args=[self.token, self.ttl_ms]))
+
+    def release(self) -> None:
+        """Give the lease up if ours."""
+        self._release(keys=[keys.AUTOSCALER_LEASE], args=[self.token])
 
 
 def setup_failure(response: requests.Response) -> str:
@@ -45,26 +71,58 @@ def setup_failure(response: requests.Response) -> str:
 
 
 class Autoscaler:
-    """Keeps each model's replicas in line with its work."""
+    """Keeps each model's replicas where the policy wants them."""
 
     def __init__(self, models: dict[str, ModelConfig], registry: ReplicaRegistry, store: JobStore,
-                 backend: ReplicaBackend, clock: Callable[[], float] = time.time) -> None:
+                 events: EventLog, backend: ReplicaBackend, clock: Callable[[], float] = time.time) -> None:
         self.models = models
         self.registry = registry
         self.store = store
+        self.events = events
         self.backend = backend
         self.clock = clock
         self.http = requests.Session()
+        self.states = {name: ScalingState() for name in models}
+        self.watched: set[str] = set()  # replicas whose readiness a thread of ours polls
+        self.lock = threading.Lock()
 
-    def run(self, stopping: threading.Event, interval: float) -> None:
-        """Tick until ``stopping`` is set; a submit wakes the loop early."""
+    def run(self, stopping: threading.Event, interval: float, lease: Lease) -> None:
+        """Tick while holding the lease, stand by otherwise, until ``stopping`` is set."""
+        leading = False
         while not stopping.is_set():
             try:
-                self.tick()
-            except Exception:
-                log.exception("autoscaler tick failed")
+                if lease.hold():
+                    if not leading:
+                        log.info("active: adopting replicas")
+                        self.adopt()
+                    leading = True
+                    self.tick()
+                elif leading:
+                    log.warning("lease lost; standing by")
+                    leading = False
+            except redis.RedisError as exc:
+                log.error("redis unavailable: %s", exc)
             if self.registry.redis.blpop([keys.SCALE], timeout=interval):
                 self.registry.redis.delete(keys.SCALE)
+
+    def adopt(self) -> None:
+        """Match the registry against what runs: keep and watch the found, forget the lost, stop strays."""
+        running = self.backend.running()
+        known = set()
+        for model in self.models.values():
+            for replica in self.registry.list(model.name):
+                known.add(replica.id)
+                if replica.id not in running:
+                    self.registry.remove(replica)
+                    self.events.record(model.name, "lost", replica.id, "in the registry but not running")
+                    continue
+                self.events.record(model.name, "adopted", replica.id, replica.state.value)
+                if replica.state is ReplicaState.STARTING:
+                    self.watch(model, replica)
+        for replica_id, handle in running.items():
+            if replica_id not in known:
+                self.backend.stop(handle)
+                self.events.record("", "stray_removed", replica_id, f"running but not in the registry ({handle})")
 
     def tick(self) -> None:
         """Reconcile every model once."""
@@ -72,29 +130,43 @@ class Autoscaler:
             self.reconcile(model)
 
     def reconcile(self, model: ModelConfig) -> None:
-        """Remove dead replicas, start missing ones, stop idle surplus ones."""
-        replicas = [r for r in self.registry.list(model.name) if not self.reap(r)]
-        live = [r for r in replicas if r.state in LIVE]
-        work = self.store.queue_depth(model.name) + self.store.in_flight(model.name)
-        want = desired_replicas(work, model.concurrency, model.min_replicas, model.max_replicas)
-        for _ in range(want - len(live)):
-            self.start(model)
-        surplus = len(live) - want
-        idle_before = self.clock() - model.idle_timeout
-        for replica in sorted(live, key=lambda r: r.idle_since):
-            if surplus > 0 and self.registry.drain_if_idle(replica, idle_before):
-                log.info("stopping idle replica %s of %s", replica.id, model.name)
-                self.stop(replica)
-                surplus -= 1
+        """Remove dead replicas, then start and stop what the policy decides."""
+        replicas = [r for r in self.registry.list(model.name) if not self.reap(model, r)]
+        now = self.clock()
+        with self.lock:
+            state = self.states[model.name]
+        decision = decide(self.observe(model, replicas, now), Policy.of(model), state, now)
+        if decision.start:
+            self.events.record(model.name, "scale_up", reason=f"start {decision.start}: {decision.reason}")
+            for _ in range(decision.start):
+                self.start(model)
+        by_id = {r.id: r for r in replicas}
+        for replica_id in decision.stop:
+            if self.registry.drain_if_idle(by_id[replica_id], now - model.idle_timeout):
+                self.events.record(model.name, "scale_down", replica_id, f"idle: {decision.reason}")
+                self.stop(by_id[replica_id])
 
-    def reap(self, replica: Replica) -> bool:
-        """Stop and forget a replica that failed or whose process died; True if it was removed."""
+    def observe(self, model: ModelConfig, replicas: list[Replica], now: float) -> Observation:
+        """The model's load, replicas and averages now."""
+        averages = self.registry.averages(model)
+        return Observation(
+            taken_at=now, queued=self.store.queue_depth(model.name), in_flight=self.store.in_flight(model.name),
+            replicas=tuple(ReplicaSnapshot(r.id, r.state, r.in_flight, r.idle_since) for r in replicas),
+            service_time=averages["service_time"].seconds, cold_start=averages["cold_start"].seconds,
+        )
+
+    def reap(self, model: ModelConfig, replica: Replica) -> bool:
+        """Stop and forget a replica that failed, drained or died; True if it was removed."""
         if replica.state is ReplicaState.STARTING:
-            return False  # its readiness watcher decides
-        if replica.state is ReplicaState.READY and self.backend.alive(replica.handle):
+            if replica.id not in self.watched:
+                self.watch(model, replica)
             return False
-        log.warning("removing replica %s of %s (%s): %s", replica.id, replica.model, replica.state,
-                    replica.reason or "process exited")
+        if replica.state is ReplicaState.READY:
+            if self.backend.alive(replica.handle):
+                return False
+            self.events.record(model.name, "replica_failed", replica.id, "exited while ready")
+        elif replica.state is ReplicaState.FAILED:
+            self.events.record(model.name, "replica_failed", replica.id, replica.reason)
         self.stop(replica)
         return True
 
@@ -105,37 +177,62 @@ class Autoscaler:
         try:
             launched = self.backend.start(model, replica_id)
         except StartFailed as exc:
-            log.error("cannot start a replica of %s: %s", model.name, exc)
+            self.start_failed(model, replica_id, str(exc))
             return
         replica = Replica(id=replica_id, model=model.name, backend=self.backend.name, endpoint=launched.endpoint,
                           handle=launched.handle, state=ReplicaState.STARTING, started_at=started)
         self.registry.add(replica)
-        log.info("started replica %s of %s at %s", replica_id, model.name, launched.endpoint)
+        self.watch(model, replica)
+
+    def watch(self, model: ModelConfig, replica: Replica) -> None:
+        """Poll the replica's readiness in a thread of its own."""
+        with self.lock:
+            self.watched.add(replica.id)
         threading.Thread(target=self.await_ready, args=(model, replica), daemon=True).start()
 
     def await_ready(self, model: ModelConfig, replica: Replica) -> None:
         """Poll ``GET /ok`` until the replica is ready, fails, or misses its deadline."""
+        try:
+            reason = self.readiness(model, replica)
+            if reason:
+                self.registry.set_state(replica, ReplicaState.FAILED, reason)
+                self.start_failed(model, replica.id, reason)
+                return
+            cold_start = self.clock() - replica.started_at
+            self.registry.set_state(replica, ReplicaState.READY)
+            self.registry.record(model.name, "cold_start", cold_start)
+            with self.lock:
+                self.states[model.name] = self.states[model.name].after_ready()
+            self.events.record(model.name, "ready", replica.id, f"cold start {cold_start:.3f} s")
+        finally:
+            with self.lock:
+                self.watched.discard(replica.id)
+
+    def readiness(self, model: ModelConfig, replica: Replica) -> str:
+        """Wait for the replica to answer ``GET /ok`` with 200: "" once it does, else why it never will."""
         deadline = replica.started_at + model.start_timeout
-        reason = f"not ready within {model.start_timeout:g} s"
         while self.clock() < deadline:
             if not self.backend.alive(replica.handle):
-                reason = "exited before it was ready"
-                break
+                return "exited before it was ready"
             try:
                 response = self.http.get(f"{replica.endpoint}/ok", timeout=1)
             except requests.RequestException:
                 time.sleep(READY_POLL)
                 continue
             if response.status_code == 200:
-                self.registry.set_state(replica, ReplicaState.READY)
-                self.registry.record(model.name, "cold_start", self.clock() - replica.started_at)
-                return
-            if setup_failed := setup_failure(response):
-                reason = setup_failed
-                break
+                return ""
+            if reason := setup_failure(response):
+                return reason
             time.sleep(READY_POLL)
-        log.error("replica %s of %s failed: %s", replica.id, model.name, reason)
-        self.registry.set_state(replica, ReplicaState.FAILED, reason)
+        return f"not ready within the start timeout of {model.start_timeout:g} s"
+
+    def start_failed(self, model: ModelConfig, replica_id: str, reason: str) -> None:
+        """Record a failed start, back off, and let waiting jobs know."""
+        with self.lock:
+            self.states[model.name] = self.states[model.name].after_failure(Policy.of(model), self.clock())
+        log.error("replica %s of %s failed to start: %s", replica_id, model.name, reason)
+        self.registry.record_start_failure(model.name, reason)
+        self.events.record(model.name, "start_failed", replica_id, reason)
 
     def stop(self, replica: Replica) -> None:
         """Stop the replica and forget it."""
@@ -147,6 +244,7 @@ class Autoscaler:
         for model in self.models:
             for replica in self.registry.list(model):
                 self.stop(replica)
+                self.events.record(model, "scale_down", replica.id, "autoscaler shutting down")
 
 
 def make_backend(settings: Settings) -> ReplicaBackend:
@@ -154,24 +252,28 @@ def make_backend(settings: Settings) -> ReplicaBackend:
     if settings.backend == "docker":
         import docker
 
-        return DockerBackend(docker.from_env(), settings.docker_network)
-    return ProcessBackend(workdir=settings.models_file.resolve().parent, log_dir=settings.data_dir / "logs")
+        return DockerBackend(docker.from_env(), settings.docker_network, settings.namespace)
+    return ProcessBackend(workdir=settings.models_file.resolve().parent, log_dir=settings.data_dir / "logs",
+                          namespace=settings.namespace)
 
 
 def run_autoscaler(settings: Settings) -> None:
-    """Run the scaling loop until SIGINT or SIGTERM, then stop every replica."""
+    """Run the autoscaler until SIGINT or SIGTERM; the active one then stops every replica."""
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    scaler = Autoscaler(settings.load_models(), ReplicaRegistry(client),
-                        JobStore(client, settings.job_retention), make_backend(settings))
+    scaler = Autoscaler(settings.load_models(), ReplicaRegistry(client), JobStore(client, settings.job_retention),
+                        EventLog(client), make_backend(settings))
+    lease = Lease(client, ttl=max(2.0, 4 * settings.scale_interval))
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
-    log.info("autoscaler running (%s backend) for %s", settings.backend, ", ".join(scaler.models))
+    log.info("autoscaler up (%s backend) for %s", settings.backend, ", ".join(scaler.models))
     try:
-        scaler.run(stopping, settings.scale_interval)
+        scaler.run(stopping, settings.scale_interval, lease)
     finally:
-        try:
-            scaler.stop_all()
-        finally:
-            scaler.backend.shutdown()
-        log.info("autoscaler stopped; replicas removed")
+        if lease.hold():
+            try:
+                scaler.stop_all()
+            finally:
+                lease.release()
+        scaler.backend.shutdown()
+        log.info("autoscaler stopped")

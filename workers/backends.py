@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,6 +20,9 @@ from workers.config import ModelConfig
 
 LABEL = "serverless-model"  # every container we start carries this label (value: the model)
 REPLICA_LABEL = "serverless-model.replica"
+NAMESPACE_LABEL = "serverless-model.namespace"
+REPLICA_ENV = "SM_REPLICA_ID"  # process replicas carry their id and namespace in their environment
+NAMESPACE_ENV = "SM_REPLICA_NAMESPACE"
 
 
 class StartFailed(Exception):
@@ -54,6 +58,10 @@ class ReplicaBackend(Protocol):
         """Stop whatever this backend object started and still runs (on the autoscaler's exit)."""
         ...
 
+    def running(self) -> dict[str, str]:
+        """Every replica of this namespace that runs now, found without the registry: id → handle."""
+        ...
+
 
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
@@ -72,9 +80,10 @@ class ProcessBackend:
 
     name = "process"
 
-    def __init__(self, workdir: Path, log_dir: Path) -> None:
+    def __init__(self, workdir: Path, log_dir: Path, namespace: str = "default") -> None:
         self.workdir = workdir
         self.log_dir = log_dir
+        self.namespace = namespace
         self.children: dict[int, subprocess.Popen[bytes]] = {}
 
     def start(self, model: ModelConfig, replica_id: str) -> Launched:
@@ -88,7 +97,8 @@ class ProcessBackend:
             try:
                 child = subprocess.Popen(
                     command, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                    env={**os.environ, **replica_env(model, "127.0.0.1", port)},
+                    env={**os.environ, **replica_env(model, "127.0.0.1", port),
+                         REPLICA_ENV: replica_id, NAMESPACE_ENV: self.namespace},
                 )
             except OSError as exc:
                 raise StartFailed(f"cannot run {command[0]!r}: {exc}") from exc
@@ -101,29 +111,48 @@ class ProcessBackend:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
         child = self.children.pop(pid, None)
-        if child is None:
-            return
-        try:
-            child.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(pid, signal.SIGKILL)
-            child.wait()
+        deadline = time.monotonic() + 5
+        while (child.poll() is None) if child else self.alive(handle):
+            if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+                if child:
+                    child.wait()
+                return
+            time.sleep(0.02)
 
     def shutdown(self) -> None:
         """Stop every replica process this backend started."""
         for pid in list(self.children):
             self.stop(str(pid))
 
+    def running(self) -> dict[str, str]:
+        """Replica processes of this namespace, found by the marks in their environment."""
+        found = {}
+        wanted = f"{NAMESPACE_ENV}={self.namespace}".encode()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                environ = (entry / "environ").read_bytes().split(b"\0")
+                leader = os.getpgid(int(entry.name)) == int(entry.name)
+            except OSError:
+                continue
+            marks = [v for v in environ if v.startswith(REPLICA_ENV.encode() + b"=")]
+            if wanted in environ and marks and leader:
+                found[marks[0].split(b"=", 1)[1].decode()] = entry.name
+        return found
+
     def alive(self, handle: str) -> bool:
         """Whether the process still runs."""
         child = self.children.get(int(handle))
         if child is not None:
             return child.poll() is None
-        try:
-            os.kill(int(handle), 0)
+        try:  # not our child (adopted): a zombie counts as dead
+            stat = Path(f"/proc/{int(handle)}/stat").read_text()
         except OSError:
             return False
-        return True
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 class DockerBackend:
@@ -131,9 +160,10 @@ class DockerBackend:
 
     name = "docker"
 
-    def __init__(self, client: Any, network: str = "host") -> None:
+    def __init__(self, client: Any, network: str = "host", namespace: str = "default") -> None:
         self.client = client  # a docker.DockerClient
         self.network = network
+        self.namespace = namespace
 
     def start(self, model: ModelConfig, replica_id: str) -> Launched:
         """Create and start a container of the model's image (never pulls)."""
@@ -146,9 +176,10 @@ class DockerBackend:
             container = self.client.containers.create(
                 model.image, name=name, detach=True, network_mode=self.network,
                 environment=replica_env(model, "127.0.0.1" if host_network else "0.0.0.0", port),
-                labels={LABEL: model.name, REPLICA_LABEL: replica_id},
+                labels={LABEL: model.name, REPLICA_LABEL: replica_id, NAMESPACE_LABEL: self.namespace},
                 read_only=True, tmpfs={"/tmp": "size=64m"}, cap_drop=["ALL"],
-                security_opt=["no-new-privileges"], user="65534:65534", pids_limit=256,
+                security_opt=["no-new-privileges"], user="65534:65534",
+                mem_limit=model.memory, nano_cpus=int(model.cpus * 1e9), pids_limit=model.pids,
             )
             container.start()
         except docker.errors.ImageNotFound as exc:
@@ -181,6 +212,7 @@ class DockerBackend:
     def shutdown(self) -> None:
         """Nothing to do: containers outlive this object and are stopped through the registry."""
 
-    def containers(self) -> list[Any]:
-        """Every container we started, found by label."""
-        return list(self.client.containers.list(all=True, filters={"label": LABEL}))
+    def running(self) -> dict[str, str]:
+        """Containers of this namespace, running or not, by their labels."""
+        found = self.client.containers.list(all=True, filters={"label": f"{NAMESPACE_LABEL}={self.namespace}"})
+        return {c.labels[REPLICA_LABEL]: str(c.id) for c in found}

@@ -25,6 +25,12 @@ class ModelConfig(BaseModel):
     start_timeout: PositiveFloat = 60  # seconds a replica may take to become ready
     queue_timeout: PositiveFloat = 600  # seconds a job may wait for a replica before it fails
     max_attempts: PositiveInt = 3  # tries of a job whose replica died under it
+    on_start_failure: Literal["fail", "wait"] = "fail"  # waiting jobs when a replica fails to start
+    cold_start_seed: PositiveFloat = 5.0  # seconds assumed for a cold start until one is measured
+    service_time_seed: PositiveFloat = 1.0  # seconds assumed per request until one is measured
+    memory: str = "1g"  # docker: memory limit of a replica
+    cpus: PositiveFloat = 1.0  # docker: CPU limit of a replica
+    pids: PositiveInt = 256  # docker: process limit of a replica
     example_input: Any = None  # a body that works, shown to newcomers by GET /v1/models/<model>
     env: dict[str, str] = {}  # extra environment for the replica
 
@@ -50,6 +56,7 @@ class Settings(BaseSettings):
     max_wait: PositiveFloat = 300  # longest ?wait= a client may ask for
     scale_interval: PositiveFloat = 0.5  # seconds between autoscaler ticks
     data_dir: Path = Path(".serverless-model")  # embedded Redis data and replica logs
+    namespace: str = "default"  # tells this platform's replicas from another's on the same host
 
     def load_models(self) -> dict[str, ModelConfig]:
         """The models declared in the models file, by name."""

@@ -8,12 +8,16 @@ Key schema (``sm:`` prefix; ``{model}`` a model name, ``{id}`` a job or replica 
 - ``sm:queued:{model}``    zset   ids of the model's QUEUED jobs, scored by created_at (queue depth).
 - ``sm:running:{model}``   set    ids of the model's RUNNING jobs (in flight).
 - ``sm:done:{id}``         list   one token pushed when the job finishes; a waiter BLPOPs it and pushes it back.
-- ``sm:stats:{model}``     hash   moving averages (seconds) and sample counts: request_time, cold_start.
+- ``sm:stats:{model}``     hash   moving averages (seconds) and sample counts: service_time, cold_start.
 - ``sm:replicas:{model}``  set    ids of the model's replicas.
 - ``sm:replica:{id}``      hash   a replica: id, model, backend, endpoint, handle, state, in_flight,
                                   started_at, ready_at, last_used, reason.
 - ``sm:wake:{model}``      list   tokens pushed when a replica slot frees up; waiting tasks BLPOP it.
 - ``sm:scale``             list   tokens pushed on submit; the autoscaler BLPOPs it between ticks.
+- ``sm:start_failure:{model}`` hash  the model's latest failed replica start: at, reason; deleted when one
+                                  becomes ready.
+- ``sm:events``            stream scaling decisions and replica lifecycle events, capped at ~10,000.
+- ``sm:autoscaler``        string the active autoscaler's token; expires unless renewed (leader lease).
 
 Celery's own keys (its queues ``model.{model}``, ``unacked``, ``_kombu.*``) live beside these.
 """
@@ -21,6 +25,8 @@ Celery's own keys (its queues ``model.{model}``, ``unacked``, ``_kombu.*``) live
 PREFIX = "sm:"
 REPLICA_PREFIX = f"{PREFIX}replica:"
 SCALE = f"{PREFIX}scale"
+EVENTS = f"{PREFIX}events"
+AUTOSCALER_LEASE = f"{PREFIX}autoscaler"
 
 
 def job(job_id: str) -> str:
@@ -61,3 +67,8 @@ def replica(replica_id: str) -> str:
 def wake(model: str) -> str:
     """Tokens for tasks waiting on a free replica slot."""
     return f"{PREFIX}wake:{model}"
+
+
+def start_failure(model: str) -> str:
+    """The model's latest failed replica start."""
+    return f"{PREFIX}start_failure:{model}"

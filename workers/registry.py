@@ -14,6 +14,7 @@ import redis
 from redis.typing import EncodableT, FieldT
 
 from workers import keys
+from workers.config import ModelConfig
 
 
 class ReplicaState(enum.StrEnum):
@@ -57,6 +58,22 @@ class Replica:
     def idle_since(self) -> float:
         """When the replica last finished a request (or became ready)."""
         return self.last_used or self.ready_at or self.started_at
+
+
+@dataclass(frozen=True)
+class MovingAverage:
+    """A moving average in seconds and how many samples it has folded in (0: the configured seed)."""
+
+    seconds: float
+    samples: int
+
+
+@dataclass(frozen=True)
+class StartFailure:
+    """The latest failed start of a model's replica."""
+
+    at: float
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -157,9 +174,24 @@ class ReplicaRegistry:
         fields: dict[FieldT, EncodableT] = {"state": state.value, "reason": reason}
         if state is ReplicaState.READY:
             fields["ready_at"] = repr(time.time())
-        self.redis.hset(keys.replica(replica.id), mapping=fields)
-        if state is ReplicaState.READY:
-            self.redis.rpush(keys.wake(replica.model), *[1] * 8)
+        with self.redis.pipeline() as pipe:
+            pipe.hset(keys.replica(replica.id), mapping=fields)
+            if state is ReplicaState.READY:
+                pipe.delete(keys.start_failure(replica.model))
+                pipe.rpush(keys.wake(replica.model), *[1] * 8)
+            pipe.execute()
+
+    def record_start_failure(self, model: str, reason: str) -> None:
+        """Remember that a replica of the model failed to start, and wake the tasks waiting for one."""
+        with self.redis.pipeline() as pipe:
+            pipe.hset(keys.start_failure(model), mapping={"at": repr(time.time()), "reason": reason})
+            pipe.rpush(keys.wake(model), *[1] * 8)
+            pipe.execute()
+
+    def start_failure(self, model: str) -> StartFailure | None:
+        """The model's latest failed start, if no replica became ready since."""
+        fields = cast(dict[str, str], self.redis.hgetall(keys.start_failure(model)))
+        return StartFailure(at=float(fields["at"]), reason=fields["reason"]) if fields else None
 
     def remove(self, replica: Replica) -> None:
         """Forget a stopped replica."""
@@ -189,7 +221,10 @@ class ReplicaRegistry:
         """Fold a sample into the model's moving average of ``metric``."""
         self._average(keys=[keys.stats(model)], args=[metric, seconds, self.weight])
 
-    def averages(self, model: str) -> dict[str, float]:
-        """The model's moving averages and sample counts."""
-        stored = cast(dict[str, str], self.redis.hgetall(keys.stats(model)))
-        return {name: float(value) for name, value in stored.items()}
+    def averages(self, model: ModelConfig) -> dict[str, MovingAverage]:
+        """The model's moving averages of service time and cold start; the configured seeds until measured."""
+        stored = cast(dict[str, str], self.redis.hgetall(keys.stats(model.name)))
+        seeds = {"service_time": model.service_time_seed, "cold_start": model.cold_start_seed}
+        return {metric: MovingAverage(seconds=float(stored.get(metric, seed)),
+                                      samples=int(stored.get(f"{metric}_samples", 0)))
+                for metric, seed in seeds.items()}

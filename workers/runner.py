@@ -20,6 +20,7 @@ from workers.registry import ReplicaRegistry, ReplicaState, Slot
 log = logging.getLogger(__name__)
 
 WAKE_INTERVAL = 0.5  # seconds between re-checks while waiting for a replica slot
+SERVICE_TIME_HEADER = "X-Inference-Seconds"  # the replica's own measure of predict()
 RETRY_BASE_DELAY = 0.2  # seconds; doubled per attempt after a replica died under a job
 
 
@@ -72,6 +73,10 @@ def wait_for_slot(ctx: WorkerContext, model: ModelConfig, job: Job) -> Slot | No
         current = ctx.store.get(job.id)
         if current is None or current.status is not JobStatus.QUEUED:
             return None
+        failure = ctx.registry.start_failure(model.name)
+        if failure and failure.at >= job.created_at and model.on_start_failure == "fail":
+            fail(ctx, job, "replica_start_failed", f"no replica of {model.name!r} could start: {failure.reason}")
+            return None
         ctx.registry.wait_for_slot(model.name, WAKE_INTERVAL)
     return slot
 
@@ -84,7 +89,8 @@ def forward(ctx: WorkerContext, model: ModelConfig, job: Job, slot: Slot) -> flo
                                  headers={"Content-Type": "application/json"}, timeout=model.request_timeout)
     except requests.RequestException as exc:
         return replica_lost(ctx, model, job, slot, f"{type(exc).__name__}: {exc}")
-    ctx.registry.record(model.name, "request_time", time.monotonic() - started)
+    round_trip = time.monotonic() - started
+    ctx.registry.record(model.name, "service_time", float(response.headers.get(SERVICE_TIME_HEADER, round_trip)))
     try:
         body: Any = response.json()
     except ValueError:
