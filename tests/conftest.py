@@ -19,6 +19,7 @@ from workers.backends import free_port
 from workers.embedded import start_embedded_redis
 
 IN_CI = bool(os.environ.get("CI"))
+TEST_MODELS = Path(__file__).resolve().parent / "images"  # testmodels.py, importable by process replicas
 MODELS_TOML = """
 [models.iris]
 command = ["python", "-m", "model.server"]
@@ -64,14 +65,17 @@ def client(redis_url: str) -> "redis.Redis":
 class Platform:
     """The platform's processes for one test, on a models file of the test's own."""
 
-    def __init__(self, workdir: Path, redis_url: str, backend: str = "process", idle_timeout: float = 3) -> None:
+    def __init__(self, workdir: Path, redis_url: str, backend: str = "process", idle_timeout: float = 3,
+                 models: str = "") -> None:
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        models = workdir / "models.toml"
-        models.write_text(MODELS_TOML.format(idle_timeout=idle_timeout))
-        self.env = {**os.environ, "REDIS_URL": redis_url, "SM_MODELS_FILE": str(models),
-                    "SM_DATA_DIR": str(workdir / "data"), "SM_BACKEND": backend, "SM_MAX_BODY_BYTES": "65536"}
+        self.namespace = f"test-{workdir.name}"
+        models_file = workdir / "models.toml"
+        models_file.write_text(MODELS_TOML.format(idle_timeout=idle_timeout) + models)
+        self.env = {**os.environ, "REDIS_URL": redis_url, "SM_MODELS_FILE": str(models_file),
+                    "SM_DATA_DIR": str(workdir / "data"), "SM_BACKEND": backend, "SM_MAX_BODY_BYTES": "65536",
+                    "SM_NAMESPACE": self.namespace, "PYTHONPATH": str(TEST_MODELS)}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, *names: str) -> "Platform":
@@ -141,8 +145,8 @@ def make_platform(tmp_path: Path, redis_url: str, client: "redis.Redis") -> Iter
     """Make platforms for this test; everything they started is stopped afterwards."""
     made: list[Platform] = []
 
-    def make(backend: str = "process", idle_timeout: float = 3) -> Platform:
-        platform = Platform(tmp_path, redis_url, backend, idle_timeout)
+    def make(backend: str = "process", idle_timeout: float = 3, models: str = "") -> Platform:
+        platform = Platform(tmp_path, redis_url, backend, idle_timeout, models)
         made.append(platform)
         return platform
 
@@ -161,3 +165,24 @@ def remove_labelled_containers() -> None:
                            capture_output=True, text=True, check=False).stdout.split()
     if found:
         subprocess.run(["docker", "rm", "-f", *found], capture_output=True, check=False)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_IMAGE = "serverless-model/test-models:latest"
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> object:
+    """A client of a running Docker engine, with the example and test images built (from cache if unchanged)."""
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:
+        unavailable(f"no Docker engine ({exc})")
+    build = subprocess.run([sys.executable, "-m", "workers.cli", "build"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=900, check=False, env={**os.environ, "SM_MODELS_FILE": str(ROOT / "models.toml")})
+    assert build.returncode == 0, build.stdout + build.stderr
+    client.images.build(path=str(TEST_MODELS), tag=TEST_IMAGE, network_mode="host", pull=False, rm=True)
+    return client

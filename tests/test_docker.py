@@ -1,34 +1,13 @@
 """The Docker backend on a real Docker engine: the example image builds locally, a job runs in a container."""
 
-import subprocess
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import Platform, unavailable
+from tests.conftest import Platform
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration]
-IMAGE = "serverless-model/iris:latest"
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def docker_client() -> object:
-    """A client of a running Docker engine, with the example image built (from cache if unchanged)."""
-    try:
-        import docker
-
-        client = docker.from_env()
-        client.ping()
-    except Exception as exc:
-        unavailable(f"no Docker engine ({exc})")
-    build = subprocess.run([sys.executable, "-m", "workers.cli", "build"], cwd=ROOT, capture_output=True, text=True,
-                           timeout=900, check=False, env={"SM_MODELS_FILE": str(ROOT / "models.toml")})
-    assert build.returncode == 0, build.stdout + build.stderr
-    return client
 
 
 def labelled(client: object) -> list[object]:

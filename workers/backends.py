@@ -214,5 +214,5 @@ class DockerBackend:
 
     def running(self) -> dict[str, str]:
         """Containers of this namespace, running or not, by their labels."""
-        found = self.client.containers.list(all=True, filters={"label": f"{NAMESPACE_LABEL}={self.namespace}"})
-        return {c.labels[REPLICA_LABEL]: str(c.id) for c in found}
+        found = self.client.api.containers(all=True, filters={"label": f"{NAMESPACE_LABEL}={self.namespace}"})
+        return {c["Labels"][REPLICA_LABEL]: str(c["Id"]) for c in found}
