@@ -31,6 +31,9 @@ def test_job_runs_through_a_container_replica(make_platform: Callable[..., Platf
     assert container.labels["serverless-model.replica"] == job["replica"]  # type: ignore[attr-defined]
     config = container.attrs["HostConfig"]  # type: ignore[attr-defined]
     assert config["NetworkMode"] == "host" and config["ReadonlyRootfs"] and config["CapDrop"] == ["ALL"]
+    assert config["SecurityOpt"] == ["no-new-privileges"] and config["Tmpfs"] == {"/tmp": "size=64m"}
+    assert (config["Memory"], config["NanoCpus"], config["PidsLimit"]) == (2**30, 10**9, 256)
+    assert container.attrs["Config"]["User"] == "65534:65534"  # type: ignore[attr-defined]
     replica = requests.get(f"{platform.url}/v1/models/iris", timeout=5).json()["replicas"][0]
     assert replica["endpoint"].startswith("http://127.0.0.1:")
 

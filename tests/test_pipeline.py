@@ -1,8 +1,10 @@
 """End to end on real parts: gunicorn gateway, a real celery worker, the autoscaler, process replicas."""
 
+import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -110,3 +112,26 @@ def test_bad_model_input_fails_the_job_with_the_models_message(make_platform: Ca
     assert job["status"] == "FAILED"
     assert job["error"]["code"] == "bad_input"
     assert "4 numbers" in job["error"]["message"]
+
+
+def test_killed_autoscaler_adopts_process_replicas_on_restart(make_platform: Callable[..., Platform],
+                                                              client: "redis.Redis") -> None:
+    platform = make_platform(idle_timeout=30).start("gateway", "worker", "autoscaler")
+    assert submit(platform, {"features": [[5.1, 3.5, 1.4, 0.2]]}, wait=60).json()["status"] == "SUCCEEDED"
+    [replica] = replicas(platform)
+    platform.stop("autoscaler", sig=signal.SIGKILL)
+    platform.start("autoscaler")
+
+    platform.wait_until(lambda: any(e["kind"] == "adopted" for e in all_events(platform)), 20, "not adopted")
+    assert [r["id"] for r in replicas(platform)] == [replica["id"]]
+    job = submit(platform, {"features": [[5.1, 3.5, 1.4, 0.2]]}, wait=60).json()
+    assert job["status"] == "SUCCEEDED" and job["replica"] == replica["id"]
+    pid = int(client.hget(f"sm:replica:{replica['id']}", "handle") or 0)
+    platform.stop("autoscaler")  # a clean stop removes the adopted replica too
+    assert replicas(platform) == []
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+def all_events(platform: Platform) -> list[dict[str, Any]]:
+    """Every event, newest first."""
+    return list(requests.get(f"{platform.url}/v1/events", timeout=5).json()["events"])
