@@ -163,7 +163,9 @@ def test_autoscaler_killed_and_restarted_adopts_its_replicas(make_platform: Call
     kinds = [(e["kind"], e["replica"]) for e in events(platform, "sleepy")] + \
             [(e["kind"], e["replica"]) for e in events_of_all(platform)]
     adopted = {replica for kind, replica in kinds if kind == "adopted"}
-    assert before <= adopted | {r for kind, r in kinds if kind == "scale_down"}
+    strays = {replica for kind, replica in kinds if kind == "stray_removed"}
+    assert adopted, kinds
+    assert before <= adopted | strays  # a container created just before the kill was never registered
     assert ("stray_removed", "stray0") in kinds
     with pytest.raises(docker.errors.NotFound):
         stray.reload()
