@@ -4,11 +4,11 @@ from typing import Any
 
 import redis
 from celery import Celery
-from flask import Response, jsonify, request
+from flask import Response, g, jsonify, request
 from flask_openapi3 import Info, OpenAPI, Tag
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 
-from gateway import errors
+from gateway import auth, errors
 from gateway.schemas import (
     ErrorBody,
     EventList,
@@ -32,8 +32,8 @@ from workers.registry import ReplicaRegistry
 
 JOBS = Tag(name="jobs", description="submit, read and cancel inference jobs")
 MODELS = Tag(name="models", description="served models, their queues and replicas")
-ERRORS: dict[Any, Any] = {400: ErrorBody, 404: ErrorBody, 413: ErrorBody, 415: ErrorBody, 422: ErrorBody,
-                          503: ErrorBody}
+ERRORS: dict[Any, Any] = {400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 413: ErrorBody, 415: ErrorBody,
+                          422: ErrorBody, 429: ErrorBody, 503: ErrorBody}
 
 
 class Gateway:
@@ -48,6 +48,7 @@ class Gateway:
         self.registry = ReplicaRegistry(client)
         self.events = EventLog(client)
         self.celery = celery
+        self.api_keys = auth.parse_digests(settings.api_keys)
 
     def model(self, name: str) -> ModelConfig:
         """The named model, or UnknownModel."""
@@ -55,24 +56,26 @@ class Gateway:
             raise errors.UnknownModel(f"no model named {name!r}; GET /v1/models lists them")
         return self.models[name]
 
-    def job(self, job_id: str) -> Job:
-        """The job, or UnknownJob."""
+    def job(self, job_id: str, owner: str) -> Job:
+        """The caller's job, or UnknownJob (also for another key's job)."""
         job = self.store.get(job_id)
-        if job is None:
+        if job is None or job.owner != owner:
             raise errors.UnknownJob(f"no job {job_id!r} (unknown, or expired after its retention)")
         return job
 
-    def submit(self, model: ModelConfig, payload: dict[str, Any], wait: float) -> Job:
-        """Record the job durably, then enqueue it; 503 if either fails (nothing is left half-made)."""
-        try:
-            job = self.store.create(model.name, payload)
-        except redis.RedisError as exc:
-            raise errors.Unavailable(f"the job store is unreachable: {exc}") from exc
+    def submit(self, model: ModelConfig, payload: dict[str, Any], wait: float, owner: str) -> Job:
+        """Enqueue the job, then record it; 503 if either fails (a task whose record never lands is dropped)."""
+        if self.store.queue_depth(model.name) >= model.max_queued:
+            raise errors.QueueFull(f"{model.name!r} has {model.max_queued} jobs waiting; retry later")
+        job = JobStore.new(model.name, payload, owner)
         try:
             self.celery.send_task(TASK_NAME, args=[job.id], queue=model.queue)
         except Exception as exc:
-            self.store.discard(job)
             raise errors.Unavailable(f"the broker is unreachable: {exc}") from exc
+        try:
+            self.store.create(job)
+        except redis.RedisError as exc:
+            raise errors.Unavailable(f"the job store is unreachable: {exc}") from exc
         if wait > 0:
             job = self.store.wait(job.id, min(wait, self.settings.max_wait)) or job
         return job
@@ -88,6 +91,17 @@ def respond(body: Any, status: int = 200) -> Response:
     response = jsonify(body.model_dump(mode="json"))
     response.status_code = status
     return response
+
+
+def authenticate(gateway: Gateway) -> None:
+    """Who calls (g.principal), within their rate limit; only the /v1 API needs a key."""
+    g.principal = ""
+    if request.path.startswith("/v1/"):
+        g.principal = auth.principal(request.headers.get("Authorization"), gateway.api_keys)
+        try:
+            auth.check_rate(gateway.redis, g.principal, gateway.settings.rate_limit)
+        except redis.RedisError as exc:
+            raise errors.Unavailable(f"redis unreachable: {exc}") from exc
 
 
 def parse_json_body() -> None:
@@ -116,27 +130,28 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
                   validation_error_status=422, validation_error_model=ErrorBody,
                   validation_error_callback=errors.validation_error)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.before_request(lambda: authenticate(gateway))
     app.before_request(parse_json_body)
     errors.register(app)
 
     @app.post("/v1/models/<model>/jobs", tags=[JOBS], responses={200: JobView, 202: JobView, **ERRORS})
     def submit_job(path: ModelPath, query: WaitQuery, body: JobInput) -> Response:
         """Submit a job; with ?wait=<s>, block up to that long for its result."""
-        job = gateway.submit(gateway.model(path.model), body.root, query.wait)
+        job = gateway.submit(gateway.model(path.model), body.root, query.wait, g.principal)
         return respond(JobView.of(job), 200 if job.status.finished else 202)
 
     @app.get("/v1/jobs/<job_id>", tags=[JOBS], responses={200: JobView, **ERRORS})
     def get_job(path: JobPath) -> Response:
         """A job's status, output or error, timings, replica and attempts."""
-        return respond(JobView.of(gateway.job(path.job_id)))
+        return respond(JobView.of(gateway.job(path.job_id, g.principal)))
 
     @app.delete("/v1/jobs/<job_id>", tags=[JOBS], responses={200: JobView, 409: ErrorBody, **ERRORS})
     def cancel_job(path: JobPath) -> Response:
         """Cancel a queued job; a running one is cancelled best-effort (its result is discarded)."""
-        job = gateway.job(path.job_id)
+        job = gateway.job(path.job_id, g.principal)
         if job.status.finished or not gateway.store.cancel(job):
-            raise errors.JobFinished(f"job {job.id} already finished as {gateway.job(job.id).status}")
-        return respond(JobView.of(gateway.job(job.id)))
+            raise errors.JobFinished(f"job {job.id} already finished as {gateway.job(job.id, g.principal).status}")
+        return respond(JobView.of(gateway.job(job.id, g.principal)))
 
     @app.get("/v1/models", tags=[MODELS], responses={200: ModelList})
     def list_models() -> Response:

@@ -2,6 +2,7 @@
 
 import logging
 
+import redis
 from flask import Flask, Response, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
@@ -19,6 +20,24 @@ class ApiError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class Unauthorized(ApiError):
+    """No API key, or one that is not accepted."""
+
+    status, code = 401, "unauthorized"
+
+
+class RateLimited(ApiError):
+    """Too many requests with one key."""
+
+    status, code, retry_after = 429, "rate_limited", 1
+
+
+class QueueFull(ApiError):
+    """The model's queue is at its cap."""
+
+    status, code, retry_after = 429, "queue_full", 5
 
 
 class UnknownModel(ApiError):
@@ -77,7 +96,15 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> Response:
-        return error_response(exc.status, exc.code, exc.message, exc.retry_after)
+        response = error_response(exc.status, exc.code, exc.message, exc.retry_after)
+        if isinstance(exc, Unauthorized):
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.errorhandler(redis.RedisError)
+    def redis_down(exc: redis.RedisError) -> Response:
+        return error_response(Unavailable.status, Unavailable.code, f"redis unreachable: {exc}",
+                              Unavailable.retry_after)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

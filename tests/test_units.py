@@ -20,7 +20,7 @@ def fake() -> fakeredis.FakeRedis:
 
 def test_job_lifecycle_moves_the_id_between_queued_and_running(fake: fakeredis.FakeRedis) -> None:
     store = JobStore(fake, retention=60)
-    job = store.create("iris", {"features": [[1, 2, 3, 4]]})
+    job = store.create(JobStore.new("iris", {"features": [[1, 2, 3, 4]]}))
     assert (store.queue_depth("iris"), store.in_flight("iris")) == (1, 0)
     assert store.transition(job, JobStatus.RUNNING, replica="r1")
     assert (store.queue_depth("iris"), store.in_flight("iris")) == (0, 1)
@@ -41,7 +41,7 @@ def test_job_lifecycle_moves_the_id_between_queued_and_running(fake: fakeredis.F
 def test_guarded_transitions_refuse_stale_writers(fake: fakeredis.FakeRedis, path: list[JobStatus],
                                                   refused: JobStatus) -> None:
     store = JobStore(fake, retention=60)
-    job = store.create("iris", {})
+    job = store.create(JobStore.new("iris", {}))
     for status in path:
         assert store.transition(job, status)
     before = store.get(job.id)
@@ -51,13 +51,46 @@ def test_guarded_transitions_refuse_stale_writers(fake: fakeredis.FakeRedis, pat
 
 def test_cancel_records_what_it_interrupted(fake: fakeredis.FakeRedis) -> None:
     store = JobStore(fake, retention=60)
-    job = store.create("iris", {})
+    job = store.create(JobStore.new("iris", {}))
     store.transition(job, JobStatus.RUNNING)
     running = store.get(job.id)
     assert running is not None and store.cancel(running)
     cancelled = store.get(job.id)
     assert cancelled is not None and cancelled.cancelled_while is JobStatus.RUNNING
     assert store.wait(job.id, timeout=5) == cancelled  # finished: returns without blocking
+
+
+def test_only_the_current_claim_commits(fake: fakeredis.FakeRedis) -> None:
+    store = JobStore(fake, retention=60)
+    job = store.create(JobStore.new("iris", {}))
+    assert store.claim(job.id, "first", lease=5, worker="w1") == "OK"
+    assert store.claim(job.id, "second", lease=5, worker="w2") == "CLAIMED"  # a duplicate delivery
+    assert store.transition(job, JobStatus.RUNNING, "first")
+    assert not store.transition(job, JobStatus.SUCCEEDED, "second", output="2")
+    assert store.transition(job, JobStatus.SUCCEEDED, "first", output="1")
+    done = store.get(job.id)
+    assert done is not None and done.output == 1 and done.commits == 1 and done.worker == "w1"
+    assert store.expired_leases(time.time() + 100) == []  # finished jobs hold no lease
+
+
+def test_reaper_requeues_an_expired_lease_then_buries_after_the_last_attempt(fake: fakeredis.FakeRedis) -> None:
+    store = JobStore(fake, retention=60)
+    job = store.create(JobStore.new("iris", {}))
+    for attempt in (1, 2):
+        assert store.claim(job.id, f"t{attempt}", lease=5, worker="w") == "OK"
+        assert store.transition(job, JobStatus.RUNNING, f"t{attempt}")
+        now = time.time()
+        assert store.expire_lease(job, max_attempts=2, now=now) == "LIVE"
+        assert store.renew({job.id: f"t{attempt}"}, lease=5) == 1
+        assert store.renew({job.id: "someone else"}, lease=5) == 0
+        assert store.expired_leases(now + 100) == [job.id]
+        outcome = store.expire_lease(job, max_attempts=2, now=now + 100)
+        assert outcome == ("REQUEUE" if attempt == 1 else "DEAD")
+    dead = store.get(job.id)
+    assert dead is not None and dead.status is JobStatus.FAILED and dead.error is not None
+    assert dead.error.code == "worker_lost" and dead.attempts == 2 and dead.commits == 1
+    assert store.dead_letters() == [job.id]
+    assert not store.transition(job, JobStatus.SUCCEEDED, "t2", output="1")  # the lost worker's late result
 
 
 def replica(registry: ReplicaRegistry, replica_id: str, state: ReplicaState = ReplicaState.READY) -> Replica:

@@ -19,9 +19,10 @@ import requests
 
 from workers import keys
 from workers.backends import DockerBackend, ProcessBackend, ReplicaBackend, StartFailed
+from workers.celery_app import TASK_NAME, create_celery
 from workers.config import ModelConfig, Settings
 from workers.events import EventLog
-from workers.jobs import JobStore
+from workers.jobs import Job, JobStore, Reaped
 from workers.policy import Observation, Policy, ReplicaSnapshot, ScalingState, decide
 from workers.registry import Replica, ReplicaRegistry, ReplicaState
 
@@ -74,8 +75,10 @@ class Autoscaler:
     """Keeps each model's replicas where the policy wants them."""
 
     def __init__(self, models: dict[str, ModelConfig], registry: ReplicaRegistry, store: JobStore,
-                 events: EventLog, backend: ReplicaBackend, clock: Callable[[], float] = time.time) -> None:
+                 events: EventLog, backend: ReplicaBackend, enqueue: Callable[[Job], None],
+                 clock: Callable[[], float] = time.time) -> None:
         self.models = models
+        self.enqueue = enqueue
         self.registry = registry
         self.store = store
         self.events = events
@@ -125,9 +128,26 @@ class Autoscaler:
                 self.events.record("", "stray_removed", replica_id, f"running but not in the registry ({handle})")
 
     def tick(self) -> None:
-        """Reconcile every model once."""
+        """Requeue the jobs of lost workers, then reconcile every model once."""
+        self.reap_jobs()
         for model in self.models.values():
             self.reconcile(model)
+
+    def reap_jobs(self) -> None:
+        """Jobs whose lease ran out (their worker died or stalled) go back to the queue, or to dead letters."""
+        now = self.clock()
+        for job_id in self.store.expired_leases(now):
+            job = self.store.get(job_id)
+            if job is None:
+                self.store.redis.zrem(keys.LEASES, job_id)
+                continue
+            model = self.models.get(job.model)
+            outcome = self.store.expire_lease(job, model.max_attempts if model else 1, now)
+            if outcome is Reaped.REQUEUE and model is not None:
+                self.enqueue(job)
+                self.events.record(job.model, "job_requeued", reason=f"job {job.id}: lease expired (worker lost)")
+            elif outcome is Reaped.DEAD:
+                self.events.record(job.model, "job_dead", reason=f"job {job.id}: worker lost on every attempt")
 
     def reconcile(self, model: ModelConfig) -> None:
         """Remove dead replicas, then start and stop what the policy decides."""
@@ -260,8 +280,14 @@ def make_backend(settings: Settings) -> ReplicaBackend:
 def run_autoscaler(settings: Settings) -> None:
     """Run the autoscaler until SIGINT or SIGTERM; the active one then stops every replica."""
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    scaler = Autoscaler(settings.load_models(), ReplicaRegistry(client), JobStore(client, settings.job_retention),
-                        EventLog(client), make_backend(settings))
+    models = settings.load_models()
+    celery = create_celery(settings)
+
+    def enqueue(job: Job) -> None:
+        celery.send_task(TASK_NAME, args=[job.id], queue=models[job.model].queue)
+
+    scaler = Autoscaler(models, ReplicaRegistry(client), JobStore(client, settings.job_retention),
+                        EventLog(client), make_backend(settings), enqueue)
     lease = Lease(client, ttl=max(2.0, 4 * settings.scale_interval))
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -8,9 +8,10 @@ from typing import Any
 
 import redis
 from celery import Celery
+from celery.signals import worker_init
 
 from workers import runner
-from workers.config import Settings
+from workers.config import Settings, check_delivery
 from workers.jobs import JobStore
 from workers.registry import ReplicaRegistry
 
@@ -31,7 +32,12 @@ def create_celery(settings: Settings) -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": 3600},
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout, "socket_timeout": 5,
+                                  "socket_connect_timeout": 2},
+        broker_connection_timeout=2,
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2,
+                                   "interval_max": 0.5},
+        worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_hijack_root_logger=False,
     )
     return app
@@ -42,20 +48,27 @@ def worker_context() -> runner.WorkerContext:
     """The clients of this worker process, made once."""
     settings = Settings()
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    store = JobStore(client, settings.job_retention)
     return runner.WorkerContext(
         models=settings.load_models(),
-        store=JobStore(client, settings.job_retention),
+        store=store,
         registry=ReplicaRegistry(client),
         http=runner.http_session(),
+        leases=runner.LeaseKeeper(store, settings.job_lease),
     )
 
 
 app = create_celery(Settings())
 
 
-@app.task(name=TASK_NAME, bind=True, max_retries=None)  # type: ignore[untyped-decorator]
-def run_job(self: Any, job_id: str) -> None:
+@worker_init.connect  # type: ignore[untyped-decorator]
+def check_before_consuming(**_: Any) -> None:
+    """Refuse to start a worker whose tasks could outlive the visibility timeout."""
+    settings = Settings()
+    check_delivery(settings, settings.load_models())
+
+
+@app.task(name=TASK_NAME)  # type: ignore[untyped-decorator]
+def run_job(job_id: str) -> None:
     """Run one job (a thin adapter over ``runner.run_job``)."""
-    delay = runner.run_job(job_id, worker_context())
-    if delay is not None:
-        raise self.retry(countdown=delay)
+    runner.run_job(job_id, worker_context())

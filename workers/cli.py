@@ -14,7 +14,7 @@ from typing import Any
 
 import requests
 
-from workers.config import Settings
+from workers.config import Settings, check_delivery
 
 log = logging.getLogger("serverless-model")
 
@@ -98,7 +98,14 @@ def gateway(args: argparse.Namespace) -> int:
 
 def worker(args: argparse.Namespace) -> int:
     """Run a Celery worker on every declared model's queue."""
-    queues = ",".join(m.queue for m in Settings().load_models().values())
+    settings = Settings()
+    models = settings.load_models()
+    try:
+        check_delivery(settings, models)
+    except ValueError as exc:
+        print(f"refusing to start: {exc}", file=sys.stderr)
+        return 2
+    queues = ",".join(m.queue for m in models.values())
     argv = ["celery", "-A", "workers.celery_app", "worker", "-Q", queues, "--pool", "threads",
             "--concurrency", str(args.concurrency), "--loglevel", "INFO", "-E", "--without-gossip",
             "--without-mingle", *args.celery_args]
@@ -124,6 +131,14 @@ def submit(args: argparse.Namespace) -> int:
     response = requests.post(url, json=payload, params={"wait": args.wait}, timeout=args.wait + 10)
     print(json.dumps(response.json(), indent=2))
     return 0 if response.status_code in (200, 202) and response.json().get("status") != "FAILED" else 1
+
+
+def hash_key(args: argparse.Namespace) -> int:
+    """Print the digest to put in SM_API_KEYS for an API key."""
+    from gateway.auth import digest
+
+    print(digest(args.key))
+    return 0
 
 
 def build(args: argparse.Namespace) -> int:
@@ -158,6 +173,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=float, default=60)
     p.add_argument("--url", default=os.environ.get("SM_GATEWAY_URL", "http://127.0.0.1:8080"))
     p.set_defaults(func=submit)
+    p = sub.add_parser("hash-key", help="print the SHA-256 digest of an API key, for SM_API_KEYS")
+    p.add_argument("key")
+    p.set_defaults(func=hash_key)
     p = sub.add_parser("build", help="build the model images (docker backend)")
     p.add_argument("--context", default="model")
     p.set_defaults(func=build)

@@ -24,7 +24,8 @@ class ModelConfig(BaseModel):
     request_timeout: PositiveFloat = 30  # seconds one inference request may take
     start_timeout: PositiveFloat = 60  # seconds a replica may take to become ready
     queue_timeout: PositiveFloat = 600  # seconds a job may wait for a replica before it fails
-    max_attempts: PositiveInt = 3  # tries of a job whose replica died under it
+    max_attempts: PositiveInt = 3  # tries of a job whose replica or worker died under it
+    max_queued: PositiveInt = 10_000  # jobs waiting at most; past it submits get 429
     on_start_failure: Literal["fail", "wait"] = "fail"  # waiting jobs when a replica fails to start
     cold_start_seed: PositiveFloat = 5.0  # seconds assumed for a cold start until one is measured
     service_time_seed: PositiveFloat = 1.0  # seconds assumed per request until one is measured
@@ -57,6 +58,11 @@ class Settings(BaseSettings):
     scale_interval: PositiveFloat = 0.5  # seconds between autoscaler ticks
     data_dir: Path = Path(".serverless-model")  # embedded Redis data and replica logs
     namespace: str = "default"  # tells this platform's replicas from another's on the same host
+    job_lease: PositiveFloat = 5.0  # seconds a worker's claim on a job lives unless renewed
+    visibility_timeout: PositiveFloat = 7200  # seconds before Redis redelivers an unacked Celery message
+    redis_fsync: Literal["always", "everysec", "no"] = "everysec"  # embedded Redis: "always" loses nothing
+    api_keys: str = ""  # comma-separated SHA-256 hex digests of the accepted API keys; empty: no auth
+    rate_limit: float = Field(0, ge=0)  # requests per second per API key; 0: unlimited
 
     def load_models(self) -> dict[str, ModelConfig]:
         """The models declared in the models file, by name."""
@@ -67,3 +73,21 @@ def parse_models(document: dict[str, Any]) -> dict[str, ModelConfig]:
     """Models from a parsed models file (``[models.<name>]`` tables)."""
     tables = document.get("models", {})
     return {name: ModelConfig(name=name, **table) for name, table in tables.items()}
+
+
+RECORD_GRACE = 5.0  # seconds a task waits for the gateway to record a job it was just sent
+
+
+def longest_task(model: ModelConfig) -> float:
+    """The longest a task of this model may hold its Celery message (wait, attempts, backoff)."""
+    backoff = sum(0.2 * 2.0**attempt for attempt in range(model.max_attempts))
+    return RECORD_GRACE + model.queue_timeout + model.max_attempts * model.request_timeout + backoff
+
+
+def check_delivery(settings: Settings, models: dict[str, ModelConfig]) -> None:
+    """Refuse a visibility timeout that a task could outlive (Redis would deliver its message twice)."""
+    for model in models.values():
+        if longest_task(model) >= settings.visibility_timeout:
+            raise ValueError(
+                f"model {model.name!r}: a task may take {longest_task(model):g} s (queue_timeout + attempts x "
+                f"request_timeout), not below SM_VISIBILITY_TIMEOUT={settings.visibility_timeout:g} s")

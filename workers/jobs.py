@@ -6,6 +6,7 @@ writer (a cancelled job's late result, say) is refused rather than overwriting.
 """
 
 import enum
+import importlib.resources
 import json
 import time
 import uuid
@@ -44,31 +45,21 @@ ALLOWED_FROM: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.CANCELLED: frozenset({JobStatus.QUEUED, JobStatus.RUNNING}),
 }
 
-TRANSITION = """
--- KEYS: job, queued set, running set, done list
--- ARGV: new status, allowed old statuses (comma separated), retention seconds, now, field/value pairs
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return false end
-if not string.find(',' .. ARGV[2] .. ',', ',' .. status .. ',', 1, true) then return status end
-local id = redis.call('HGET', KEYS[1], 'id')
-redis.call('HSET', KEYS[1], 'status', ARGV[1])
-if #ARGV > 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 5)) end
-if ARGV[1] == 'RUNNING' then
-  redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('SADD', KEYS[3], id)
-elseif ARGV[1] == 'QUEUED' then
-  redis.call('SREM', KEYS[3], id)
-  redis.call('ZADD', KEYS[2], ARGV[4], id)
-else
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('SREM', KEYS[3], id)
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
-  redis.call('RPUSH', KEYS[4], 1)
-  redis.call('EXPIRE', KEYS[4], ARGV[3])
-end
-return 'OK'
-"""
+LUA = importlib.resources.files("workers") / "lua"
+
+
+def script(client: redis.Redis, name: str) -> Any:
+    """A Lua script of ``workers/lua``, registered with the client."""
+    return client.register_script((LUA / f"{name}.lua").read_text())
+
+
+class Reaped(enum.StrEnum):
+    """What the reaper did with a job whose lease ran out."""
+
+    REQUEUE = "REQUEUE"  # back to QUEUED: send its task again
+    DEAD = "DEAD"  # out of attempts: FAILED and in the dead-letter list
+    LIVE = "LIVE"  # renewed meanwhile
+    GONE = "GONE"  # expired or deleted
 
 
 @dataclass(frozen=True)
@@ -95,6 +86,10 @@ class Job:
     replica: str | None = None
     attempts: int = 0
     cancelled_while: JobStatus | None = None
+    owner: str = ""  # the API key (hash prefix) that submitted it
+    worker: str = ""  # the worker (host:pid) that claimed it last
+    commits: int = 0  # how many times an outcome was committed (1 once finished)
+    requeued_at: float | None = None  # when the reaper last put it back after a lost worker
 
     @classmethod
     def from_hash(cls, fields: dict[str, str]) -> "Job":
@@ -113,6 +108,10 @@ class Job:
             replica=fields.get("replica") or None,
             attempts=int(fields.get("attempts", 0)),
             cancelled_while=JobStatus(fields["cancelled_while"]) if fields.get("cancelled_while") else None,
+            owner=fields.get("owner", ""),
+            worker=fields.get("worker", ""),
+            commits=int(fields.get("commits", 0)),
+            requeued_at=_float(fields.get("requeued_at")),
         )
 
 
@@ -126,14 +125,23 @@ class JobStore:
     def __init__(self, client: redis.Redis, retention: float) -> None:
         self.redis = client
         self.retention = int(retention)
-        self._transition = client.register_script(TRANSITION)
+        self._transition = script(client, "transition")
+        self._claim = script(client, "claim")
+        self._renew = script(client, "renew")
+        self._expire = script(client, "expire_lease")
 
-    def create(self, model: str, payload: Any, now: float | None = None) -> Job:
+    @staticmethod
+    def new(model: str, payload: Any, owner: str = "") -> Job:
+        """A new QUEUED job, not yet recorded."""
+        return Job(id=uuid.uuid4().hex, model=model, status=JobStatus.QUEUED, input=payload, created_at=time.time(),
+                   owner=owner)
+
+    def create(self, job: Job) -> Job:
         """Record a new QUEUED job and count it in the model's queue."""
-        job = Job(id=uuid.uuid4().hex, model=model, status=JobStatus.QUEUED, input=payload,
-                  created_at=now or time.time())
+        model = job.model
         record: dict[FieldT, EncodableT] = {"id": job.id, "model": model, "status": job.status.value,
-                  "input": json.dumps(payload), "created_at": repr(job.created_at), "attempts": 0}
+                  "input": json.dumps(job.input), "created_at": repr(job.created_at), "attempts": 0,
+                  "owner": job.owner}
         with self.redis.pipeline() as pipe:
             pipe.hset(keys.job(job.id), mapping=record)
             pipe.zadd(keys.queued(model), {job.id: job.created_at})
@@ -142,27 +150,57 @@ class JobStore:
             pipe.execute()
         return job
 
-    def discard(self, job: Job) -> None:
-        """Remove a job that was never handed to a worker."""
-        with self.redis.pipeline() as pipe:
-            pipe.delete(keys.job(job.id))
-            pipe.zrem(keys.queued(job.model), job.id)
-            pipe.execute()
-
     def get(self, job_id: str) -> Job | None:
         """The job, or None if unknown or expired."""
         fields = cast(dict[str, str], self.redis.hgetall(keys.job(job_id)))
         return Job.from_hash(fields) if fields else None
 
-    def transition(self, job: Job, to: JobStatus, **fields: Any) -> bool:
-        """Move the job to ``to`` if its current status allows; False if it was refused."""
+    def transition(self, job: Job, to: JobStatus, claim: str = "", **fields: Any) -> bool:
+        """Move the job to ``to`` if its status allows and ``claim`` (if given) is current; else False."""
         allowed = ",".join(sorted(ALLOWED_FROM[to]))
         pairs: list[str] = []
         for name, value in fields.items():
             pairs += [name, value if isinstance(value, str) else json.dumps(value)]
-        keys_ = [keys.job(job.id), keys.queued(job.model), keys.running(job.model), keys.done(job.id)]
-        result = self._transition(keys=keys_, args=[to.value, allowed, self.retention, time.time(), *pairs])
+        keys_ = [keys.job(job.id), keys.queued(job.model), keys.running(job.model), keys.done(job.id), keys.LEASES]
+        result = self._transition(keys=keys_, args=[to.value, allowed, self.retention, time.time(), claim, *pairs])
         return bool(result == "OK")
+
+    def claim(self, job_id: str, token: str, lease: float, worker: str) -> str:
+        """Claim a QUEUED job for one task run: "OK", or why not (its status, CLAIMED, MISSING)."""
+        result = self._claim(keys=[keys.job(job_id), keys.LEASES], args=[token, time.time(), lease, worker])
+        return str(result)
+
+    def renew(self, claims: dict[str, str], lease: float) -> int:
+        """Extend the leases of the claims still held (job id → token); how many were renewed."""
+        if not claims:
+            return 0
+        ids = list(claims)
+        return int(self._renew(keys=[keys.LEASES, *map(keys.job, ids)], args=[time.time(), lease,
+                                                                              *(claims[i] for i in ids)]))
+
+    def expired_leases(self, now: float, limit: int = 1000) -> list[str]:
+        """Ids of jobs whose lease ran out before ``now``."""
+        return cast(list[str], self.redis.zrangebyscore(keys.LEASES, "-inf", now, start=0, num=limit))
+
+    def expire_lease(self, job: Job, max_attempts: int, now: float) -> Reaped:
+        """Requeue a job whose worker was lost, or fail it into the dead-letter list after its last attempt."""
+        error = json.dumps({"code": "worker_lost",
+                            "message": f"the worker running it was lost on all {max_attempts} attempts"})
+        keys_ = [keys.job(job.id), keys.LEASES, keys.queued(job.model), keys.running(job.model), keys.done(job.id),
+                 keys.DEAD]
+        result = str(self._expire(keys=keys_, args=[job.id, now, max_attempts, self.retention, error]))
+        return Reaped(result) if result in Reaped.__members__ else Reaped.GONE
+
+    def bury(self, job: Job) -> None:
+        """Put a job that failed after its last attempt in the dead-letter list."""
+        with self.redis.pipeline() as pipe:
+            pipe.lpush(keys.DEAD, job.id)
+            pipe.ltrim(keys.DEAD, 0, 9999)
+            pipe.execute()
+
+    def dead_letters(self, limit: int = 100) -> list[str]:
+        """Ids of the newest jobs that failed after their last attempt."""
+        return cast(list[str], self.redis.lrange(keys.DEAD, 0, limit - 1))
 
     def cancel(self, job: Job) -> bool:
         """Cancel a queued job, or a running one best-effort (its result will be discarded)."""

@@ -3,8 +3,12 @@
 Key schema (``sm:`` prefix; ``{model}`` a model name, ``{id}`` a job or replica id):
 
 - ``sm:job:{id}``          hash   the job record: id, model, status, input, output, error, created_at,
-                                  started_at, finished_at, replica, attempts, cancelled_while. Expires
-                                  ``job_retention`` seconds after it finishes.
+                                  started_at, finished_at, replica, attempts, cancelled_while, owner, claim,
+                                  lease_until, worker, commits, requeued_at. Expires ``job_retention``
+                                  seconds after it finishes.
+- ``sm:leases``            zset   ids of claimed jobs, scored by lease expiry; the reaper requeues the expired.
+- ``sm:dead``              list   ids of jobs that failed after their last attempt (dead letters), newest first.
+- ``sm:rate:{key}:{second}`` string requests of one API key in one second (rate limit); expires in 2 s.
 - ``sm:queued:{model}``    zset   ids of the model's QUEUED jobs, scored by created_at (queue depth).
 - ``sm:running:{model}``   set    ids of the model's RUNNING jobs (in flight).
 - ``sm:done:{id}``         list   one token pushed when the job finishes; a waiter BLPOPs it and pushes it back.
@@ -26,6 +30,8 @@ PREFIX = "sm:"
 REPLICA_PREFIX = f"{PREFIX}replica:"
 SCALE = f"{PREFIX}scale"
 EVENTS = f"{PREFIX}events"
+LEASES = f"{PREFIX}leases"
+DEAD = f"{PREFIX}dead"
 AUTOSCALER_LEASE = f"{PREFIX}autoscaler"
 
 
@@ -72,3 +78,8 @@ def wake(model: str) -> str:
 def start_failure(model: str) -> str:
     """The model's latest failed replica start."""
     return f"{PREFIX}start_failure:{model}"
+
+
+def rate(principal: str, second: int) -> str:
+    """Requests of one API key within one second."""
+    return f"{PREFIX}rate:{principal}:{second}"

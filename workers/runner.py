@@ -1,19 +1,29 @@
-"""Running one job: wait for a replica slot, forward the input, commit the outcome.
+"""Running one job: claim it, wait for a replica slot, forward the input, commit the outcome.
 
-This is the body of the Celery task, written as a plain function over its clients so that it can be
-called and tested without Celery.
+This is the body of the Celery task, written as plain functions over their clients so that it can be
+called and tested without Celery. A task claims its job with a token and a lease that a background
+thread renews; every later write is a compare-and-set on that claim, so a task that lost its claim (its
+worker stalled past the lease and the reaper requeued the job) can never commit. A replica that dies
+under a job takes it out of routing and the job is retried on another, up to ``max_attempts``.
 """
 
+import contextlib
 import json
 import logging
+import os
+import socket
+import threading
 import time
-from dataclasses import dataclass
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
+import redis
 import requests
 
 from workers import keys
-from workers.config import ModelConfig
+from workers.config import RECORD_GRACE, ModelConfig
 from workers.jobs import Job, JobStatus, JobStore
 from workers.registry import ReplicaRegistry, ReplicaState, Slot
 
@@ -24,6 +34,39 @@ SERVICE_TIME_HEADER = "X-Inference-Seconds"  # the replica's own measure of pred
 RETRY_BASE_DELAY = 0.2  # seconds; doubled per attempt after a replica died under a job
 
 
+class LeaseKeeper:
+    """Renews, from one background thread, the leases of every job this worker holds."""
+
+    def __init__(self, store: JobStore, lease: float) -> None:
+        self.store = store
+        self.lease = lease
+        self.claims: dict[str, str] = {}
+        self.lock = threading.Lock()
+        threading.Thread(target=self.renew_forever, name="lease-keeper", daemon=True).start()
+
+    @contextlib.contextmanager
+    def holding(self, job_id: str, token: str) -> Iterator[None]:
+        """Keep the claim's lease alive while the block runs."""
+        with self.lock:
+            self.claims[job_id] = token
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.claims.pop(job_id, None)
+
+    def renew_forever(self) -> None:
+        """Renew every held lease three times per lease period."""
+        while True:
+            time.sleep(self.lease / 3)
+            with self.lock:
+                claims = dict(self.claims)
+            try:
+                self.store.renew(claims, self.lease)
+            except redis.RedisError as exc:
+                log.warning("cannot renew job leases: %s", exc)
+
+
 @dataclass(frozen=True)
 class WorkerContext:
     """The clients a worker runs jobs with."""
@@ -32,6 +75,8 @@ class WorkerContext:
     store: JobStore
     registry: ReplicaRegistry
     http: requests.Session
+    leases: LeaseKeeper
+    worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
 
 def http_session(pool_size: int = 64) -> requests.Session:
@@ -42,53 +87,79 @@ def http_session(pool_size: int = 64) -> requests.Session:
     return session
 
 
-def run_job(job_id: str, ctx: WorkerContext) -> float | None:
-    """Run the job once; returns a delay in seconds if it must be tried again, else None."""
-    job = ctx.store.get(job_id)
-    if job is None or job.status is not JobStatus.QUEUED:
-        return None
+def run_job(job_id: str, ctx: WorkerContext) -> None:
+    """Run the job if it is queued and no other task holds it."""
+    job = recorded_job(ctx.store, job_id)
+    if job is None:
+        log.warning("job %s was never recorded (the gateway refused it); dropping its task", job_id)
+        return
+    token = uuid.uuid4().hex
+    if job.status is not JobStatus.QUEUED or ctx.store.claim(job_id, token, ctx.leases.lease, ctx.worker) != "OK":
+        return
+    with ctx.leases.holding(job_id, token):
+        run_claimed(ctx, job, token)
+
+
+def recorded_job(store: JobStore, job_id: str) -> Job | None:
+    """The job; the gateway enqueues before it records, so give the record a moment to land."""
+    deadline = time.monotonic() + RECORD_GRACE
+    while (job := store.get(job_id)) is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return job
+
+
+def run_claimed(ctx: WorkerContext, job: Job, claim: str) -> None:
+    """Attempt the job until it is committed, cancelled, or out of attempts."""
     model = ctx.models.get(job.model)
     if model is None:
-        fail(ctx, job, "unknown_model", f"model {job.model!r} is no longer served")
-        return None
-    slot = wait_for_slot(ctx, model, job)
-    if slot is None:
-        return None
-    try:
-        if not ctx.store.transition(job, JobStatus.RUNNING, started_at=repr(time.time()), replica=slot.replica_id):
-            return None  # cancelled meanwhile
-        return forward(ctx, model, job, slot)
-    finally:
-        ctx.registry.release(model.name, slot)
+        fail(ctx, job, claim, "unknown_model", f"model {job.model!r} is no longer served")
+        return
+    while job.status is JobStatus.QUEUED:
+        slot = wait_for_slot(ctx, model, job, claim)
+        if slot is None:
+            return
+        try:
+            if not ctx.store.transition(job, JobStatus.RUNNING, claim, started_at=repr(time.time()),
+                                        replica=slot.replica_id):
+                return  # cancelled, or the claim was lost
+            delay = forward(ctx, model, job, slot, claim)
+        finally:
+            ctx.registry.release(model.name, slot)
+        if delay is None:
+            return
+        time.sleep(delay)
+        job = ctx.store.get(job.id) or job
 
 
-def wait_for_slot(ctx: WorkerContext, model: ModelConfig, job: Job) -> Slot | None:
-    """A slot on a ready replica; None if the job was cancelled or waited past its queue timeout."""
+def wait_for_slot(ctx: WorkerContext, model: ModelConfig, job: Job, claim: str) -> Slot | None:
+    """A slot on a ready replica; None if the job was cancelled, failed to start, or waited too long."""
     deadline = job.created_at + model.queue_timeout
     ctx.store.redis.rpush(keys.SCALE, model.name)
     while (slot := ctx.registry.acquire(model.name, model.concurrency)) is None:
         if time.time() > deadline:
-            fail(ctx, job, "no_replica", f"no replica of {model.name!r} was ready within {model.queue_timeout:g} s")
+            fail(ctx, job, claim, "no_replica", f"no replica of {model.name!r} was ready within "
+                                                f"{model.queue_timeout:g} s")
             return None
         current = ctx.store.get(job.id)
         if current is None or current.status is not JobStatus.QUEUED:
             return None
         failure = ctx.registry.start_failure(model.name)
         if failure and failure.at >= job.created_at and model.on_start_failure == "fail":
-            fail(ctx, job, "replica_start_failed", f"no replica of {model.name!r} could start: {failure.reason}")
+            fail(ctx, job, claim, "replica_start_failed", f"no replica of {model.name!r} could start: "
+                                                          f"{failure.reason}")
             return None
         ctx.registry.wait_for_slot(model.name, WAKE_INTERVAL)
     return slot
 
 
-def forward(ctx: WorkerContext, model: ModelConfig, job: Job, slot: Slot) -> float | None:
-    """POST the job's input to the replica and commit what comes back."""
+def forward(ctx: WorkerContext, model: ModelConfig, job: Job, slot: Slot, claim: str) -> float | None:
+    """POST the job's input to the replica and commit what comes back; a retry delay if the replica failed."""
     started = time.monotonic()
     try:
         response = ctx.http.post(f"{slot.endpoint}/", data=json.dumps(job.input),
                                  headers={"Content-Type": "application/json"}, timeout=model.request_timeout)
     except requests.RequestException as exc:
-        return replica_lost(ctx, model, job, slot, f"{type(exc).__name__}: {exc}")
+        return replica_lost(ctx, model, job, slot, claim, f"{type(exc).__name__}: {exc}")
     round_trip = time.monotonic() - started
     ctx.registry.record(model.name, "service_time", float(response.headers.get(SERVICE_TIME_HEADER, round_trip)))
     try:
@@ -97,31 +168,34 @@ def forward(ctx: WorkerContext, model: ModelConfig, job: Job, slot: Slot) -> flo
         body = {"error": {"code": "bad_response", "message": response.text[:500]}}
     finished = repr(time.time())
     if response.status_code == 200:
-        ctx.store.transition(job, JobStatus.SUCCEEDED, output=response.text, finished_at=finished)
-    else:
-        error = body.get("error") if isinstance(body, dict) else None
-        if not isinstance(error, dict):
-            error = {"code": "model_error", "message": response.text[:500]}
-        ctx.store.transition(job, JobStatus.FAILED, error=error, finished_at=finished)
+        ctx.store.transition(job, JobStatus.SUCCEEDED, claim, output=response.text, finished_at=finished)
+        return None
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        error = {"code": "model_error", "message": response.text[:500]}
+    ctx.store.transition(job, JobStatus.FAILED, claim, error=error, finished_at=finished)
     return None
 
 
-def replica_lost(ctx: WorkerContext, model: ModelConfig, job: Job, slot: Slot, reason: str) -> float | None:
+def replica_lost(ctx: WorkerContext, model: ModelConfig, job: Job, slot: Slot, claim: str,
+                 reason: str) -> float | None:
     """Take the replica out of routing and put the job back, or fail it after its last attempt."""
     replica = ctx.registry.get(slot.replica_id)
     if replica is not None:
         ctx.registry.set_state(replica, ReplicaState.FAILED, reason)
     log.warning("job %s: replica %s failed: %s", job.id, slot.replica_id, reason)
-    attempts = job.attempts + 1
+    current = ctx.store.get(job.id)
+    attempts = current.attempts if current else model.max_attempts
     if attempts >= model.max_attempts:
-        fail(ctx, job, "replica_failed", f"replica failed on all {attempts} attempts; last: {reason}")
+        if fail(ctx, job, claim, "replica_failed", f"replica failed on all {attempts} attempts; last: {reason}"):
+            ctx.store.bury(job)
         return None
-    if not ctx.store.transition(job, JobStatus.QUEUED):
+    if not ctx.store.transition(job, JobStatus.QUEUED, claim):
         return None
-    return float(RETRY_BASE_DELAY * 2**attempts)
+    return float(RETRY_BASE_DELAY * 2 ** (attempts - 1))
 
 
-def fail(ctx: WorkerContext, job: Job, code: str, message: str) -> None:
-    """Mark the job FAILED with a reason."""
-    ctx.store.transition(job, JobStatus.FAILED, error={"code": code, "message": message},
-                         finished_at=repr(time.time()))
+def fail(ctx: WorkerContext, job: Job, claim: str, code: str, message: str) -> bool:
+    """Mark the job FAILED with a reason, if this claim still holds it."""
+    return ctx.store.transition(job, JobStatus.FAILED, claim, error={"code": code, "message": message},
+                                finished_at=repr(time.time()))
