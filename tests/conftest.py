@@ -15,7 +15,7 @@ import pytest
 import redis
 import requests
 
-from workers.backends import free_port
+from workers.backends import ProcessBackend, free_port
 from workers.embedded import start_embedded_redis
 
 IN_CI = bool(os.environ.get("CI"))
@@ -82,10 +82,11 @@ class Platform:
         """Start the named processes: gateway, worker, autoscaler."""
         argv = {
             "gateway": ["gateway", "--port", str(self.port), "--workers", "1"],
-            "worker": ["worker", "--concurrency", "16"],
             "autoscaler": ["autoscaler"],
         }
         for name in names:
+            if name.startswith("worker"):  # worker, worker2, ...: separate celery nodes
+                argv[name] = ["worker", "--concurrency", "16", "--name", f"{name}@%h"]
             log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - kept open for the child
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", "workers.cli", *argv[name]], env=self.env, cwd=self.workdir,
@@ -131,17 +132,15 @@ class Platform:
         raise AssertionError(message)
 
 
-def kill_process_replicas(client: "redis.Redis") -> None:
-    """Kill process replicas the registry still lists (left if an autoscaler was killed)."""
-    for key in client.scan_iter("sm:replica:*"):
-        fields = client.hgetall(key)
-        if fields.get("backend") == "process":
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.killpg(int(fields["handle"]), signal.SIGKILL)
+def kill_process_replicas(namespace: str) -> None:
+    """Kill the platform's process replicas still running (left if its autoscaler was killed)."""
+    for handle in ProcessBackend(Path("."), Path("."), namespace).running().values():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(int(handle), signal.SIGKILL)
 
 
 @pytest.fixture
-def make_platform(tmp_path: Path, redis_url: str, client: "redis.Redis") -> Iterator[Callable[..., Platform]]:
+def make_platform(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., Platform]]:
     """Make platforms for this test; everything they started is stopped afterwards."""
     made: list[Platform] = []
 
@@ -153,7 +152,7 @@ def make_platform(tmp_path: Path, redis_url: str, client: "redis.Redis") -> Iter
     yield make
     for platform in made:
         platform.stop()
-    kill_process_replicas(client)
+        kill_process_replicas(platform.namespace)
     remove_labelled_containers()
 
 

@@ -75,9 +75,12 @@ def test_only_the_current_claim_commits(fake: fakeredis.FakeRedis) -> None:
 
 def test_reaper_requeues_an_expired_lease_then_buries_after_the_last_attempt(fake: fakeredis.FakeRedis) -> None:
     store = JobStore(fake, retention=60)
+    registry = ReplicaRegistry(fake)
+    replica(registry, "a")
     job = store.create(JobStore.new("iris", {}))
     for attempt in (1, 2):
         assert store.claim(job.id, f"t{attempt}", lease=5, worker="w") == "OK"
+        assert registry.acquire("iris", concurrency=1, job_id=job.id) is not None
         assert store.transition(job, JobStatus.RUNNING, f"t{attempt}")
         now = time.time()
         assert store.expire_lease(job, max_attempts=2, now=now) == "LIVE"
@@ -86,6 +89,7 @@ def test_reaper_requeues_an_expired_lease_then_buries_after_the_last_attempt(fak
         assert store.expired_leases(now + 100) == [job.id]
         outcome = store.expire_lease(job, max_attempts=2, now=now + 100)
         assert outcome == ("REQUEUE" if attempt == 1 else "DEAD")
+        assert [r.in_flight for r in registry.list("iris")] == [0]  # the lost worker's slot is free again
     dead = store.get(job.id)
     assert dead is not None and dead.status is JobStatus.FAILED and dead.error is not None
     assert dead.error.code == "worker_lost" and dead.attempts == 2 and dead.commits == 1
@@ -106,24 +110,25 @@ def test_slots_go_to_the_least_loaded_ready_replica_and_never_past_concurrency(f
     replica(registry, "a")
     replica(registry, "b")
     replica(registry, "c", ReplicaState.STARTING)
-    slots = [registry.acquire("iris", concurrency=2) for _ in range(5)]
+    slots = [registry.acquire("iris", concurrency=2, job_id=f"j{i}") for i in range(5)]
     taken = [s.replica_id for s in slots if s]
     assert sorted(taken) == ["a", "a", "b", "b"] and slots[4] is None
     assert slots[0] is not None
-    registry.release("iris", slots[0])
-    assert registry.acquire("iris", concurrency=2) == slots[0]
+    assert [r.in_flight for r in registry.list("iris")] == [2, 2, 0]
+    registry.release("iris", slots[0], "j0")
+    assert registry.acquire("iris", concurrency=2, job_id="j5") == slots[0]
 
 
 def test_a_busy_replica_is_never_drained(fake: fakeredis.FakeRedis) -> None:
     registry = ReplicaRegistry(fake)
     record = replica(registry, "a")
-    slot = registry.acquire("iris", concurrency=1)
+    slot = registry.acquire("iris", concurrency=1, job_id="j")
     assert slot is not None
     assert not registry.drain_if_idle(record, idle_before=time.time() + 100)
-    registry.release("iris", slot)
+    registry.release("iris", slot, "j")
     assert not registry.drain_if_idle(record, idle_before=time.time() - 100)  # used just now
     assert registry.drain_if_idle(record, idle_before=time.time() + 1)
-    assert registry.acquire("iris", concurrency=1) is None  # draining takes no new work
+    assert registry.acquire("iris", concurrency=1, job_id="k") is None  # draining takes no new work
 
 
 def test_moving_average_starts_at_the_first_sample(fake: fakeredis.FakeRedis) -> None:

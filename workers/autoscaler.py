@@ -76,8 +76,9 @@ class Autoscaler:
 
     def __init__(self, models: dict[str, ModelConfig], registry: ReplicaRegistry, store: JobStore,
                  events: EventLog, backend: ReplicaBackend, enqueue: Callable[[Job], None],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, orphan_after: float = 10.0) -> None:
         self.models = models
+        self.orphan_after = orphan_after
         self.enqueue = enqueue
         self.registry = registry
         self.store = store
@@ -103,10 +104,15 @@ class Autoscaler:
                 elif leading:
                     log.warning("lease lost; standing by")
                     leading = False
+                self.wait_for_work(interval)
             except redis.RedisError as exc:
                 log.error("redis unavailable: %s", exc)
-            if self.registry.redis.blpop([keys.SCALE], timeout=interval):
-                self.registry.redis.delete(keys.SCALE)
+                stopping.wait(interval)
+
+    def wait_for_work(self, interval: float) -> None:
+        """Sleep until the next tick, or until a submit wakes us."""
+        if self.registry.redis.blpop([keys.SCALE], timeout=interval):
+            self.registry.redis.delete(keys.SCALE)
 
     def adopt(self) -> None:
         """Match the registry against what runs: keep and watch the found, forget the lost, stop strays."""
@@ -148,6 +154,22 @@ class Autoscaler:
                 self.events.record(job.model, "job_requeued", reason=f"job {job.id}: lease expired (worker lost)")
             elif outcome is Reaped.DEAD:
                 self.events.record(job.model, "job_dead", reason=f"job {job.id}: worker lost on every attempt")
+        for model in self.models.values():
+            self.resend_orphans(model, now)
+
+    def resend_orphans(self, model: ModelConfig, now: float) -> None:
+        """Send again the QUEUED jobs that nobody holds while the model's Celery queue is empty.
+
+        Their message was taken by a worker that died before it claimed the job; Redis would only bring
+        it back after the visibility timeout. A duplicate is harmless: one task claims, the other returns.
+        """
+        if self.store.redis.llen(model.queue):
+            return  # their messages may still be waiting there
+        for job_id in self.store.unclaimed_since(model.name, now - self.orphan_after):
+            job = self.store.get(job_id)
+            if job is not None and self.store.mark_resent(job, now):
+                self.enqueue(job)
+                self.events.record(model.name, "job_requeued", reason=f"job {job.id}: its message was lost")
 
     def reconcile(self, model: ModelConfig) -> None:
         """Remove dead replicas, then start and stop what the policy decides."""
@@ -287,7 +309,7 @@ def run_autoscaler(settings: Settings) -> None:
         celery.send_task(TASK_NAME, args=[job.id], queue=models[job.model].queue)
 
     scaler = Autoscaler(models, ReplicaRegistry(client), JobStore(client, settings.job_retention),
-                        EventLog(client), make_backend(settings), enqueue)
+                        EventLog(client), make_backend(settings), enqueue, orphan_after=settings.job_lease)
     lease = Lease(client, ttl=max(2.0, 4 * settings.scale_interval))
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -195,7 +195,8 @@ class DockerBackend:
 
         try:
             container = self.client.containers.get(handle)
-            container.stop(timeout=3)
+            with contextlib.suppress(docker.errors.APIError):  # a paused (frozen) one cannot stop cleanly
+                container.stop(timeout=3)
             container.remove(force=True)
         except docker.errors.NotFound:
             pass

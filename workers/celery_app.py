@@ -26,9 +26,14 @@ def create_celery(settings: Settings) -> Celery:
         accept_content=["json"],
         result_serializer="json",
         task_ignore_result=True,  # results live in our job store
-        task_acks_late=True,
-        task_reject_on_worker_lost=True,
+        # Early acks, on purpose. The job record is the source of truth: a task claims its job with a lease
+        # that it renews, and the autoscaler's reaper sends the job again when a lease runs out or when a
+        # queued job has no live claim and no waiting message. With late acks kombu's Redis transport
+        # kills the worker when a task acks after a broker reconnect ('NoneType' object has no attribute
+        # 'client'), and a killed worker's unacked messages would only return after the visibility timeout.
+        task_acks_late=False,
         worker_prefetch_multiplier=1,
+        worker_disable_prefetch=True,  # take a message only when a thread is free to run it at once
         worker_send_task_events=True,
         task_send_sent_event=True,
         broker_connection_retry_on_startup=True,
@@ -37,7 +42,9 @@ def create_celery(settings: Settings) -> Celery:
         broker_connection_timeout=2,
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2,
                                    "interval_max": 0.5},
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # not worker_cancel_long_running_tasks_on_connection_loss: with it the worker process dies while it
+        # reconnects (celery #7185, #9250); a task that runs on through a reconnect is harmless, since only
+        # the holder of a job's current claim can commit it
         worker_hijack_root_logger=False,
     )
     return app

@@ -108,7 +108,7 @@ def worker(args: argparse.Namespace) -> int:
     queues = ",".join(m.queue for m in models.values())
     argv = ["celery", "-A", "workers.celery_app", "worker", "-Q", queues, "--pool", "threads",
             "--concurrency", str(args.concurrency), "--loglevel", "INFO", "-E", "--without-gossip",
-            "--without-mingle", *args.celery_args]
+            "--without-mingle", "--hostname", args.name, *args.celery_args]
     os.execvp(sys.executable, [sys.executable, "-m", *argv])
 
 
@@ -163,6 +163,7 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=gateway)
     p = sub.add_parser("worker", help="run a Celery worker on every model's queue")
     p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--name", default="worker@%h", help="the Celery node name (unique per host)")
     p.add_argument("celery_args", nargs=argparse.REMAINDER, help="more arguments for celery worker")
     p.set_defaults(func=worker)
     p = sub.add_parser("autoscaler", help="run the scaling loop")

@@ -129,6 +129,7 @@ class JobStore:
         self._claim = script(client, "claim")
         self._renew = script(client, "renew")
         self._expire = script(client, "expire_lease")
+        self._resend = script(client, "resend")
 
     @staticmethod
     def new(model: str, payload: Any, owner: str = "") -> Job:
@@ -187,9 +188,18 @@ class JobStore:
         error = json.dumps({"code": "worker_lost",
                             "message": f"the worker running it was lost on all {max_attempts} attempts"})
         keys_ = [keys.job(job.id), keys.LEASES, keys.queued(job.model), keys.running(job.model), keys.done(job.id),
-                 keys.DEAD]
-        result = str(self._expire(keys=keys_, args=[job.id, now, max_attempts, self.retention, error]))
+                 keys.DEAD, keys.wake(job.model)]
+        args = [job.id, now, max_attempts, self.retention, error, keys.SLOTS_PREFIX]
+        result = str(self._expire(keys=keys_, args=args))
         return Reaped(result) if result in Reaped.__members__ else Reaped.GONE
+
+    def unclaimed_since(self, model: str, before: float, limit: int = 100) -> list[str]:
+        """Ids of the model's QUEUED jobs last enqueued before ``before`` (candidates for a lost message)."""
+        return cast(list[str], self.redis.zrangebyscore(keys.queued(model), "-inf", before, start=0, num=limit))
+
+    def mark_resent(self, job: Job, now: float) -> bool:
+        """Whether the job is QUEUED with no live claim; if so it counts as enqueued again ``now``."""
+        return bool(self._resend(keys=[keys.job(job.id), keys.queued(job.model)], args=[job.id, now]))
 
     def bury(self, job: Job) -> None:
         """Put a job that failed after its last attempt in the dead-letter list."""

@@ -9,13 +9,16 @@ Key schema (``sm:`` prefix; ``{model}`` a model name, ``{id}`` a job or replica 
 - ``sm:leases``            zset   ids of claimed jobs, scored by lease expiry; the reaper requeues the expired.
 - ``sm:dead``              list   ids of jobs that failed after their last attempt (dead letters), newest first.
 - ``sm:rate:{key}:{second}`` string requests of one API key in one second (rate limit); expires in 2 s.
-- ``sm:queued:{model}``    zset   ids of the model's QUEUED jobs, scored by created_at (queue depth).
+- ``sm:queued:{model}``    zset   ids of the model's QUEUED jobs, scored by when last enqueued (queue depth).
 - ``sm:running:{model}``   set    ids of the model's RUNNING jobs (in flight).
 - ``sm:done:{id}``         list   one token pushed when the job finishes; a waiter BLPOPs it and pushes it back.
 - ``sm:stats:{model}``     hash   moving averages (seconds) and sample counts: service_time, cold_start.
 - ``sm:replicas:{model}``  set    ids of the model's replicas.
-- ``sm:replica:{id}``      hash   a replica: id, model, backend, endpoint, handle, state, in_flight,
-                                  started_at, ready_at, last_used, reason.
+- ``sm:replica:{id}``      hash   a replica: id, model, backend, endpoint, handle, state, started_at,
+                                  ready_at, last_used, reason.
+- ``sm:slots:{replica}``   set    ids of the jobs holding the replica's concurrency slots (its in flight);
+                                  the job record's ``slot`` names the replica, so the reaper frees a lost
+                                  worker's slots.
 - ``sm:wake:{model}``      list   tokens pushed when a replica slot frees up; waiting tasks BLPOP it.
 - ``sm:scale``             list   tokens pushed on submit; the autoscaler BLPOPs it between ticks.
 - ``sm:start_failure:{model}`` hash  the model's latest failed replica start: at, reason; deleted when one
@@ -28,6 +31,7 @@ Celery's own keys (its queues ``model.{model}``, ``unacked``, ``_kombu.*``) live
 
 PREFIX = "sm:"
 REPLICA_PREFIX = f"{PREFIX}replica:"
+SLOTS_PREFIX = f"{PREFIX}slots:"
 SCALE = f"{PREFIX}scale"
 EVENTS = f"{PREFIX}events"
 LEASES = f"{PREFIX}leases"
@@ -68,6 +72,11 @@ def replicas(model: str) -> str:
 def replica(replica_id: str) -> str:
     """One replica's record."""
     return f"{REPLICA_PREFIX}{replica_id}"
+
+
+def slots(replica_id: str) -> str:
+    """The jobs holding one replica's slots."""
+    return f"{SLOTS_PREFIX}{replica_id}"
 
 
 def wake(model: str) -> str:

@@ -48,7 +48,7 @@ class Replica:
         return cls(
             id=fields["id"], model=fields["model"], backend=fields["backend"], endpoint=fields["endpoint"],
             handle=fields["handle"], state=ReplicaState(fields["state"]),
-            started_at=float(fields["started_at"]), in_flight=int(fields.get("in_flight", 0)),
+            started_at=float(fields["started_at"]), in_flight=int(fields.get("in_flight", 0)),  # from its slot set
             ready_at=float(fields["ready_at"]) if fields.get("ready_at") else None,
             last_used=float(fields["last_used"]) if fields.get("last_used") else None,
             reason=fields.get("reason", ""),
@@ -85,36 +85,36 @@ class Slot:
 
 
 ACQUIRE = """
--- KEYS: the model's replica set; ARGV: replica key prefix, concurrency, now
+-- KEYS: the model's replica set, the job; ARGV: replica key prefix, slot set prefix, concurrency, job id
 local best, best_load, best_endpoint = nil, nil, nil
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local r = redis.call('HMGET', ARGV[1] .. id, 'state', 'in_flight', 'endpoint')
-  local load = tonumber(r[2] or '0')
-  if r[1] == 'READY' and load < tonumber(ARGV[2]) and (best_load == nil or load < best_load) then
-    best, best_load, best_endpoint = id, load, r[3]
+  local r = redis.call('HMGET', ARGV[1] .. id, 'state', 'endpoint')
+  local load = redis.call('SCARD', ARGV[2] .. id)
+  if r[1] == 'READY' and load < tonumber(ARGV[3]) and (best_load == nil or load < best_load) then
+    best, best_load, best_endpoint = id, load, r[2]
   end
 end
 if best == nil then return false end
-redis.call('HINCRBY', ARGV[1] .. best, 'in_flight', 1)
+redis.call('SADD', ARGV[2] .. best, ARGV[4])
+redis.call('HSET', KEYS[2], 'slot', best)
 return {best, best_endpoint}
 """
 
 RELEASE = """
--- KEYS: replica, wake list; ARGV: now
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HINCRBY', KEYS[1], 'in_flight', -1)
-  redis.call('HSET', KEYS[1], 'last_used', ARGV[1])
-end
-redis.call('RPUSH', KEYS[2], 1)
-redis.call('LTRIM', KEYS[2], -1000, -1)
+-- KEYS: the replica's slot set, the replica, the job, wake list; ARGV: job id, now
+redis.call('SREM', KEYS[1], ARGV[1])
+if redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'last_used', ARGV[2]) end
+redis.call('HDEL', KEYS[3], 'slot')
+redis.call('RPUSH', KEYS[4], 1)
+redis.call('LTRIM', KEYS[4], -1000, -1)
 return 1
 """
 
 DRAIN_IF_IDLE = """
--- KEYS: replica; ARGV: idle since at most (timestamp)
-local r = redis.call('HMGET', KEYS[1], 'state', 'in_flight', 'last_used', 'ready_at')
-local last = tonumber(r[3] or r[4] or '0')
-if r[1] == 'READY' and tonumber(r[2] or '0') == 0 and last <= tonumber(ARGV[1]) then
+-- KEYS: replica, its slot set; ARGV: idle since at most (timestamp)
+local r = redis.call('HMGET', KEYS[1], 'state', 'last_used', 'ready_at')
+local last = tonumber(r[2] or r[3] or '0')
+if r[1] == 'READY' and redis.call('SCARD', KEYS[2]) == 0 and last <= tonumber(ARGV[1]) then
   redis.call('HSET', KEYS[1], 'state', 'DRAINING')
   return 1
 end
@@ -148,7 +148,7 @@ class ReplicaRegistry:
         record: dict[FieldT, EncodableT] = {
             "id": replica.id, "model": replica.model, "backend": replica.backend,
             "endpoint": replica.endpoint, "handle": replica.handle, "state": replica.state.value,
-            "started_at": repr(replica.started_at), "in_flight": replica.in_flight, "reason": replica.reason,
+            "started_at": repr(replica.started_at), "reason": replica.reason,
         }
         with self.redis.pipeline() as pipe:
             pipe.hset(keys.replica(replica.id), mapping=record)
@@ -157,8 +157,11 @@ class ReplicaRegistry:
 
     def get(self, replica_id: str) -> Replica | None:
         """The replica, or None."""
-        fields = cast(dict[str, str], self.redis.hgetall(keys.replica(replica_id)))
-        return Replica.from_hash(fields) if fields else None
+        with self.redis.pipeline() as pipe:
+            pipe.hgetall(keys.replica(replica_id))
+            pipe.scard(keys.slots(replica_id))
+            fields, in_flight = pipe.execute()
+        return Replica.from_hash({**fields, "in_flight": in_flight}) if fields else None
 
     def list(self, model: str) -> list[Replica]:
         """The model's replicas, oldest first."""
@@ -166,7 +169,10 @@ class ReplicaRegistry:
         with self.redis.pipeline() as pipe:
             for replica_id in ids:
                 pipe.hgetall(keys.replica(replica_id))
-            found = [Replica.from_hash(fields) for fields in pipe.execute() if fields]
+                pipe.scard(keys.slots(replica_id))
+            answers = pipe.execute()
+        found = [Replica.from_hash({**fields, "in_flight": in_flight})
+                 for fields, in_flight in zip(answers[::2], answers[1::2], strict=True) if fields]
         return sorted(found, key=lambda r: r.started_at)
 
     def set_state(self, replica: Replica, state: ReplicaState, reason: str = "") -> None:
@@ -197,25 +203,27 @@ class ReplicaRegistry:
         """Forget a stopped replica."""
         with self.redis.pipeline() as pipe:
             pipe.srem(keys.replicas(replica.model), replica.id)
-            pipe.delete(keys.replica(replica.id))
+            pipe.delete(keys.replica(replica.id), keys.slots(replica.id))
             pipe.execute()
 
-    def acquire(self, model: str, concurrency: int) -> Slot | None:
-        """Take a free slot on the least-loaded READY replica, or None if there is none."""
-        found = self._acquire(keys=[keys.replicas(model)], args=[keys.REPLICA_PREFIX, concurrency, time.time()])
+    def acquire(self, model: str, concurrency: int, job_id: str) -> Slot | None:
+        """Take a free slot for the job on the least-loaded READY replica, or None if there is none."""
+        found = self._acquire(keys=[keys.replicas(model), keys.job(job_id)],
+                              args=[keys.REPLICA_PREFIX, keys.SLOTS_PREFIX, concurrency, job_id])
         return Slot(replica_id=found[0], endpoint=found[1]) if found else None
 
     def wait_for_slot(self, model: str, timeout: float) -> None:
         """Block until a slot may have freed on the model's replicas, or ``timeout`` passes."""
         self.redis.blpop([keys.wake(model)], timeout=timeout)
 
-    def release(self, model: str, slot: Slot) -> None:
-        """Give a slot back and wake one waiting task."""
-        self._release(keys=[keys.replica(slot.replica_id), keys.wake(model)], args=[time.time()])
+    def release(self, model: str, slot: Slot, job_id: str) -> None:
+        """Give the job's slot back and wake one waiting task."""
+        self._release(keys=[keys.slots(slot.replica_id), keys.replica(slot.replica_id), keys.job(job_id),
+                            keys.wake(model)], args=[job_id, time.time()])
 
     def drain_if_idle(self, replica: Replica, idle_before: float) -> bool:
         """Mark the replica DRAINING if it holds no slot and was idle since ``idle_before``."""
-        return bool(self._drain(keys=[keys.replica(replica.id)], args=[idle_before]))
+        return bool(self._drain(keys=[keys.replica(replica.id), keys.slots(replica.id)], args=[idle_before]))
 
     def record(self, model: str, metric: str, seconds: float) -> None:
         """Fold a sample into the model's moving average of ``metric``."""

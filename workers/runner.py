@@ -124,7 +124,7 @@ def run_claimed(ctx: WorkerContext, job: Job, claim: str) -> None:
                 return  # cancelled, or the claim was lost
             delay = forward(ctx, model, job, slot, claim)
         finally:
-            ctx.registry.release(model.name, slot)
+            ctx.registry.release(model.name, slot, job.id)
         if delay is None:
             return
         time.sleep(delay)
@@ -135,7 +135,7 @@ def wait_for_slot(ctx: WorkerContext, model: ModelConfig, job: Job, claim: str) 
     """A slot on a ready replica; None if the job was cancelled, failed to start, or waited too long."""
     deadline = job.created_at + model.queue_timeout
     ctx.store.redis.rpush(keys.SCALE, model.name)
-    while (slot := ctx.registry.acquire(model.name, model.concurrency)) is None:
+    while (slot := ctx.registry.acquire(model.name, model.concurrency, job.id)) is None:
         if time.time() > deadline:
             fail(ctx, job, claim, "no_replica", f"no replica of {model.name!r} was ready within "
                                                 f"{model.queue_timeout:g} s")

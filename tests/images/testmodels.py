@@ -6,14 +6,15 @@ from typing import Any
 
 
 class Sleepy:
-    """Answers after ``SERVICE_TIME`` seconds (0.2 by default) with what it was sent."""
+    """Answers after ``SERVICE_TIME`` seconds (0.2 by default; a payload's "sleep" overrides) with what it got."""
 
     def setup(self) -> None:
         """Nothing to load."""
 
     def predict(self, payload: Any) -> dict[str, Any]:
         """Sleep, then echo."""
-        time.sleep(float(os.environ.get("SERVICE_TIME", "0.2")))
+        seconds = payload.get("sleep") if isinstance(payload, dict) else None
+        time.sleep(float(seconds if seconds is not None else os.environ.get("SERVICE_TIME", "0.2")))
         return {"echo": payload, "pid": os.getpid()}
 
 
