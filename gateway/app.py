@@ -30,6 +30,7 @@ from workers.events import EventLog
 from workers.jobs import Job, JobStatus, JobStore
 from workers.registry import ReplicaRegistry
 
+SECURED = [{"bearer": []}]  # API keys, when SM_API_KEYS is set
 JOBS = Tag(name="jobs", description="submit, read and cancel inference jobs")
 MODELS = Tag(name="models", description="served models, their queues and replicas")
 ERRORS: dict[Any, Any] = {400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 413: ErrorBody, 415: ErrorBody,
@@ -127,6 +128,7 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=settings.max_wait + 5)
     gateway = Gateway(settings, settings.load_models(), client, celery or create_celery(settings))
     app = OpenAPI(__name__, info=Info(title="serverless-model", version="0.1.0"),
+                  security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
                   validation_error_status=422, validation_error_model=ErrorBody,
                   validation_error_callback=errors.validation_error)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -134,18 +136,18 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     app.before_request(parse_json_body)
     errors.register(app)
 
-    @app.post("/v1/models/<model>/jobs", tags=[JOBS], responses={200: JobView, 202: JobView, **ERRORS})
+    @app.post("/v1/models/<model>/jobs", security=SECURED, tags=[JOBS], responses={200: JobView, 202: JobView, **ERRORS})
     def submit_job(path: ModelPath, query: WaitQuery, body: JobInput) -> Response:
         """Submit a job; with ?wait=<s>, block up to that long for its result."""
         job = gateway.submit(gateway.model(path.model), body.root, query.wait, g.principal)
         return respond(JobView.of(job), 200 if job.status.finished else 202)
 
-    @app.get("/v1/jobs/<job_id>", tags=[JOBS], responses={200: JobView, **ERRORS})
+    @app.get("/v1/jobs/<job_id>", security=SECURED, tags=[JOBS], responses={200: JobView, **ERRORS})
     def get_job(path: JobPath) -> Response:
         """A job's status, output or error, timings, replica and attempts."""
         return respond(JobView.of(gateway.job(path.job_id, g.principal)))
 
-    @app.delete("/v1/jobs/<job_id>", tags=[JOBS], responses={200: JobView, 409: ErrorBody, **ERRORS})
+    @app.delete("/v1/jobs/<job_id>", security=SECURED, tags=[JOBS], responses={200: JobView, 409: ErrorBody, **ERRORS})
     def cancel_job(path: JobPath) -> Response:
         """Cancel a queued job; a running one is cancelled best-effort (its result is discarded)."""
         job = gateway.job(path.job_id, g.principal)
@@ -153,17 +155,17 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
             raise errors.JobFinished(f"job {job.id} already finished as {gateway.job(job.id, g.principal).status}")
         return respond(JobView.of(gateway.job(job.id, g.principal)))
 
-    @app.get("/v1/models", tags=[MODELS], responses={200: ModelList})
+    @app.get("/v1/models", security=SECURED, tags=[MODELS], responses={200: ModelList})
     def list_models() -> Response:
         """Every served model with its queue, replicas and moving averages."""
         return respond(ModelList(models=[gateway.view(m) for m in gateway.models.values()]))
 
-    @app.get("/v1/models/<model>", tags=[MODELS], responses={200: ModelView, **ERRORS})
+    @app.get("/v1/models/<model>", security=SECURED, tags=[MODELS], responses={200: ModelView, **ERRORS})
     def get_model(path: ModelPath) -> Response:
         """One model: queue depth, in flight, moving averages, replicas and an example input."""
         return respond(gateway.view(gateway.model(path.model)))
 
-    @app.get("/v1/events", tags=[MODELS], responses={200: EventList, **ERRORS})
+    @app.get("/v1/events", security=SECURED, tags=[MODELS], responses={200: EventList, **ERRORS})
     def list_events(query: EventQuery) -> Response:
         """The autoscaler's decisions and replica lifecycle events with their reasons, newest first."""
         if query.model is not None:
