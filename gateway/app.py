@@ -30,7 +30,7 @@ from workers.events import EventLog
 from workers.jobs import Job, JobStatus, JobStore
 from workers.registry import ReplicaRegistry
 
-SECURED = [{"bearer": []}]  # API keys, when SM_API_KEYS is set
+SECURED: list[dict[str, list[str]]] = [{"bearer": []}]  # API keys, when SM_API_KEYS is set
 JOBS = Tag(name="jobs", description="submit, read and cancel inference jobs")
 MODELS = Tag(name="models", description="served models, their queues and replicas")
 ERRORS: dict[Any, Any] = {400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 413: ErrorBody, 415: ErrorBody,
@@ -136,7 +136,8 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     app.before_request(parse_json_body)
     errors.register(app)
 
-    @app.post("/v1/models/<model>/jobs", security=SECURED, tags=[JOBS], responses={200: JobView, 202: JobView, **ERRORS})
+    @app.post("/v1/models/<model>/jobs", security=SECURED, tags=[JOBS],
+              responses={200: JobView, 202: JobView, 429: ErrorBody, **ERRORS})
     def submit_job(path: ModelPath, query: WaitQuery, body: JobInput) -> Response:
         """Submit a job; with ?wait=<s>, block up to that long for its result."""
         job = gateway.submit(gateway.model(path.model), body.root, query.wait, g.principal)

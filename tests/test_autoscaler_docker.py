@@ -143,14 +143,18 @@ def test_burst_from_zero_scales_out_and_back_to_zero(make_platform: Callable[...
                         30, "replicas did not return to zero after the idle timeout")
 
 
+@pytest.mark.parametrize("moment", ["replicas running", "mid scale-up"])
 def test_autoscaler_killed_and_restarted_adopts_its_replicas(make_platform: Callable[..., Platform],
-                                                            docker_client: Any, client: "redis.Redis") -> None:
+                                                            docker_client: Any, client: "redis.Redis",
+                                                            moment: str) -> None:
     platform = make_platform(backend="docker", models=SLEEPY.replace("@SERVICE_TIME@", "0.5"))
     platform.start("gateway", "worker", "autoscaler")
+    wanted = "READY" if moment == "replicas running" else "STARTING"
     with ThreadPoolExecutor(24) as pool:
         pending = [pool.submit(submit, platform, "sleepy", {"i": i}, 120) for i in range(24)]
         platform.wait_until(lambda: len([r for r in model_view(platform, "sleepy")["replicas"]
-                                         if r["state"] == "READY"]) >= 2, 60, "replicas did not start")
+                                         if r["state"] == wanted]) >= (2 if wanted == "READY" else 1), 60,
+                            f"no replica got {wanted}")
         platform.stop("autoscaler", sig=signal.SIGKILL)
         before = replica_ids(docker_client)
         stray = docker_client.containers.create(TEST_IMAGE, command=["sleep", "60"], labels={
@@ -160,6 +164,8 @@ def test_autoscaler_killed_and_restarted_adopts_its_replicas(make_platform: Call
         jobs = [f.result() for f in pending]
 
     assert [j["status"] for j in jobs] == ["SUCCEEDED"] * 24
+    ready_after_restart = [e for e in events(platform, "sleepy") if e["kind"] == "ready"]
+    assert len({j["replica"] for j in jobs}) >= 2 and ready_after_restart  # the desired replicas were reached
     kinds = [(e["kind"], e["replica"]) for e in events(platform, "sleepy")] + \
             [(e["kind"], e["replica"]) for e in events_of_all(platform)]
     adopted = {replica for kind, replica in kinds if kind == "adopted"}

@@ -25,7 +25,7 @@ def start_redis(settings: Settings) -> tuple[str, subprocess.Popen[bytes] | None
         return settings.redis_url, None
     from workers.embedded import start_embedded_redis
 
-    return start_embedded_redis(settings.data_dir / "redis")
+    return start_embedded_redis(settings.data_dir / "redis", fsync=settings.redis_fsync)
 
 
 def spawn(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
