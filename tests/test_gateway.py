@@ -112,3 +112,16 @@ def test_readyz_reports_redis_down(make_platform: Callable[..., Platform]) -> No
     assert response.json()["error"]["code"] == "unavailable"
     submitted = requests.post(platform.url + JOBS, json={"features": [[1, 2, 3, 4]]}, timeout=10)
     assert submitted.status_code == 503 and submitted.headers["Retry-After"]
+
+
+def test_full_queue_is_429_with_retry_after_and_enqueues_nothing(make_platform: Callable[..., Platform],
+                                                                 client: "redis.Redis") -> None:
+    platform = make_platform(models='\n[models.capped]\ncommand = ["python", "-m", "model.server"]\nmax_queued = 2\n')
+    platform.start("gateway")
+    url = f"{platform.url}/v1/models/capped/jobs"
+    accepted = [requests.post(url, json={"i": i}, timeout=10).status_code for i in range(2)]
+    refused = requests.post(url, json={"i": 2}, timeout=10)
+    assert accepted == [202, 202]
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "queue_full"
+    assert int(refused.headers["Retry-After"]) > 0
+    assert client.zcard("sm:queued:capped") == 2 and client.llen("model.capped") == 2
