@@ -134,8 +134,11 @@ def run_claimed(ctx: WorkerContext, job: Job, claim: str) -> None:
 def wait_for_slot(ctx: WorkerContext, model: ModelConfig, job: Job, claim: str) -> Slot | None:
     """A slot on a ready replica; None if the job was cancelled, failed to start, or waited too long."""
     deadline = job.created_at + model.queue_timeout
-    ctx.store.redis.rpush(keys.SCALE, model.name)
+    nudged = False
     while (slot := ctx.registry.acquire(model.name, model.concurrency, job.id)) is None:
+        if not nudged:  # the submit already woke the autoscaler; wake it again only when this job must wait
+            ctx.store.redis.rpush(keys.SCALE, model.name)
+            nudged = True
         if time.time() > deadline:
             fail(ctx, job, claim, "no_replica", f"no replica of {model.name!r} was ready within "
                                                 f"{model.queue_timeout:g} s")
