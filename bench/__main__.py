@@ -1,0 +1,167 @@
+"""``python -m bench``: measure the platform beside its references and write the table, JSON and plots."""
+
+import argparse
+import os
+import platform as host
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench import measure, reference, report
+from bench.run import (
+    CONCURRENCY,
+    PAYLOAD,
+    Platform,
+    Processes,
+    answers,
+    bare_container_start,
+    bare_process_start,
+    burst,
+    celery_call,
+    direct_call,
+    environment,
+    from_zero,
+    start_reference_worker,
+    wait_until,
+)
+from workers.backends import ProcessBackend, free_port
+from workers.images import build_images
+
+SYSTEMS = ("direct", "celery", "naive", "ours")
+
+
+def hot_path(processes: Processes, ours: Platform, args: argparse.Namespace) -> dict[str, Any]:
+    """Latency and throughput of every system, in interleaved rounds; the median of the rounds."""
+    port = free_port()
+    processes.start("direct-replica", [sys.executable, "-m", "model.server"], PORT=str(port),
+                    CONCURRENCY=str(CONCURRENCY))
+    direct_url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: answers(f"{direct_url}/ok"), 60, "the direct replica")
+    start_reference_worker(processes)
+    wait_until(lambda: ours.ready_replicas("iris") == 1, 60, "the warm replica of iris")
+    makers: dict[str, Callable[[], measure.Call]] = {
+        "direct": lambda: direct_call(direct_url),
+        "celery": celery_call(reference.echo, PAYLOAD),
+        "naive": celery_call(reference.forward, f"{direct_url}/", PAYLOAD),
+        "ours": lambda: ours.submit_call("iris"),
+    }
+    idle = memory(processes, ours)
+    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in SYSTEMS}
+    with measure.MemorySampler(lambda: trees(processes, ours)) as sampler:
+        for round_ in range(args.rounds):
+            for name in SYSTEMS:
+                latency = measure.sequential(makers[name](), args.requests)
+                rate = measure.throughput(makers[name], args.clients, args.seconds)
+                rounds[name].append({"latency": latency, "throughput": rate})
+                print(f"  round {round_ + 1} {name:7s} p50 {latency.p50:6.2f} ms  p99 {latency.p99:6.2f} ms  "
+                      f"{rate:7.0f} req/s", flush=True)
+    return {"rounds": rounds, "memory": {"idle": idle, "load": sampler.peak}}
+
+
+def trees(processes: Processes, ours: Platform) -> dict[str, list[int]]:
+    """The process trees whose memory is reported."""
+    replicas = [int(h) for h in ProcessBackend(Path("."), Path("."), "bench").running().values()]
+    replica_pids = [p for r in replicas for p in measure.descendants(r)]
+    named = {"redis": [processes.pid("redis")], "direct replica": measure.descendants(processes.pid("direct-replica")),
+             "reference worker": measure.descendants(processes.pid("reference-worker")), "replicas": replica_pids}
+    for name in ours.names:
+        named[name.split("-", 1)[1]] = [p for p in measure.descendants(processes.pid(name)) if p not in replica_pids]
+    return named
+
+
+def memory(processes: Processes, ours: Platform) -> dict[str, float]:
+    """Resident MiB of every process tree now."""
+    return {name: measure.rss_mib(pids) for name, pids in trees(processes, ours).items()}
+
+
+def cold_starts(processes: Processes, ours: Platform, rounds: int) -> dict[str, list[float]]:
+    """Bare process create → ready against our first result from zero, alternating."""
+    found: dict[str, list[float]] = {"bare": [], "ours": []}
+    for round_ in range(rounds):
+        found["bare"].append(bare_process_start(processes, round_))
+        found["ours"].append(from_zero(ours, "iris-cold"))
+        print(f"  process cold start {round_ + 1}: bare {found['bare'][-1]:.3f} s, "
+              f"ours {found['ours'][-1]:.3f} s", flush=True)
+    return found
+
+
+def docker_cold_starts(processes: Processes, rounds: int) -> dict[str, list[float]] | None:
+    """The same on the Docker backend; None without an engine."""
+    try:
+        import docker
+
+        docker.from_env().ping()
+    except Exception as exc:
+        print(f"  no Docker engine ({exc}); Docker cold starts skipped", flush=True)
+        return None
+    if build_images_quietly() != 0:
+        raise RuntimeError("building the model image failed")
+    found: dict[str, list[float]] = {"bare": [], "ours": []}
+    with Platform(processes, "docker", free_port()) as ours:
+        for round_ in range(rounds):
+            found["bare"].append(bare_container_start("serverless-model/iris:latest"))
+            found["ours"].append(from_zero(ours, "iris-cold"))
+            print(f"  docker cold start {round_ + 1}: bare {found['bare'][-1]:.3f} s, "
+                  f"ours {found['ours'][-1]:.3f} s", flush=True)
+    return found
+
+
+def build_images_quietly() -> int:
+    """Build the model image from ``model/`` (from cache when unchanged)."""
+    from workers.config import Settings
+
+    return build_images(Settings(models_file=Path("models.toml")), Path("model"))
+
+
+def machine() -> str:
+    """What the figures were measured on."""
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), host.machine())
+    return f"{os.cpu_count()} cores ({cpu}), Python {host.python_version()}, {host.system()} {host.release()}"
+
+
+def main() -> None:
+    """Run every measurement and write the results."""
+    cli = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    cli.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the hot path")
+    cli.add_argument("--requests", type=int, default=300, help="sequential requests per system and round")
+    cli.add_argument("--clients", type=int, default=16, help="concurrent client threads for throughput")
+    cli.add_argument("--seconds", type=float, default=3.0, help="length of each throughput run")
+    cli.add_argument("--cold-rounds", type=int, default=3)
+    cli.add_argument("--burst", type=int, default=1200, help="jobs in the scale-reaction burst")
+    cli.add_argument("--no-docker", action="store_true", help="skip the Docker cold starts")
+    cli.add_argument("--out", type=Path, default=Path("bench/results"))
+    args = cli.parse_args()
+    began = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="sm-bench-") as tmp, environment(Path(tmp)) as (processes, redis_url):
+        reference.app.conf.broker_url = redis_url
+        reference.app.conf.result_backend = redis_url.rsplit("/", 1)[0] + "/1"
+        client = redis.Redis.from_url(redis_url, decode_responses=True)
+        with Platform(processes, "process", free_port()) as ours:
+            print("hot path (sequential latency, then throughput):", flush=True)
+            hot = hot_path(processes, ours, args)
+            print("cold starts:", flush=True)
+            cold = {"process": cold_starts(processes, ours, args.cold_rounds)}
+            print("scale reaction:", flush=True)
+            scale = burst(ours, client, args.burst)
+            print(f"  {scale['succeeded']}/{scale['jobs']} succeeded; first scale-up "
+                  f"{scale['first_scale_up_s']:.3f} s, first ready {scale['first_ready_s']:.3f} s", flush=True)
+        if not args.no_docker:
+            print("docker cold starts:", flush=True)
+            docker_cold = docker_cold_starts(processes, args.cold_rounds)
+            if docker_cold:
+                cold["docker"] = docker_cold
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    results = report.summarize(hot, cold, scale, machine(), options, time.monotonic() - began)
+    report.write(results, hot, scale, args.out)
+    print(report.markdown(results))
+    print(f"written to {args.out}/ after {results['seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

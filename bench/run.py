@@ -1,0 +1,302 @@
+"""Start everything the benchmark needs, measure each figure beside its reference, and stop it all again."""
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import redis
+
+from bench import reference
+from bench.measure import Call, Http
+from workers import keys
+from workers.backends import NAMESPACE_LABEL, ProcessBackend, free_port
+from workers.embedded import start_embedded_redis
+
+ROOT = Path(__file__).resolve().parent.parent
+NAMESPACE = "bench"
+PAYLOAD = {"features": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}
+BODY = json.dumps(PAYLOAD).encode()
+CONCURRENCY = 8  # slots of a replica, and threads of the bare model server
+MODELS = """
+[models.iris]  # the hot path: one warm replica
+command = ["python", "-m", "model.server"]
+image = "serverless-model/iris:latest"
+concurrency = {concurrency}
+min_replicas = 1
+max_replicas = 1
+idle_timeout = 600
+
+[models.iris-cold]  # cold starts: back to zero a second after each job
+command = ["python", "-m", "model.server"]
+image = "serverless-model/iris:latest"
+concurrency = {concurrency}
+max_replicas = 1
+idle_timeout = 1
+
+[models.iris-burst]  # scale reaction: from zero to two replicas and back
+command = ["python", "-m", "model.server"]
+image = "serverless-model/iris:latest"
+concurrency = {concurrency}
+max_replicas = 2
+idle_timeout = 2
+"""
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.005) -> None:
+    """Poll ``condition`` until it holds; RuntimeError naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def answers(url: str) -> bool:
+    """Whether GET ``url`` answers 200."""
+    try:
+        return Http(url, timeout=2).request("GET", urlpath(url))[0] == 200
+    except OSError:
+        return False
+
+
+def urlpath(url: str) -> str:
+    """The path part of a URL."""
+    rest = url.split("://", 1)[1]
+    return "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+
+
+@dataclass
+class Processes:
+    """The processes the benchmark started, each stopped (with its group) at the end."""
+
+    workdir: Path
+    env: dict[str, str]
+    started: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, argv: list[str], **env: str) -> subprocess.Popen[bytes]:
+        """Run ``argv`` in its own session, its output in ``<workdir>/<name>.log``."""
+        with open(self.workdir / f"{name}.log", "ab") as log:
+            process = subprocess.Popen(argv, cwd=ROOT, env={**self.env, **env}, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        self.started[name] = process
+        return process
+
+    def stop(self, *names: str) -> None:
+        """SIGTERM the named processes (all if none named), SIGKILL after 20 s."""
+        for name in names or list(self.started):
+            process = self.started.pop(name, None)
+            if process is None:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def pid(self, name: str) -> int:
+        """The pid of a started process."""
+        return self.started[name].pid
+
+
+class Platform:
+    """The platform's gateway, worker and autoscaler on one backend."""
+
+    def __init__(self, processes: Processes, backend: str, port: int) -> None:
+        self.processes = processes
+        self.backend = backend
+        self.url = f"http://127.0.0.1:{port}"
+        self.port = port
+        self.names = [f"{backend}-{p}" for p in ("gateway", "worker", "autoscaler")]
+
+    def __enter__(self) -> "Platform":
+        me = [sys.executable, "-m", "workers.cli"]
+        gateway, worker, autoscaler = self.names
+        self.processes.start(gateway, [*me, "gateway", "--port", str(self.port)], SM_BACKEND=self.backend)
+        self.processes.start(worker, [*me, "worker", "--name", f"bench-{self.backend}@%h"], SM_BACKEND=self.backend)
+        self.processes.start(autoscaler, [*me, "autoscaler"], SM_BACKEND=self.backend)
+        wait_until(lambda: answers(f"{self.url}/healthz"), 60, "the gateway")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.processes.stop(*self.names)
+
+    def model(self, name: str) -> dict[str, Any]:
+        """GET /v1/models/<name>."""
+        status, body = Http(self.url).request("GET", f"/v1/models/{name}")
+        if status != 200:
+            raise RuntimeError(f"GET /v1/models/{name}: {status} {body[:200]!r}")
+        return dict(json.loads(body))
+
+    def ready_replicas(self, name: str) -> int:
+        """How many of the model's replicas are READY."""
+        return sum(r["state"] == "READY" for r in self.model(name)["replicas"])
+
+    def submit_call(self, name: str, wait: float = 60) -> Call:
+        """A call that submits one job with ?wait= and checks that it succeeded."""
+        client = Http(self.url)
+        path = f"/v1/models/{name}/jobs?wait={wait:g}"
+
+        def call() -> None:
+            status, body = client.request("POST", path, BODY)
+            if status != 200 or b'"SUCCEEDED"' not in body:
+                raise RuntimeError(f"job did not succeed: {status} {body[:300]!r}")
+
+        return call
+
+    def events(self, client: redis.Redis, name: str, since: float) -> list[tuple[float, str]]:
+        """(time, kind) of the model's events since ``since``, oldest first."""
+        found = []
+        entries = cast(list[tuple[str, dict[str, str]]], client.xrange(keys.EVENTS))
+        for _, fields in entries:
+            if fields.get("model") == name and float(fields["at"]) >= since:
+                found.append((float(fields["at"]), str(fields["kind"])))
+        return found
+
+
+def direct_call(url: str) -> Call:
+    """A call that POSTs straight to a model server."""
+    client = Http(url)
+
+    def call() -> None:
+        status, body = client.request("POST", "/", BODY)
+        if status != 200:
+            raise RuntimeError(f"model server answered {status}: {body[:300]!r}")
+
+    return call
+
+
+def celery_call(task: Any, *args: Any) -> Callable[[], Call]:
+    """Calls of a reference task through ``.delay().get()``."""
+    def make() -> Call:
+        def call() -> None:
+            task.delay(*args).get(timeout=30)
+
+        return call
+
+    return make
+
+
+@contextlib.contextmanager
+def environment(workdir: Path) -> Iterator[tuple[Processes, str]]:
+    """Redis and a process table for the run; everything started is stopped afterwards."""
+    redis_url, redis_process = start_embedded_redis(workdir / "redis")
+    models_file = workdir / "models.toml"
+    models_file.write_text(MODELS.format(concurrency=CONCURRENCY))
+    env = {**os.environ, "REDIS_URL": redis_url, "SM_MODELS_FILE": str(models_file),
+           "SM_DATA_DIR": str(workdir / "data"), "SM_NAMESPACE": NAMESPACE, "PYTHONDONTWRITEBYTECODE": "",
+           "PYTHONPATH": str(ROOT)}
+    processes = Processes(workdir, env)
+    processes.started["redis"] = redis_process
+    try:
+        yield processes, redis_url
+    finally:
+        processes.stop(*[n for n in processes.started if n != "redis"])
+        for handle in ProcessBackend(ROOT, ROOT, NAMESPACE).running().values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(handle), signal.SIGKILL)
+        remove_containers()
+        processes.stop("redis")
+
+
+def remove_containers() -> None:
+    """Remove the benchmark's containers (found by their namespace label)."""
+    if not shutil.which("docker"):
+        return
+    found = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={NAMESPACE_LABEL}={NAMESPACE}"],
+                           capture_output=True, text=True, check=False).stdout.split()
+    if found:
+        subprocess.run(["docker", "rm", "-f", *found], capture_output=True, check=False)
+
+
+def bare_process_start(processes: Processes, round_: int) -> float:
+    """Seconds from starting a model server process to its ``GET /ok`` answering 200."""
+    port = free_port()
+    name = f"bare-cold-{round_}"
+    started = time.perf_counter()
+    processes.start(name, [sys.executable, "-m", "model.server"], PORT=str(port), CONCURRENCY=str(CONCURRENCY))
+    wait_until(lambda: answers(f"http://127.0.0.1:{port}/ok"), 60, "the bare model server")
+    elapsed = time.perf_counter() - started
+    processes.stop(name)
+    return elapsed
+
+
+def bare_container_start(image: str) -> float:
+    """Seconds from creating a container of the image (host network) to its ``GET /ok`` answering 200."""
+    import docker
+
+    client = docker.from_env()
+    port = free_port()
+    started = time.perf_counter()
+    container = client.containers.run(image, detach=True, network_mode="host",
+                                      environment={"PORT": str(port), "HOST": "127.0.0.1"},
+                                      labels={NAMESPACE_LABEL: NAMESPACE})
+    try:
+        wait_until(lambda: answers(f"http://127.0.0.1:{port}/ok"), 60, "the bare container")
+        return time.perf_counter() - started
+    finally:
+        container.remove(force=True)
+
+
+def from_zero(platform: Platform, model: str) -> float:
+    """Seconds from submitting a job to a model at zero replicas to its result."""
+    wait_until(lambda: not platform.model(model)["replicas"], 60, f"{model} to scale to zero", interval=0.1)
+    call = platform.submit_call(model)
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+def start_reference_worker(processes: Processes) -> None:
+    """A plain Celery worker on the reference tasks' queue, with the platform worker's pool and concurrency."""
+    processes.start("reference-worker", [sys.executable, "-m", "celery", "-A", "bench.reference", "worker",
+                                         "-Q", reference.QUEUE, "--pool", "threads", "--concurrency", "16",
+                                         "--without-gossip", "--without-mingle", "--loglevel", "WARNING"])
+    wait_until(lambda: reference.echo.delay(1).get(timeout=60) == 1, 60, "the reference worker")
+
+
+def burst(platform: Platform, client: redis.Redis, jobs: int, senders: int = 8) -> dict[str, Any]:
+    """Submit ``jobs`` at once to a model at zero; sample its queue and replicas until it is back at zero."""
+    model = "iris-burst"
+    wait_until(lambda: not platform.model(model)["replicas"], 60, f"{model} at zero", interval=0.1)
+    samples: list[tuple[float, int, int, int]] = []
+    ids: list[str] = []
+    began = time.time()
+
+    def send(count: int) -> None:
+        http = Http(platform.url)
+        for _ in range(count):
+            status, body = http.request("POST", f"/v1/models/{model}/jobs", BODY)
+            if status != 202:
+                raise RuntimeError(f"submit answered {status}: {body[:200]!r}")
+            ids.append(json.loads(body)["id"])
+
+    threads = [threading.Thread(target=send, args=(jobs // senders,), daemon=True) for _ in range(senders)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        view = platform.model(model)
+        ready = sum(r["state"] == "READY" for r in view["replicas"])
+        samples.append((time.time() - began, view["queue_depth"], view["in_flight"], ready))
+        if not any(t.is_alive() for t in threads) and not view["replicas"]:
+            break
+        time.sleep(0.05)
+    succeeded = sum(client.hget(keys.job(i), "status") == "SUCCEEDED" for i in ids)
+    events = platform.events(client, model, began)
+    first = {kind: next((at - began for at, k in events if k == kind), None) for kind in ("scale_up", "ready")}
+    ready_times = [at - began for at, k in events if k == "ready"]
+    return {"jobs": len(ids), "succeeded": succeeded, "first_scale_up_s": first["scale_up"],
+            "first_ready_s": first["ready"], "all_ready_s": max(ready_times) if ready_times else None,
+            "replicas_started": len(ready_times), "samples": samples}
