@@ -1,5 +1,6 @@
 """The gateway's Flask app factory (served by gunicorn: ``gunicorn 'gateway.app:create_app()'``)."""
 
+import contextlib
 from typing import Any
 
 import redis
@@ -65,18 +66,26 @@ class Gateway:
         return job
 
     def submit(self, model: ModelConfig, payload: dict[str, Any], wait: float, owner: str) -> Job:
-        """Enqueue the job, then record it; 503 if either fails (a task whose record never lands is dropped)."""
-        if self.store.queue_depth(model.name) >= model.max_queued:
-            raise errors.QueueFull(f"{model.name!r} has {model.max_queued} jobs waiting; retry later")
+        """Record the job, then enqueue it; 503 if either fails (nothing is left of a job not enqueued).
+
+        Recording first means a task always finds its job. Should this process die between the two
+        steps, the autoscaler sends the task of a QUEUED job that nobody claims.
+        """
         job = JobStore.new(model.name, payload, owner)
         try:
-            self.celery.send_task(TASK_NAME, args=[job.id], queue=model.queue)
-        except Exception as exc:
-            raise errors.Unavailable(f"the broker is unreachable: {exc}") from exc
-        try:
-            self.store.create(job)
+            recorded = self.store.record(job, model.max_queued)
         except redis.RedisError as exc:
             raise errors.Unavailable(f"the job store is unreachable: {exc}") from exc
+        if not recorded:
+            raise errors.QueueFull(f"{model.name!r} has {model.max_queued} jobs waiting; retry later")
+        try:
+            # declare=[]: the queue is a Redis list that workers declare; checking it again on every
+            # publish would cost a tenth of a submit
+            self.celery.send_task(TASK_NAME, args=[job.id], queue=model.queue, declare=[])
+        except Exception as exc:
+            with contextlib.suppress(redis.RedisError):
+                self.store.discard(job)
+            raise errors.Unavailable(f"the broker is unreachable: {exc}") from exc
         if wait > 0:
             job = self.store.wait(job.id, min(wait, self.settings.max_wait)) or job
         return job

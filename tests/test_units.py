@@ -8,7 +8,7 @@ import pytest
 
 from model.server import create_app
 from workers.config import ModelConfig, parse_models
-from workers.jobs import JobStatus, JobStore
+from workers.jobs import Job, JobStatus, JobStore
 from workers.registry import MovingAverage, Replica, ReplicaRegistry, ReplicaState
 
 
@@ -60,10 +60,21 @@ def test_cancel_records_what_it_interrupted(fake: fakeredis.FakeRedis) -> None:
     assert store.wait(job.id, timeout=5) == cancelled  # finished: returns without blocking
 
 
+def test_record_refuses_past_max_queued_and_discard_forgets(fake: fakeredis.FakeRedis) -> None:
+    store = JobStore(fake, retention=60)
+    first, second = JobStore.new("iris", {}), JobStore.new("iris", {})
+    assert store.record(first, max_queued=1)
+    assert not store.record(second, max_queued=1) and store.get(second.id) is None
+    assert store.queue_depth("iris") == 1
+    store.discard(first)
+    assert store.get(first.id) is None and store.queue_depth("iris") == 0
+
+
 def test_only_the_current_claim_commits(fake: fakeredis.FakeRedis) -> None:
     store = JobStore(fake, retention=60)
     job = store.create(JobStore.new("iris", {}))
-    assert store.claim(job.id, "first", lease=5, worker="w1") == "OK"
+    claimed = store.claim(job.id, "first", lease=5, worker="w1")
+    assert isinstance(claimed, Job) and claimed.id == job.id and claimed.worker == "w1"
     assert store.claim(job.id, "second", lease=5, worker="w2") == "CLAIMED"  # a duplicate delivery
     assert store.transition(job, JobStatus.RUNNING, "first")
     assert not store.transition(job, JobStatus.SUCCEEDED, "second", output="2")
@@ -79,7 +90,7 @@ def test_reaper_requeues_an_expired_lease_then_buries_after_the_last_attempt(fak
     replica(registry, "a")
     job = store.create(JobStore.new("iris", {}))
     for attempt in (1, 2):
-        assert store.claim(job.id, f"t{attempt}", lease=5, worker="w") == "OK"
+        assert isinstance(store.claim(job.id, f"t{attempt}", lease=5, worker="w"), Job)
         assert registry.acquire("iris", concurrency=1, job_id=job.id) is not None
         assert store.transition(job, JobStatus.RUNNING, f"t{attempt}")
         now = time.time()

@@ -59,7 +59,6 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".serverless-model")  # embedded Redis data and replica logs
     namespace: str = "default"  # tells this platform's replicas from another's on the same host
     job_lease: PositiveFloat = 5.0  # seconds a worker's claim on a job lives unless renewed
-    visibility_timeout: PositiveFloat = 7200  # seconds before Redis redelivers an unacked Celery message
     redis_fsync: Literal["always", "everysec", "no"] = "everysec"  # embedded Redis: "always" loses nothing
     api_keys: str = ""  # comma-separated SHA-256 hex digests of the accepted API keys; empty: no auth
     rate_limit: float = Field(0, ge=0)  # requests per second per API key; 0: unlimited
@@ -73,21 +72,3 @@ def parse_models(document: dict[str, Any]) -> dict[str, ModelConfig]:
     """Models from a parsed models file (``[models.<name>]`` tables)."""
     tables = document.get("models", {})
     return {name: ModelConfig(name=name, **table) for name, table in tables.items()}
-
-
-RECORD_GRACE = 5.0  # seconds a task waits for the gateway to record a job it was just sent
-
-
-def longest_task(model: ModelConfig) -> float:
-    """The longest a task of this model may hold its Celery message (wait, attempts, backoff)."""
-    backoff = sum(0.2 * 2.0**attempt for attempt in range(model.max_attempts))
-    return RECORD_GRACE + model.queue_timeout + model.max_attempts * model.request_timeout + backoff
-
-
-def check_delivery(settings: Settings, models: dict[str, ModelConfig]) -> None:
-    """Refuse a visibility timeout that a task could outlive (Redis would deliver its message twice)."""
-    for model in models.values():
-        if longest_task(model) >= settings.visibility_timeout:
-            raise ValueError(
-                f"model {model.name!r}: a task may take {longest_task(model):g} s (queue_timeout + attempts x "
-                f"request_timeout), not below SM_VISIBILITY_TIMEOUT={settings.visibility_timeout:g} s")

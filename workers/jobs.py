@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
-from redis.typing import EncodableT, FieldT
+from redis.client import Pipeline
 
 from workers import keys
 
@@ -126,6 +126,7 @@ class JobStore:
         self.redis = client
         self.retention = int(retention)
         self._transition = script(client, "transition")
+        self._create = script(client, "create")
         self._claim = script(client, "claim")
         self._renew = script(client, "renew")
         self._expire = script(client, "expire_lease")
@@ -139,17 +140,23 @@ class JobStore:
 
     def create(self, job: Job) -> Job:
         """Record a new QUEUED job and count it in the model's queue."""
-        model = job.model
-        record: dict[FieldT, EncodableT] = {"id": job.id, "model": model, "status": job.status.value,
-                  "input": json.dumps(job.input), "created_at": repr(job.created_at), "attempts": 0,
-                  "owner": job.owner}
-        with self.redis.pipeline() as pipe:
-            pipe.hset(keys.job(job.id), mapping=record)
-            pipe.zadd(keys.queued(model), {job.id: job.created_at})
-            pipe.rpush(keys.SCALE, model)
-            pipe.ltrim(keys.SCALE, -100, -1)
-            pipe.execute()
+        self.record(job, max_queued=0)
         return job
+
+    def record(self, job: Job, max_queued: int) -> bool:
+        """Record a new QUEUED job unless ``max_queued`` (0: no limit) of its model's jobs already wait."""
+        fields = ["id", job.id, "model", job.model, "status", job.status.value, "input", json.dumps(job.input),
+                  "created_at", repr(job.created_at), "attempts", 0, "owner", job.owner]
+        result = self._create(keys=[keys.job(job.id), keys.queued(job.model), keys.SCALE],
+                              args=[max_queued, job.created_at, job.id, job.model, *fields])
+        return bool(result == "OK")
+
+    def discard(self, job: Job) -> None:
+        """Forget a job recorded but never enqueued."""
+        with self.redis.pipeline() as pipe:
+            pipe.delete(keys.job(job.id))
+            pipe.zrem(keys.queued(job.model), job.id)
+            pipe.execute()
 
     def get(self, job_id: str) -> Job | None:
         """The job, or None if unknown or expired."""
@@ -158,17 +165,25 @@ class JobStore:
 
     def transition(self, job: Job, to: JobStatus, claim: str = "", **fields: Any) -> bool:
         """Move the job to ``to`` if its status allows and ``claim`` (if given) is current; else False."""
+        return bool(self._transition(**self._transition_call(job, to, claim, fields)) == "OK")
+
+    def queue_transition(self, pipe: Pipeline, job: Job, to: JobStatus, claim: str, **fields: Any) -> None:
+        """The same transition, sent when ``pipe`` executes (its result there is "OK" if it took)."""
+        self._transition(client=pipe, **self._transition_call(job, to, claim, fields))
+
+    def _transition_call(self, job: Job, to: JobStatus, claim: str, fields: dict[str, Any]) -> dict[str, Any]:
         allowed = ",".join(sorted(ALLOWED_FROM[to]))
         pairs: list[str] = []
         for name, value in fields.items():
             pairs += [name, value if isinstance(value, str) else json.dumps(value)]
         keys_ = [keys.job(job.id), keys.queued(job.model), keys.running(job.model), keys.done(job.id), keys.LEASES]
-        result = self._transition(keys=keys_, args=[to.value, allowed, self.retention, time.time(), claim, *pairs])
-        return bool(result == "OK")
+        return {"keys": keys_, "args": [to.value, allowed, self.retention, time.time(), claim, *pairs]}
 
-    def claim(self, job_id: str, token: str, lease: float, worker: str) -> str:
-        """Claim a QUEUED job for one task run: "OK", or why not (its status, CLAIMED, MISSING)."""
+    def claim(self, job_id: str, token: str, lease: float, worker: str) -> Job | str:
+        """Claim a QUEUED job for one task run: the job, or why not (its status, CLAIMED, MISSING)."""
         result = self._claim(keys=[keys.job(job_id), keys.LEASES], args=[token, time.time(), lease, worker])
+        if isinstance(result, list):
+            return Job.from_hash(dict(zip(result[::2], result[1::2], strict=True)))
         return str(result)
 
     def renew(self, claims: dict[str, str], lease: float) -> int:
@@ -218,17 +233,18 @@ class JobStore:
                                finished_at=repr(time.time()))
 
     def wait(self, job_id: str, timeout: float) -> Job | None:
-        """Block until the job finishes or ``timeout`` passes (no polling); the job as it then is."""
-        job = self.get(job_id)
-        if job is None or job.status.finished or timeout <= 0:
-            return job
-        token = self.redis.blpop([keys.done(job_id)], timeout=timeout)
-        if token is not None:  # hand the token back for other waiters
-            with self.redis.pipeline() as pipe:
-                pipe.rpush(keys.done(job_id), 1)
-                pipe.expire(keys.done(job_id), self.retention)
-                pipe.execute()
-        return self.get(job_id)
+        """Block until the job finishes or ``timeout`` passes (no polling); the job as it then is.
+
+        A finished job's done list holds a token, so this returns at once for a job already finished.
+        """
+        if timeout <= 0 or self.redis.blpop([keys.done(job_id)], timeout=timeout) is None:
+            return self.get(job_id)
+        with self.redis.pipeline() as pipe:  # hand the token back for other waiters
+            pipe.rpush(keys.done(job_id), 1)
+            pipe.expire(keys.done(job_id), self.retention)
+            pipe.hgetall(keys.job(job_id))
+            fields = pipe.execute()[-1]
+        return Job.from_hash(fields) if fields else None
 
     def queue_depth(self, model: str) -> int:
         """Jobs of the model waiting to run."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import cast
 
 import redis
+from redis.client import Pipeline
 from redis.typing import EncodableT, FieldT
 
 from workers import keys
@@ -216,18 +217,18 @@ class ReplicaRegistry:
         """Block until a slot may have freed on the model's replicas, or ``timeout`` passes."""
         self.redis.blpop([keys.wake(model)], timeout=timeout)
 
-    def release(self, model: str, slot: Slot, job_id: str) -> None:
-        """Give the job's slot back and wake one waiting task."""
+    def release(self, model: str, slot: Slot, job_id: str, pipe: Pipeline | None = None) -> None:
+        """Give the job's slot back and wake one waiting task (on ``pipe``, if given, when it executes)."""
         self._release(keys=[keys.slots(slot.replica_id), keys.replica(slot.replica_id), keys.job(job_id),
-                            keys.wake(model)], args=[job_id, time.time()])
+                            keys.wake(model)], args=[job_id, time.time()], client=pipe)
 
     def drain_if_idle(self, replica: Replica, idle_before: float) -> bool:
         """Mark the replica DRAINING if it holds no slot and was idle since ``idle_before``."""
         return bool(self._drain(keys=[keys.replica(replica.id), keys.slots(replica.id)], args=[idle_before]))
 
-    def record(self, model: str, metric: str, seconds: float) -> None:
-        """Fold a sample into the model's moving average of ``metric``."""
-        self._average(keys=[keys.stats(model)], args=[metric, seconds, self.weight])
+    def record(self, model: str, metric: str, seconds: float, pipe: Pipeline | None = None) -> None:
+        """Fold a sample into the model's moving average of ``metric`` (on ``pipe``, if given)."""
+        self._average(keys=[keys.stats(model)], args=[metric, seconds, self.weight], client=pipe)
 
     def averages(self, model: ModelConfig) -> dict[str, MovingAverage]:
         """The model's moving averages of service time and cold start; the configured seeds until measured."""

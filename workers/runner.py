@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-import requests
+import urllib3
 
 from workers import keys
-from workers.config import RECORD_GRACE, ModelConfig
+from workers.config import ModelConfig
 from workers.jobs import Job, JobStatus, JobStore
 from workers.registry import ReplicaRegistry, ReplicaState, Slot
 
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 WAKE_INTERVAL = 0.5  # seconds between re-checks while waiting for a replica slot
 SERVICE_TIME_HEADER = "X-Inference-Seconds"  # the replica's own measure of predict()
+JSON = {"Content-Type": "application/json"}
 RETRY_BASE_DELAY = 0.2  # seconds; doubled per attempt after a replica died under a job
 
 
@@ -74,38 +75,26 @@ class WorkerContext:
     models: dict[str, ModelConfig]
     store: JobStore
     registry: ReplicaRegistry
-    http: requests.Session
+    http: urllib3.PoolManager
     leases: LeaseKeeper
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
 
-def http_session(pool_size: int = 64) -> requests.Session:
-    """A keep-alive session with a connection pool large enough for every worker thread."""
-    session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=16, pool_maxsize=pool_size)
-    session.mount("http://", adapter)
-    return session
+def http_pool(pool_size: int = 64) -> urllib3.PoolManager:
+    """Keep-alive connections to replicas, enough for every worker thread; no retries (a retry is ours)."""
+    return urllib3.PoolManager(num_pools=16, maxsize=pool_size, retries=False)
 
 
 def run_job(job_id: str, ctx: WorkerContext) -> None:
     """Run the job if it is queued and no other task holds it."""
-    job = recorded_job(ctx.store, job_id)
-    if job is None:
-        log.warning("job %s was never recorded (the gateway refused it); dropping its task", job_id)
-        return
     token = uuid.uuid4().hex
-    if job.status is not JobStatus.QUEUED or ctx.store.claim(job_id, token, ctx.leases.lease, ctx.worker) != "OK":
+    job = ctx.store.claim(job_id, token, ctx.leases.lease, ctx.worker)
+    if not isinstance(job, Job):
+        if job == "MISSING":
+            log.warning("job %s is unknown (expired, or its submit failed); dropping its task", job_id)
         return
     with ctx.leases.holding(job_id, token):
         run_claimed(ctx, job, token)
-
-
-def recorded_job(store: JobStore, job_id: str) -> Job | None:
-    """The job; the gateway enqueues before it records, so give the record a moment to land."""
-    deadline = time.monotonic() + RECORD_GRACE
-    while (job := store.get(job_id)) is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return job
 
 
 def run_claimed(ctx: WorkerContext, job: Job, claim: str) -> None:
@@ -119,12 +108,10 @@ def run_claimed(ctx: WorkerContext, job: Job, claim: str) -> None:
         if slot is None:
             return
         try:
-            if not ctx.store.transition(job, JobStatus.RUNNING, claim, started_at=repr(time.time()),
-                                        replica=slot.replica_id):
-                return  # cancelled, or the claim was lost
-            delay = forward(ctx, model, job, slot, claim)
-        finally:
+            delay = attempt(ctx, model, job, slot, claim)
+        except BaseException:
             ctx.registry.release(model.name, slot, job.id)
+            raise
         if delay is None:
             return
         time.sleep(delay)
@@ -155,29 +142,41 @@ def wait_for_slot(ctx: WorkerContext, model: ModelConfig, job: Job, claim: str) 
     return slot
 
 
-def forward(ctx: WorkerContext, model: ModelConfig, job: Job, slot: Slot, claim: str) -> float | None:
-    """POST the job's input to the replica and commit what comes back; a retry delay if the replica failed."""
+def attempt(ctx: WorkerContext, model: ModelConfig, job: Job, slot: Slot, claim: str) -> float | None:
+    """Run the job on the slot's replica and give the slot back; a retry delay if the replica failed."""
+    if not ctx.store.transition(job, JobStatus.RUNNING, claim, started_at=repr(time.time()),
+                                replica=slot.replica_id):
+        ctx.registry.release(model.name, slot, job.id)
+        return None  # cancelled, or the claim was lost
     started = time.monotonic()
     try:
-        response = ctx.http.post(f"{slot.endpoint}/", data=json.dumps(job.input),
-                                 headers={"Content-Type": "application/json"}, timeout=model.request_timeout)
-    except requests.RequestException as exc:
+        response = ctx.http.request("POST", f"{slot.endpoint}/", body=json.dumps(job.input), headers=JSON,
+                                    timeout=model.request_timeout)
+    except urllib3.exceptions.HTTPError as exc:
+        ctx.registry.release(model.name, slot, job.id)
         return replica_lost(ctx, model, job, slot, claim, f"{type(exc).__name__}: {exc}")
-    round_trip = time.monotonic() - started
-    ctx.registry.record(model.name, "service_time", float(response.headers.get(SERVICE_TIME_HEADER, round_trip)))
+    service_time = float(response.headers.get(SERVICE_TIME_HEADER, time.monotonic() - started))
+    status, fields = outcome(response.status, response.data.decode(errors="replace"))
+    with ctx.store.redis.pipeline(transaction=False) as pipe:  # one round trip for all three
+        ctx.store.queue_transition(pipe, job, status, claim, finished_at=repr(time.time()), **fields)
+        ctx.registry.release(model.name, slot, job.id, pipe)
+        ctx.registry.record(model.name, "service_time", service_time, pipe)
+        pipe.execute()
+    return None
+
+
+def outcome(status: int, text: str) -> tuple[JobStatus, dict[str, Any]]:
+    """What the replica's answer makes of the job: SUCCEEDED with its output, or FAILED with an error."""
     try:
-        body: Any = response.json()
+        body: Any = json.loads(text)
     except ValueError:
-        body = {"error": {"code": "bad_response", "message": response.text[:500]}}
-    finished = repr(time.time())
-    if response.status_code == 200:
-        ctx.store.transition(job, JobStatus.SUCCEEDED, claim, output=response.text, finished_at=finished)
-        return None
+        return JobStatus.FAILED, {"error": {"code": "bad_response", "message": text[:500]}}
+    if status == 200:
+        return JobStatus.SUCCEEDED, {"output": text}
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict):
-        error = {"code": "model_error", "message": response.text[:500]}
-    ctx.store.transition(job, JobStatus.FAILED, claim, error=error, finished_at=finished)
-    return None
+        error = {"code": "model_error", "message": text[:500]}
+    return JobStatus.FAILED, {"error": error}
 
 
 def replica_lost(ctx: WorkerContext, model: ModelConfig, job: Job, slot: Slot, claim: str,
