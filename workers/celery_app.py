@@ -4,6 +4,7 @@ Start a worker with ``serverless-model worker`` (it names the queues of every de
 """
 
 import functools
+import logging
 from typing import Any
 
 import redis
@@ -11,7 +12,7 @@ from celery import Celery
 from celery.signals import worker_init
 
 from workers import runner
-from workers.config import Settings, check_delivery
+from workers.config import Settings
 from workers.jobs import JobStore
 from workers.registry import ReplicaRegistry
 
@@ -26,19 +27,21 @@ def create_celery(settings: Settings) -> Celery:
         accept_content=["json"],
         result_serializer="json",
         task_ignore_result=True,  # results live in our job store
-        # Early acks, on purpose. The job record is the source of truth: a task claims its job with a lease
-        # that it renews, and the autoscaler's reaper sends the job again when a lease runs out or when a
-        # queued job has no live claim and no waiting message. With late acks kombu's Redis transport
-        # kills the worker when a task acks after a broker reconnect ('NoneType' object has no attribute
-        # 'client'), and a killed worker's unacked messages would only return after the visibility timeout.
+        # Early acks and no ack emulation, on purpose. The job record is the source of truth: a task claims
+        # its job with a lease that it renews, and the autoscaler's reaper sends the job again when a lease
+        # runs out or when a queued job has no live claim and no waiting message. With late acks kombu's
+        # Redis transport kills the worker when a task acks after a broker reconnect ('NoneType' object has
+        # no attribute 'client'); its emulated acks would only bring a lost message back after a visibility
+        # timeout, and cost two round trips per message.
         task_acks_late=False,
+        worker_pool="workers.pool:ThreadPool",  # threads: a task mostly waits on its replica
         worker_prefetch_multiplier=1,
         worker_disable_prefetch=True,  # take a message only when a thread is free to run it at once
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        worker_send_task_events=False,
+        # no task-sent events: they would cost the gateway a second publish per job (Flower shows a task
+        # from its task-received event on)
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout, "socket_timeout": 5,
-                                  "socket_connect_timeout": 2},
+        broker_transport_options={"ack_emulation": False, "socket_timeout": 5, "socket_connect_timeout": 2},
         broker_connection_timeout=2,
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2,
                                    "interval_max": 0.5},
@@ -60,7 +63,7 @@ def worker_context() -> runner.WorkerContext:
         models=settings.load_models(),
         store=store,
         registry=ReplicaRegistry(client),
-        http=runner.http_session(),
+        http=runner.http_pool(),
         leases=runner.LeaseKeeper(store, settings.job_lease),
     )
 
@@ -69,10 +72,10 @@ app = create_celery(Settings())
 
 
 @worker_init.connect  # type: ignore[untyped-decorator]
-def check_before_consuming(**_: Any) -> None:
-    """Refuse to start a worker whose tasks could outlive the visibility timeout."""
-    settings = Settings()
-    check_delivery(settings, settings.load_models())
+def quiet_task_logs(**_: Any) -> None:
+    """No log line per task received and per task done."""
+    for name in ("celery.app.trace", "celery.worker.strategy"):  # no line per task received and done: the
+        logging.getLogger(name).setLevel(logging.WARNING)  # jobs API and Flower show them, for less CPU
 
 
 @app.task(name=TASK_NAME)  # type: ignore[untyped-decorator]

@@ -14,7 +14,7 @@ from typing import Any
 
 import requests
 
-from workers.config import Settings, check_delivery
+from workers.config import Settings
 
 log = logging.getLogger("serverless-model")
 
@@ -92,22 +92,16 @@ def gateway(args: argparse.Namespace) -> int:
     """Serve the gateway with gunicorn."""
     argv = ["gunicorn", "--worker-class", "gthread", "--workers", str(args.workers), "--threads", "32",
             "--bind", f"{args.host}:{args.port}", "--limit-request-line", "8190", "--graceful-timeout", "10",
+            *(["--worker-tmp-dir", "/dev/shm"] if os.path.isdir("/dev/shm") else []),  # heartbeat off the disk
             "gateway.app:create_app()"]
     os.execvp(sys.executable, [sys.executable, "-m", *argv])
 
 
 def worker(args: argparse.Namespace) -> int:
     """Run a Celery worker on every declared model's queue."""
-    settings = Settings()
-    models = settings.load_models()
-    try:
-        check_delivery(settings, models)
-    except ValueError as exc:
-        print(f"refusing to start: {exc}", file=sys.stderr)
-        return 2
-    queues = ",".join(m.queue for m in models.values())
-    argv = ["celery", "-A", "workers.celery_app", "worker", "-Q", queues, "--pool", "threads",
-            "--concurrency", str(args.concurrency), "--loglevel", "INFO", "-E", "--without-gossip",
+    queues = ",".join(m.queue for m in Settings().load_models().values())
+    argv = ["celery", "-A", "workers.celery_app", "worker", "-Q", queues,
+            "--concurrency", str(args.concurrency), "--loglevel", "INFO", "--without-gossip",
             "--without-mingle", "--hostname", args.name, *args.celery_args]
     os.execvp(sys.executable, [sys.executable, "-m", *argv])
 
