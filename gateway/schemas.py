@@ -1,5 +1,6 @@
 """Request and response models: they validate requests and generate the OpenAPI document."""
 
+import copy
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +23,22 @@ class JobPath(BaseModel):
     job_id: str = Field(pattern=r"^[0-9a-f]{32}$", description="the job's id")
 
 
-class WaitQuery(BaseModel):
+class Query(BaseModel):
+    """Query parameters. flask-openapi3 asks for their JSON schema on every request: it is made once."""
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The model's JSON schema (a copy of the one made at the first call)."""
+        key = (cls, args, tuple(sorted(kwargs.items())))
+        if key not in SCHEMAS:
+            SCHEMAS[key] = super().model_json_schema(*args, **kwargs)
+        return copy.deepcopy(SCHEMAS[key])
+
+
+SCHEMAS: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+
+class WaitQuery(Query):
     """How long to wait for the result."""
 
     wait: float = Field(0, ge=0, description="seconds to block for the result (200 if done, else 202)")
@@ -137,7 +153,7 @@ class ModelList(BaseModel):
     models: list[ModelView]
 
 
-class EventQuery(BaseModel):
+class EventQuery(Query):
     """Which events to list."""
 
     model: str | None = Field(None, description="only this model's events")

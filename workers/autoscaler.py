@@ -29,6 +29,7 @@ from workers.registry import Replica, ReplicaRegistry, ReplicaState
 log = logging.getLogger(__name__)
 
 READY_POLL = 0.02  # seconds between GET /ok while a replica starts
+WAKE_GAP = 0.05  # seconds at least between reconciles woken by submits
 RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
@@ -91,8 +92,15 @@ class Autoscaler:
         self.lock = threading.Lock()
 
     def run(self, stopping: threading.Event, interval: float, lease: Lease) -> None:
-        """Tick while holding the lease, stand by otherwise, until ``stopping`` is set."""
+        """Tick while holding the lease, stand by otherwise, until ``stopping`` is set.
+
+        A full tick (reaper, every model) runs every ``interval``; in between, a submit that names a model
+        wakes us to reconcile that model alone. Wake-ups are coalesced: the names pushed while we work, and
+        for ``WAKE_GAP`` after, wake us once, so a busy queue costs a few reconciles a second, not one a job.
+        """
         leading = False
+        woken: set[str] = set()
+        last_full = 0.0
         while not stopping.is_set():
             try:
                 if lease.hold():
@@ -100,19 +108,31 @@ class Autoscaler:
                         log.info("active: adopting replicas")
                         self.adopt()
                     leading = True
-                    self.tick()
+                    if woken and time.monotonic() - last_full < interval:
+                        for name in woken:
+                            self.reconcile(self.models[name])
+                        stopping.wait(WAKE_GAP)
+                    else:
+                        self.tick()
+                        last_full = time.monotonic()
                 elif leading:
                     log.warning("lease lost; standing by")
                     leading = False
-                self.wait_for_work(interval)
+                woken = self.wait_for_work(max(0.01, last_full + interval - time.monotonic()))
             except redis.RedisError as exc:
                 log.error("redis unavailable: %s", exc)
                 stopping.wait(interval)
 
-    def wait_for_work(self, interval: float) -> None:
-        """Sleep until the next tick, or until a submit wakes us."""
-        if self.registry.redis.blpop([keys.SCALE], timeout=interval):
-            self.registry.redis.delete(keys.SCALE)
+    def wait_for_work(self, timeout: float) -> set[str]:
+        """Sleep until ``timeout`` passes (an empty set) or submits wake us: the served models they named."""
+        first = self.registry.redis.blpop([keys.SCALE], timeout=timeout)
+        if first is None:
+            return set()
+        with self.registry.redis.pipeline() as pipe:
+            pipe.lrange(keys.SCALE, 0, -1)
+            pipe.delete(keys.SCALE)
+            rest = pipe.execute()[0]
+        return {first[1], *rest} & set(self.models)
 
     def adopt(self) -> None:
         """Match the registry against what runs: keep and watch the found, forget the lost, stop strays."""
@@ -160,8 +180,9 @@ class Autoscaler:
     def resend_orphans(self, model: ModelConfig, now: float) -> None:
         """Send again the QUEUED jobs that nobody holds while the model's Celery queue is empty.
 
-        Their message was taken by a worker that died before it claimed the job; Redis would only bring
-        it back after the visibility timeout. A duplicate is harmless: one task claims, the other returns.
+        Their message was taken by a worker that died before it claimed the job (messages are not kept
+        once taken), or their submit died between recording and sending. A duplicate is harmless: one
+        task claims, the other returns.
         """
         if self.store.redis.llen(model.queue):
             return  # their messages may still be waiting there
@@ -306,7 +327,7 @@ def run_autoscaler(settings: Settings) -> None:
     celery = create_celery(settings)
 
     def enqueue(job: Job) -> None:
-        celery.send_task(TASK_NAME, args=[job.id], queue=models[job.model].queue)
+        celery.send_task(TASK_NAME, args=[job.id], queue=models[job.model].queue, declare=[])
 
     scaler = Autoscaler(models, ReplicaRegistry(client), JobStore(client, settings.job_retention),
                         EventLog(client), make_backend(settings), enqueue, orphan_after=settings.job_lease)
