@@ -15,12 +15,13 @@ import redis
 from bench import measure, reference, report
 from bench.run import (
     CONCURRENCY,
+    NAMESPACE,
     PAYLOAD,
+    ROOT,
     Platform,
     Processes,
     answers,
-    bare_container_start,
-    bare_process_start,
+    bare_start,
     burst,
     celery_call,
     direct_call,
@@ -29,7 +30,8 @@ from bench.run import (
     start_reference_worker,
     wait_until,
 )
-from workers.backends import ProcessBackend, free_port
+from workers.backends import DockerBackend, ProcessBackend, ReplicaBackend, free_port
+from workers.config import Settings
 from workers.images import build_images
 
 SYSTEMS = ("direct", "celery", "naive", "ours")
@@ -79,13 +81,16 @@ def memory(processes: Processes, ours: Platform) -> dict[str, float]:
     return {name: measure.rss_mib(pids) for name, pids in trees(processes, ours).items()}
 
 
-def cold_starts(processes: Processes, ours: Platform, rounds: int) -> dict[str, list[float]]:
-    """Bare process create → ready against our first result from zero, alternating."""
+def cold_starts(backend: ReplicaBackend, ours: Platform, rounds: int) -> dict[str, list[float]]:
+    """The backend's bare create → ready of a replica against our first result from zero, alternating."""
+    model = Settings(models_file=ours.processes.workdir / "models.toml").load_models()["iris-cold"]
     found: dict[str, list[float]] = {"bare": [], "ours": []}
     for round_ in range(rounds):
-        found["bare"].append(bare_process_start(processes, round_))
-        found["ours"].append(from_zero(ours, "iris-cold"))
-        print(f"  process cold start {round_ + 1}: bare {found['bare'][-1]:.3f} s, "
+        wait_until(lambda: not ours.model(model.name)["replicas"], 60, "the platform at zero", interval=0.1)
+        time.sleep(0.5)  # the last replica's exit is over: both starts find the machine as quiet
+        found["bare"].append(bare_start(backend, model))
+        found["ours"].append(from_zero(ours, model.name))
+        print(f"  {ours.backend} cold start {round_ + 1}: bare {found['bare'][-1]:.3f} s, "
               f"ours {found['ours'][-1]:.3f} s", flush=True)
     return found
 
@@ -101,20 +106,12 @@ def docker_cold_starts(processes: Processes, rounds: int) -> dict[str, list[floa
         return None
     if build_images_quietly() != 0:
         raise RuntimeError("building the model image failed")
-    found: dict[str, list[float]] = {"bare": [], "ours": []}
     with Platform(processes, "docker", free_port()) as ours:
-        for round_ in range(rounds):
-            found["bare"].append(bare_container_start("serverless-model/iris:latest"))
-            found["ours"].append(from_zero(ours, "iris-cold"))
-            print(f"  docker cold start {round_ + 1}: bare {found['bare'][-1]:.3f} s, "
-                  f"ours {found['ours'][-1]:.3f} s", flush=True)
-    return found
+        return cold_starts(DockerBackend(docker.from_env(), "host", NAMESPACE), ours, rounds)
 
 
 def build_images_quietly() -> int:
     """Build the model image from ``model/`` (from cache when unchanged)."""
-    from workers.config import Settings
-
     return build_images(Settings(models_file=Path("models.toml")), Path("model"))
 
 
@@ -146,7 +143,8 @@ def main() -> None:
             print("hot path (sequential latency, then throughput):", flush=True)
             hot = hot_path(processes, ours, args)
             print("cold starts:", flush=True)
-            cold = {"process": cold_starts(processes, ours, args.cold_rounds)}
+            backend = ProcessBackend(ROOT, Path(tmp) / "bare", NAMESPACE)
+            cold = {"process": cold_starts(backend, ours, args.cold_rounds)}
             print("scale reaction:", flush=True)
             scale = burst(ours, client, args.burst)
             print(f"  {scale['succeeded']}/{scale['jobs']} succeeded; first scale-up "

@@ -118,22 +118,23 @@ def plot_latency(hot: dict[str, Any], path: Path) -> None:
 
 
 def plot_burst(scale: dict[str, Any], path: Path) -> None:
-    """Queue depth, jobs in flight and ready replicas over time during the burst."""
+    """Queue depth, jobs in flight and replicas over time during the burst."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    t, queued, in_flight, ready = zip(*scale["samples"], strict=True)
+    t, queued, in_flight, ready, replicas_any = zip(*scale["samples"], strict=True)
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(t, queued, label="queue depth")
     ax.plot(t, in_flight, label="in flight")
     ax.set_xlabel("seconds since the burst began")
     ax.set_ylabel("jobs")
     replicas = ax.twinx()
+    replicas.step(t, replicas_any, where="post", color="grey", linestyle="--", label="replicas (starting or ready)")
     replicas.step(t, ready, where="post", color="black", label="ready replicas")
     replicas.set_ylabel("ready replicas")
-    replicas.set_ylim(0, max(ready) + 1)
+    replicas.set_ylim(0, max(replicas_any) + 1)
     if scale["first_scale_up_s"] is not None:
         ax.axvline(scale["first_scale_up_s"], color="red", linestyle=":", label="first scale-up decision")
     lines = ax.get_legend_handles_labels()

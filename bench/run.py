@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,8 @@ import redis
 from bench import reference
 from bench.measure import Call, Http
 from workers import keys
-from workers.backends import NAMESPACE_LABEL, ProcessBackend, free_port
+from workers.backends import NAMESPACE_LABEL, ProcessBackend, ReplicaBackend
+from workers.config import ModelConfig
 from workers.embedded import start_embedded_redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -220,33 +222,15 @@ def remove_containers() -> None:
         subprocess.run(["docker", "rm", "-f", *found], capture_output=True, check=False)
 
 
-def bare_process_start(processes: Processes, round_: int) -> float:
-    """Seconds from starting a model server process to its ``GET /ok`` answering 200."""
-    port = free_port()
-    name = f"bare-cold-{round_}"
+def bare_start(backend: ReplicaBackend, model: ModelConfig) -> float:
+    """Seconds from the backend starting a replica, with no platform around it, to ``GET /ok`` answering 200."""
     started = time.perf_counter()
-    processes.start(name, [sys.executable, "-m", "model.server"], PORT=str(port), CONCURRENCY=str(CONCURRENCY))
-    wait_until(lambda: answers(f"http://127.0.0.1:{port}/ok"), 60, "the bare model server")
-    elapsed = time.perf_counter() - started
-    processes.stop(name)
-    return elapsed
-
-
-def bare_container_start(image: str) -> float:
-    """Seconds from creating a container of the image (host network) to its ``GET /ok`` answering 200."""
-    import docker
-
-    client = docker.from_env()
-    port = free_port()
-    started = time.perf_counter()
-    container = client.containers.run(image, detach=True, network_mode="host",
-                                      environment={"PORT": str(port), "HOST": "127.0.0.1"},
-                                      labels={NAMESPACE_LABEL: NAMESPACE})
+    launched = backend.start(model, f"bare-{uuid.uuid4().hex[:8]}")
     try:
-        wait_until(lambda: answers(f"http://127.0.0.1:{port}/ok"), 60, "the bare container")
+        wait_until(lambda: answers(f"{launched.endpoint}/ok"), 60, "the bare replica")
         return time.perf_counter() - started
     finally:
-        container.remove(force=True)
+        backend.stop(launched.handle)
 
 
 def from_zero(platform: Platform, model: str) -> float:
@@ -270,7 +254,7 @@ def burst(platform: Platform, client: redis.Redis, jobs: int, senders: int = 8) 
     """Submit ``jobs`` at once to a model at zero; sample its queue and replicas until it is back at zero."""
     model = "iris-burst"
     wait_until(lambda: not platform.model(model)["replicas"], 60, f"{model} at zero", interval=0.1)
-    samples: list[tuple[float, int, int, int]] = []
+    samples: list[tuple[float, int, int, int, int]] = []
     ids: list[str] = []
     began = time.time()
 
@@ -282,14 +266,15 @@ def burst(platform: Platform, client: redis.Redis, jobs: int, senders: int = 8) 
                 raise RuntimeError(f"submit answered {status}: {body[:200]!r}")
             ids.append(json.loads(body)["id"])
 
-    threads = [threading.Thread(target=send, args=(jobs // senders,), daemon=True) for _ in range(senders)]
+    shares = [jobs // senders + (i < jobs % senders) for i in range(senders)]
+    threads = [threading.Thread(target=send, args=(share,), daemon=True) for share in shares]
     for thread in threads:
         thread.start()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         view = platform.model(model)
         ready = sum(r["state"] == "READY" for r in view["replicas"])
-        samples.append((time.time() - began, view["queue_depth"], view["in_flight"], ready))
+        samples.append((time.time() - began, view["queue_depth"], view["in_flight"], ready, len(view["replicas"])))
         if not any(t.is_alive() for t in threads) and not view["replicas"]:
             break
         time.sleep(0.05)

@@ -1,0 +1,40 @@
+"""The benchmark's report: figures derived from measurements, targets judged, files written."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import report
+from bench.measure import Latency
+
+
+def rounds(p50_ms: float, rate: float) -> list[dict[str, Any]]:
+    """One round whose latencies have the given median."""
+    seconds = [p50_ms / 1000] * 50 + [2 * p50_ms / 1000] * 2
+    return [{"latency": Latency.of(seconds), "throughput": rate}]
+
+
+def test_report_derives_overheads_ratios_and_targets_and_writes_its_files(tmp_path: Path) -> None:
+    hot = {"rounds": {"direct": rounds(1.0, 1000), "celery": rounds(2.0, 800), "naive": rounds(4.0, 300),
+                      "ours": rounds(3.0, 600)},
+           "memory": {"idle": {"gateway": 100.0}, "load": {"gateway": 120.0}}}
+    cold = {"process": {"bare": [1.0, 1.1, 0.9], "ours": [1.02, 1.2, 0.95]}}
+    scale = {"jobs": 10, "succeeded": 10, "first_scale_up_s": 0.01, "first_ready_s": 1.0, "all_ready_s": 1.2,
+             "replicas_started": 1, "samples": [(0.0, 10, 0, 0, 1), (1.0, 5, 4, 1, 1), (2.0, 0, 0, 1, 1)]}
+    options = {"rounds": 1, "requests": 52, "clients": 4, "seconds": 1}
+    results = report.summarize(hot, cold, scale, "a test machine", options, 1.0)
+
+    assert results["figures"]["overhead_p50_ms"] == pytest.approx(2.0)
+    assert results["figures"]["throughput_vs_direct"] == pytest.approx(0.6)
+    assert results["figures"]["throughput_vs_naive"] == pytest.approx(2.0)
+    assert results["cold_start"]["process"]["extra_ms"] == pytest.approx(20, abs=0.01)
+    met = {t["target"]: t["met"] for t in results["targets"]}
+    assert met["overhead p50 (c - a)"] and met["throughput c / a"] and met["p50 below the naive Celery forward"]
+    assert not met["throughput c / naive"]  # 2x is not more than 2x
+
+    report.write(results, hot, scale, tmp_path)
+    table = (tmp_path / "results.md").read_text()
+    assert "| p50 latency (ms) | 1.00 | 2.00 | 4.00 | 3.00 |" in table and "| throughput c / naive | 2.00x |" in table
+    for plot in ("latency.png", "burst.png"):
+        assert (tmp_path / plot).read_bytes()[:4] == b"\x89PNG"
