@@ -20,6 +20,7 @@ import redis
 from bench import reference
 from bench.measure import Call, Http
 from workers import keys
+from workers.autoscaler import READY_POLL
 from workers.backends import NAMESPACE_LABEL, ProcessBackend, ReplicaBackend
 from workers.config import ModelConfig
 from workers.embedded import start_embedded_redis
@@ -223,11 +224,14 @@ def remove_containers() -> None:
 
 
 def bare_start(backend: ReplicaBackend, model: ModelConfig) -> float:
-    """Seconds from the backend starting a replica, with no platform around it, to ``GET /ok`` answering 200."""
+    """Seconds from the backend starting a replica, with no platform around it, to ``GET /ok`` answering 200.
+
+    It polls as often as the autoscaler does: polling faster slows the starting replica down.
+    """
     started = time.perf_counter()
     launched = backend.start(model, f"bare-{uuid.uuid4().hex[:8]}")
     try:
-        wait_until(lambda: answers(f"{launched.endpoint}/ok"), 60, "the bare replica")
+        wait_until(lambda: answers(f"{launched.endpoint}/ok"), 60, "the bare replica", interval=READY_POLL)
         return time.perf_counter() - started
     finally:
         backend.stop(launched.handle)
