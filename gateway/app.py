@@ -81,7 +81,7 @@ class Gateway:
         try:
             # declare=[]: the queue is a Redis list that workers declare; checking it again on every
             # publish would cost a tenth of a submit
-            self.celery.send_task(TASK_NAME, args=[job.id], queue=model.queue, declare=[])
+            self.celery.send_task(TASK_NAME, args=[job.id, model.name], queue=model.queue, declare=[])
         except Exception as exc:
             with contextlib.suppress(redis.RedisError):
                 self.store.discard(job)

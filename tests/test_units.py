@@ -18,11 +18,21 @@ def fake() -> fakeredis.FakeRedis:
     return fakeredis.FakeRedis(decode_responses=True)
 
 
+def on_a_slot(fake: fakeredis.FakeRedis, job: Job, replica_id: str = "r1") -> None:
+    """Give the job a slot on a READY replica: a job runs only on a slot it holds."""
+    registry = ReplicaRegistry(fake)
+    if registry.get(replica_id) is None:
+        replica(registry, replica_id)
+    assert registry.acquire("iris", concurrency=100, job_id=job.id) is not None
+
+
 def test_job_lifecycle_moves_the_id_between_queued_and_running(fake: fakeredis.FakeRedis) -> None:
     store = JobStore(fake, retention=60)
     job = store.create(JobStore.new("iris", {"features": [[1, 2, 3, 4]]}))
     assert (store.queue_depth("iris"), store.in_flight("iris")) == (1, 0)
-    assert store.transition(job, JobStatus.RUNNING, replica="r1")
+    assert not store.transition(job, JobStatus.RUNNING)  # no slot held: it cannot run
+    on_a_slot(fake, job)
+    assert store.transition(job, JobStatus.RUNNING)
     assert (store.queue_depth("iris"), store.in_flight("iris")) == (0, 1)
     assert store.transition(job, JobStatus.SUCCEEDED, output='{"y": 1}', finished_at=repr(time.time()))
     done = store.get(job.id)
@@ -42,6 +52,7 @@ def test_guarded_transitions_refuse_stale_writers(fake: fakeredis.FakeRedis, pat
                                                   refused: JobStatus) -> None:
     store = JobStore(fake, retention=60)
     job = store.create(JobStore.new("iris", {}))
+    on_a_slot(fake, job)
     for status in path:
         assert store.transition(job, status)
     before = store.get(job.id)
@@ -52,6 +63,7 @@ def test_guarded_transitions_refuse_stale_writers(fake: fakeredis.FakeRedis, pat
 def test_cancel_records_what_it_interrupted(fake: fakeredis.FakeRedis) -> None:
     store = JobStore(fake, retention=60)
     job = store.create(JobStore.new("iris", {}))
+    on_a_slot(fake, job)
     store.transition(job, JobStatus.RUNNING)
     running = store.get(job.id)
     assert running is not None and store.cancel(running)
@@ -76,6 +88,10 @@ def test_only_the_current_claim_commits(fake: fakeredis.FakeRedis) -> None:
     claimed = store.claim(job.id, "first", lease=5, worker="w1")
     assert isinstance(claimed, Job) and claimed.id == job.id and claimed.worker == "w1"
     assert store.claim(job.id, "second", lease=5, worker="w2") == "CLAIMED"  # a duplicate delivery
+    registry = ReplicaRegistry(fake)
+    replica(registry, "r1")
+    assert registry.acquire("iris", concurrency=4, job_id=job.id, claim="second") is None  # not its claim
+    assert registry.acquire("iris", concurrency=4, job_id=job.id, claim="first") is not None
     assert store.transition(job, JobStatus.RUNNING, "first")
     assert not store.transition(job, JobStatus.SUCCEEDED, "second", output="2")
     assert store.transition(job, JobStatus.SUCCEEDED, "first", output="1")

@@ -327,7 +327,7 @@ def run_autoscaler(settings: Settings) -> None:
     celery = create_celery(settings)
 
     def enqueue(job: Job) -> None:
-        celery.send_task(TASK_NAME, args=[job.id], queue=models[job.model].queue, declare=[])
+        celery.send_task(TASK_NAME, args=[job.id, job.model], queue=models[job.model].queue, declare=[])
 
     scaler = Autoscaler(models, ReplicaRegistry(client), JobStore(client, settings.job_retention),
                         EventLog(client), make_backend(settings), enqueue, orphan_after=settings.job_lease)

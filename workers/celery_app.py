@@ -79,6 +79,6 @@ def quiet_task_logs(**_: Any) -> None:
 
 
 @app.task(name=TASK_NAME)  # type: ignore[untyped-decorator]
-def run_job(job_id: str) -> None:
+def run_job(job_id: str, model: str = "") -> None:
     """Run one job (a thin adapter over ``runner.run_job``)."""
-    runner.run_job(job_id, worker_context())
+    runner.run_job(job_id, worker_context(), model)

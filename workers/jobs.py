@@ -165,23 +165,34 @@ class JobStore:
 
     def transition(self, job: Job, to: JobStatus, claim: str = "", **fields: Any) -> bool:
         """Move the job to ``to`` if its status allows and ``claim`` (if given) is current; else False."""
-        return bool(self._transition(**self._transition_call(job, to, claim, fields)) == "OK")
+        return bool(self._transition(**self._transition_call(job.id, job.model, to, claim, fields)) == "OK")
 
-    def queue_transition(self, pipe: Pipeline, job: Job, to: JobStatus, claim: str, **fields: Any) -> None:
-        """The same transition, sent when ``pipe`` executes (its result there is "OK" if it took)."""
-        self._transition(client=pipe, **self._transition_call(job, to, claim, fields))
+    def queue_transition(self, pipe: Pipeline, job_id: str, model: str, to: JobStatus, claim: str,
+                         **fields: Any) -> None:
+        """The same transition, sent when ``pipe`` executes: "OK" there if it took, else why not."""
+        self._transition(client=pipe, **self._transition_call(job_id, model, to, claim, fields))
 
-    def _transition_call(self, job: Job, to: JobStatus, claim: str, fields: dict[str, Any]) -> dict[str, Any]:
+    def _transition_call(self, job_id: str, model: str, to: JobStatus, claim: str,
+                         fields: dict[str, Any]) -> dict[str, Any]:
         allowed = ",".join(sorted(ALLOWED_FROM[to]))
         pairs: list[str] = []
         for name, value in fields.items():
             pairs += [name, value if isinstance(value, str) else json.dumps(value)]
-        keys_ = [keys.job(job.id), keys.queued(job.model), keys.running(job.model), keys.done(job.id), keys.LEASES]
+        keys_ = [keys.job(job_id), keys.queued(model), keys.running(model), keys.done(job_id), keys.LEASES]
         return {"keys": keys_, "args": [to.value, allowed, self.retention, time.time(), claim, *pairs]}
 
     def claim(self, job_id: str, token: str, lease: float, worker: str) -> Job | str:
         """Claim a QUEUED job for one task run: the job, or why not (its status, CLAIMED, MISSING)."""
-        result = self._claim(keys=[keys.job(job_id), keys.LEASES], args=[token, time.time(), lease, worker])
+        return self.claimed(self.queue_claim(self.redis, job_id, token, lease, worker))
+
+    def queue_claim(self, client: redis.Redis | Pipeline, job_id: str, token: str, lease: float, worker: str) -> Any:
+        """The claim, on ``client`` (a pipeline sends it when it executes; read its result with ``claimed``)."""
+        return self._claim(keys=[keys.job(job_id), keys.LEASES], args=[token, time.time(), lease, worker],
+                           client=client)
+
+    @staticmethod
+    def claimed(result: Any) -> Job | str:
+        """The claimed job from the claim script's result, or why it was not claimed."""
         if isinstance(result, list):
             return Job.from_hash(dict(zip(result[::2], result[1::2], strict=True)))
         return str(result)

@@ -8,7 +8,7 @@ one script too, so a replica is never stopped under a request.
 import enum
 import time
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import redis
 from redis.client import Pipeline
@@ -84,9 +84,16 @@ class Slot:
     replica_id: str
     endpoint: str
 
+    @classmethod
+    def of(cls, found: Any) -> "Slot | None":
+        """The slot from the acquire script's result (None: no slot was free)."""
+        return cls(replica_id=found[0], endpoint=found[1]) if found else None
+
 
 ACQUIRE = """
--- KEYS: the model's replica set, the job; ARGV: replica key prefix, slot set prefix, concurrency, job id
+-- KEYS: the model's replica set, the job; ARGV: replica key prefix, slot set prefix, concurrency, job id,
+-- the claim the job must be under ('' = any)
+if ARGV[5] ~= '' and redis.call('HGET', KEYS[2], 'claim') ~= ARGV[5] then return false end
 local best, best_load, best_endpoint = nil, nil, nil
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local r = redis.call('HMGET', ARGV[1] .. id, 'state', 'endpoint')
@@ -207,11 +214,15 @@ class ReplicaRegistry:
             pipe.delete(keys.replica(replica.id), keys.slots(replica.id))
             pipe.execute()
 
-    def acquire(self, model: str, concurrency: int, job_id: str) -> Slot | None:
-        """Take a free slot for the job on the least-loaded READY replica, or None if there is none."""
-        found = self._acquire(keys=[keys.replicas(model), keys.job(job_id)],
-                              args=[keys.REPLICA_PREFIX, keys.SLOTS_PREFIX, concurrency, job_id])
-        return Slot(replica_id=found[0], endpoint=found[1]) if found else None
+    def acquire(self, model: str, concurrency: int, job_id: str, claim: str = "") -> Slot | None:
+        """Take a free slot for the job (if under ``claim``) on the least-loaded READY replica, or None."""
+        return Slot.of(self.queue_acquire(self.redis, model, concurrency, job_id, claim))
+
+    def queue_acquire(self, client: redis.Redis | Pipeline, model: str, concurrency: int, job_id: str,
+                      claim: str = "") -> Any:
+        """The same, on ``client`` (a pipeline sends it when it executes; read its result with ``Slot.of``)."""
+        return self._acquire(keys=[keys.replicas(model), keys.job(job_id)],
+                             args=[keys.REPLICA_PREFIX, keys.SLOTS_PREFIX, concurrency, job_id, claim], client=client)
 
     def wait_for_slot(self, model: str, timeout: float) -> None:
         """Block until a slot may have freed on the model's replicas, or ``timeout`` passes."""

@@ -85,28 +85,54 @@ def http_pool(pool_size: int = 64) -> urllib3.PoolManager:
     return urllib3.PoolManager(num_pools=16, maxsize=pool_size, retries=False)
 
 
-def run_job(job_id: str, ctx: WorkerContext) -> None:
+def run_job(job_id: str, ctx: WorkerContext, model_name: str = "") -> None:
     """Run the job if it is queued and no other task holds it."""
     token = uuid.uuid4().hex
-    job = ctx.store.claim(job_id, token, ctx.leases.lease, ctx.worker)
+    model = ctx.models.get(model_name)
+    if model is None:  # a message that does not name the model: claim now, then wait for a slot
+        job, slot = ctx.store.claim(job_id, token, ctx.leases.lease, ctx.worker), None
+    else:
+        job, slot = claim_and_start(ctx, model, job_id, token)
     if not isinstance(job, Job):
         if job == "MISSING":
             log.warning("job %s is unknown (expired, or its submit failed); dropping its task", job_id)
         return
     with ctx.leases.holding(job_id, token):
-        run_claimed(ctx, job, token)
+        run_claimed(ctx, job, token, slot)
 
 
-def run_claimed(ctx: WorkerContext, job: Job, claim: str) -> None:
-    """Attempt the job until it is committed, cancelled, or out of attempts."""
+def claim_and_start(ctx: WorkerContext, model: ModelConfig, job_id: str, token: str) -> tuple[Job | str, Slot | None]:
+    """Claim the job, take a free slot and mark the job RUNNING, in one round trip.
+
+    The job as claimed (or why not), and the slot if the job now runs on it; no slot if none was free.
+    Each step is guarded by the claim, so a duplicate delivery's steps change nothing.
+    """
+    with ctx.store.redis.pipeline(transaction=False) as pipe:
+        ctx.store.queue_claim(pipe, job_id, token, ctx.leases.lease, ctx.worker)
+        ctx.registry.queue_acquire(pipe, model.name, model.concurrency, job_id, token)
+        ctx.store.queue_transition(pipe, job_id, model.name, JobStatus.RUNNING, token, started_at=repr(time.time()))
+        claimed, found, started = pipe.execute()
+    job, slot = ctx.store.claimed(claimed), Slot.of(found)
+    if slot is not None and started != "OK":  # cancelled meanwhile
+        ctx.registry.release(model.name, slot, job_id)
+        return str(started), None
+    return job, slot
+
+
+def run_claimed(ctx: WorkerContext, job: Job, claim: str, slot: Slot | None = None) -> None:
+    """Attempt the job until it is committed, cancelled, or out of attempts (``slot``: it already runs there)."""
     model = ctx.models.get(job.model)
     if model is None:
         fail(ctx, job, claim, "unknown_model", f"model {job.model!r} is no longer served")
         return
-    while job.status is JobStatus.QUEUED:
-        slot = wait_for_slot(ctx, model, job, claim)
+    while slot is not None or job.status is JobStatus.QUEUED:
         if slot is None:
-            return
+            slot = wait_for_slot(ctx, model, job, claim)
+            if slot is None:
+                return
+            if not ctx.store.transition(job, JobStatus.RUNNING, claim, started_at=repr(time.time())):
+                ctx.registry.release(model.name, slot, job.id)
+                return  # cancelled, or the claim was lost
         try:
             delay = attempt(ctx, model, job, slot, claim)
         except BaseException:
@@ -115,7 +141,7 @@ def run_claimed(ctx: WorkerContext, job: Job, claim: str) -> None:
         if delay is None:
             return
         time.sleep(delay)
-        job = ctx.store.get(job.id) or job
+        slot, job = None, ctx.store.get(job.id) or job
 
 
 def wait_for_slot(ctx: WorkerContext, model: ModelConfig, job: Job, claim: str) -> Slot | None:
@@ -143,11 +169,7 @@ def wait_for_slot(ctx: WorkerContext, model: ModelConfig, job: Job, claim: str) 
 
 
 def attempt(ctx: WorkerContext, model: ModelConfig, job: Job, slot: Slot, claim: str) -> float | None:
-    """Run the job on the slot's replica and give the slot back; a retry delay if the replica failed."""
-    if not ctx.store.transition(job, JobStatus.RUNNING, claim, started_at=repr(time.time()),
-                                replica=slot.replica_id):
-        ctx.registry.release(model.name, slot, job.id)
-        return None  # cancelled, or the claim was lost
+    """Run the RUNNING job on its slot's replica and give the slot back; a retry delay if the replica failed."""
     started = time.monotonic()
     try:
         response = ctx.http.request("POST", f"{slot.endpoint}/", body=json.dumps(job.input), headers=JSON,
@@ -158,7 +180,7 @@ def attempt(ctx: WorkerContext, model: ModelConfig, job: Job, slot: Slot, claim:
     service_time = float(response.headers.get(SERVICE_TIME_HEADER, time.monotonic() - started))
     status, fields = outcome(response.status, response.data.decode(errors="replace"))
     with ctx.store.redis.pipeline(transaction=False) as pipe:  # one round trip for all three
-        ctx.store.queue_transition(pipe, job, status, claim, finished_at=repr(time.time()), **fields)
+        ctx.store.queue_transition(pipe, job.id, job.model, status, claim, finished_at=repr(time.time()), **fields)
         ctx.registry.release(model.name, slot, job.id, pipe)
         ctx.registry.record(model.name, "service_time", service_time, pipe)
         pipe.execute()
