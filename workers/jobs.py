@@ -246,13 +246,14 @@ class JobStore:
     def wait(self, job_id: str, timeout: float) -> Job | None:
         """Block until the job finishes or ``timeout`` passes (no polling); the job as it then is.
 
-        A finished job's done list holds a token, so this returns at once for a job already finished.
+        A finished job's done list holds a token. BLMOVE from the list to itself waits for it and leaves
+        it there for other waiters; the HGETALL queued behind it on the same connection runs once it
+        returns, so waiting and reading take one round trip (BLMOVE with a fractional timeout: Redis 6.2+).
         """
-        if timeout <= 0 or self.redis.blpop([keys.done(job_id)], timeout=timeout) is None:
+        if timeout <= 0:
             return self.get(job_id)
-        with self.redis.pipeline() as pipe:  # hand the token back for other waiters
-            pipe.rpush(keys.done(job_id), 1)
-            pipe.expire(keys.done(job_id), self.retention)
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.blmove(keys.done(job_id), keys.done(job_id), timeout, "LEFT", "RIGHT")  # type: ignore[arg-type]
             pipe.hgetall(keys.job(job_id))
             fields = pipe.execute()[-1]
         return Job.from_hash(fields) if fields else None
