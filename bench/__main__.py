@@ -104,13 +104,13 @@ def docker_cold_starts(processes: Processes, rounds: int) -> dict[str, list[floa
     except Exception as exc:
         print(f"  no Docker engine ({exc}); Docker cold starts skipped", flush=True)
         return None
-    if build_images_quietly() != 0:
+    if build_model_image() != 0:
         raise RuntimeError("building the model image failed")
     with Platform(processes, "docker", free_port()) as ours:
         return cold_starts(DockerBackend(docker.from_env(), "host", NAMESPACE), ours, rounds)
 
 
-def build_images_quietly() -> int:
+def build_model_image() -> int:
     """Build the model image from ``model/`` (from cache when unchanged)."""
     return build_images(Settings(models_file=Path("models.toml")), Path("model"))
 

@@ -13,7 +13,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
+from urllib.parse import urlsplit
 
 import redis
 
@@ -24,6 +25,7 @@ from workers.autoscaler import READY_POLL
 from workers.backends import NAMESPACE_LABEL, ProcessBackend, ReplicaBackend
 from workers.config import ModelConfig
 from workers.embedded import start_embedded_redis
+from workers.events import EventLog
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "bench"
@@ -67,15 +69,9 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str, inter
 def answers(url: str) -> bool:
     """Whether GET ``url`` answers 200."""
     try:
-        return Http(url, timeout=2).request("GET", urlpath(url))[0] == 200
+        return Http(url, timeout=2).request("GET", urlsplit(url).path or "/")[0] == 200
     except OSError:
         return False
-
-
-def urlpath(url: str) -> str:
-    """The path part of a URL."""
-    rest = url.split("://", 1)[1]
-    return "/" + rest.split("/", 1)[1] if "/" in rest else "/"
 
 
 @dataclass
@@ -160,12 +156,7 @@ class Platform:
 
     def events(self, client: redis.Redis, name: str, since: float) -> list[tuple[float, str]]:
         """(time, kind) of the model's events since ``since``, oldest first."""
-        found = []
-        entries = cast(list[tuple[str, dict[str, str]]], client.xrange(keys.EVENTS))
-        for _, fields in entries:
-            if fields.get("model") == name and float(fields["at"]) >= since:
-                found.append((float(fields["at"]), str(fields["kind"])))
-        return found
+        return sorted((e.at, e.kind) for e in EventLog(client).recent(name) if e.at >= since)
 
 
 def direct_call(url: str) -> Call:

@@ -73,9 +73,9 @@ app = create_celery(Settings())
 
 @worker_init.connect  # type: ignore[untyped-decorator]
 def quiet_task_logs(**_: Any) -> None:
-    """No log line per task received and per task done."""
-    for name in ("celery.app.trace", "celery.worker.strategy"):  # no line per task received and done: the
-        logging.getLogger(name).setLevel(logging.WARNING)  # jobs API and Flower show them, for less CPU
+    """No log line per task received and per task done: the jobs API and Flower show them, for less CPU."""
+    for name in ("celery.app.trace", "celery.worker.strategy"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @app.task(name=TASK_NAME)  # type: ignore[untyped-decorator]
