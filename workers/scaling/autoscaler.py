@@ -1,348 +1,289 @@
-"""The autoscaler process: observes each model, asks the policy, and reconciles replicas to its decision.
+"""The autoscaler: observe → decide → reconcile for every model, while it holds the lease.
 
-One autoscaler is active at a time (a lease in Redis; others stand by and take over when it lapses). On
-taking the lease it adopts the replicas it finds by label and removes strays. It ticks every
-``scale_interval`` seconds and also wakes at once on every submit. A replica not ready by its deadline is
-killed, reported with the reason, and the next start backs off (see ``workers.policy``). Every decision
-and lifecycle event goes to the event log with its reason.
+- **observe**: one consistent snapshot per model (``observe.lua``): load, replicas, averages, start failure, and the
+  policy's state as the last leader left it.
+- **decide**: the pure policy (``workers.scaling.policy``) gives a decision and its new state, kept in Redis.
+- **reconcile**: registry writes at once, each fenced by the lease token; every blocking call (a start, a stop, a
+  readiness wait, a scan of what runs) is an action off the loop, and a replica with an action in flight is left
+  alone. The loop blocks only on Redis, so it renews the lease every pass; a lease lost mid-action (a paused
+  process) makes that action's writes fail, and the action undoes what it started.
+
+Only the leader reads the submits' wake-ups; a standby sleeps. A pass that fails (Redis down, a Docker error) is
+an event with its reason, then a retry: nothing stops the loop, and leaving never stops a serving replica (``up``
+asks for that itself).
 """
 
+import contextlib
+import functools
 import logging
-import signal
+import math
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
-import redis
-import requests
-
-from workers import keys
-from workers.backends import DockerBackend, ProcessBackend, ReplicaBackend, StartFailed
-from workers.celery_app import TASK_NAME, create_celery
-from workers.config import ModelConfig, Settings
-from workers.events import EventLog
-from workers.jobs import Job, JobStore, Reaped
-from workers.policy import Observation, Policy, ReplicaSnapshot, ScalingState, decide
-from workers.registry import Replica, ReplicaRegistry, ReplicaState
+from workers.config import ModelConfig
+from workers.scaling.backends import Launched, ReplicaBackend, StartFailed
+from workers.scaling.policy import Observation, Policy, ReplicaSnapshot, ScalingState, decide
+from workers.scaling.readiness import Probe
+from workers.store import Lease, Store
+from workers.store.records import ModelSnapshot, Replica, ReplicaState
 
 log = logging.getLogger(__name__)
 
-READY_POLL = 0.02  # seconds between GET /ok while a replica starts
-WAKE_GAP = 0.05  # seconds at least between reconciles woken by submits
-RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
-"""
-RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+WAKE_GAP = 0.05  # seconds at least between passes woken by submits (wake-ups coalesce meanwhile)
+SWEEP = "sweep"  # the busy mark of the scan that matches the registry with what runs
 
 
-class Lease:
-    """Leadership among autoscalers: a Redis key holding the leader's token, renewed every tick."""
+class Actions(Protocol):
+    """Runs blocking actions off the loop."""
 
-    def __init__(self, client: redis.Redis, ttl: float) -> None:
-        self.redis = client
-        self.ttl_ms = int(ttl * 1000)
-        self.token = uuid.uuid4().hex
-        self._renew = client.register_script(RENEW)
-        self._release = client.register_script(RELEASE)
-
-    def hold(self) -> bool:
-        """Take the lease if it is free, or renew it if ours; whether we hold it now."""
-        if self.redis.set(keys.AUTOSCALER_LEASE, self.token, nx=True, px=self.ttl_ms):
-            return True
-        return bool(self._renew(keys=[keys.AUTOSCALER_LEASE], args=[self.token, self.ttl_ms]))
-
-    def release(self) -> None:
-        """Give the lease up if ours."""
-        self._release(keys=[keys.AUTOSCALER_LEASE], args=[self.token])
+    def spawn(self, name: str, action: Callable[[], None]) -> None:
+        """Run ``action``."""
+        ...
 
 
-def setup_failure(response: requests.Response) -> str:
-    """The reason in a replica's ``GET /ok`` answer if its setup failed, else ""."""
-    try:
-        body = response.json()
-    except ValueError:
-        return ""
-    if isinstance(body, dict) and body.get("status") == "SETUP_FAILED":
-        return f"setup failed: {body.get('error')}"
-    return ""
+class Threads:
+    """Each action on a daemon thread of its own."""
+
+    def spawn(self, name: str, action: Callable[[], None]) -> None:
+        """Start ``action`` on a thread."""
+        threading.Thread(target=action, name=name, daemon=True).start()
+
+
+def reason_of(exc: BaseException) -> str:
+    """An exception as an event's reason."""
+    return str(exc) if isinstance(exc, StartFailed) else f"{type(exc).__name__}: {exc}"
 
 
 class Autoscaler:
     """Keeps each model's replicas where the policy wants them."""
 
-    def __init__(self, models: dict[str, ModelConfig], registry: ReplicaRegistry, store: JobStore,
-                 events: EventLog, backend: ReplicaBackend, enqueue: Callable[[Job], None],
-                 clock: Callable[[], float] = time.time, orphan_after: float = 10.0) -> None:
+    def __init__(self, models: dict[str, ModelConfig], store: Store, backend: ReplicaBackend, probe: Probe,
+                 actions: Actions | None = None, clock: Callable[[], float] | None = None,
+                 orphan_after: float = 5.0, sweep_every: float = 1.0) -> None:
         self.models = models
-        self.orphan_after = orphan_after
-        self.enqueue = enqueue
-        self.registry = registry
         self.store = store
-        self.events = events
         self.backend = backend
-        self.clock = clock
-        self.http = requests.Session()
-        self.states = {name: ScalingState() for name in models}
-        self.watched: set[str] = set()  # replicas whose readiness a thread of ours polls
+        self.probe = probe
+        self.actions = actions or Threads()
+        self.clock = clock or store.now
+        self.orphan_after = orphan_after  # seconds before a message nobody took counts as lost
+        self.sweep_every = sweep_every
+        self.last_sweep = -math.inf
+        self.busy: set[str] = set()  # replicas (and the sweep) with an action in flight
         self.lock = threading.Lock()
 
     def run(self, stopping: threading.Event, interval: float, lease: Lease) -> None:
-        """Tick while holding the lease, stand by otherwise, until ``stopping`` is set.
+        """Lead while holding the lease, stand by otherwise, until ``stopping`` is set.
 
-        A full tick (reaper, every model) runs every ``interval``; in between, a submit that names a model
-        wakes us to reconcile that model alone. Wake-ups are coalesced: the names pushed while we work, and
-        for ``WAKE_GAP`` after, wake us once, so a busy queue costs a few reconciles a second, not one a job.
+        A full pass (the reaper and every model) runs every ``interval``; between them, submits that name models
+        wake the leader to reconcile those alone, at most once per ``WAKE_GAP``.
         """
-        leading = False
-        woken: set[str] = set()
-        last_full = 0.0
+        leading, last_full, woken = False, -math.inf, set[str]()
         while not stopping.is_set():
             try:
-                if lease.hold():
-                    if not leading:
-                        log.info("active: adopting replicas")
-                        self.adopt()
-                    leading = True
-                    if woken and time.monotonic() - last_full < interval:
-                        for name in woken:
-                            self.reconcile(self.models[name])
-                        stopping.wait(WAKE_GAP)
-                    else:
-                        self.tick()
-                        last_full = time.monotonic()
-                elif leading:
-                    log.warning("lease lost; standing by")
+                token = lease.hold()
+                if token is None:
+                    if leading:
+                        log.warning("lease lost; standing by")
                     leading = False
-                woken = self.wait_for_work(max(0.01, last_full + interval - time.monotonic()))
-            except redis.RedisError as exc:
-                log.error("redis unavailable: %s", exc)
+                    stopping.wait(interval)
+                    continue
+                if not leading:
+                    log.info("leading: adopting the replicas that run")
+                    self.spawn(SWEEP, functools.partial(self.sweep, token, adopting=True))
+                    leading = True
+                full = time.monotonic() - last_full >= interval
+                self.lead(token, full, woken)
+                if full:
+                    last_full = time.monotonic()
+                elif woken:
+                    stopping.wait(WAKE_GAP)
+                until_full = last_full + interval - time.monotonic()
+                woken = self.store.wake_ups(max(0.01, min(until_full, lease.ttl / 3)))
+                woken &= set(self.models)
+            except Exception as exc:
+                log.error("autoscaler pass failed: %s", reason_of(exc))
+                with contextlib.suppress(Exception):
+                    self.store.events.record("", "autoscaler_error", reason=reason_of(exc))
                 stopping.wait(interval)
 
-    def wait_for_work(self, timeout: float) -> set[str]:
-        """Sleep until ``timeout`` passes (an empty set) or submits wake us: the served models they named."""
-        first = self.registry.redis.blpop([keys.SCALE], timeout=timeout)
-        if first is None:
-            return set()
-        with self.registry.redis.pipeline() as pipe:
-            pipe.lrange(keys.SCALE, 0, -1)
-            pipe.delete(keys.SCALE)
-            rest = pipe.execute()[0]
-        return {first[1], *rest} & set(self.models)
-
-    def adopt(self) -> None:
-        """Match the registry against what runs: keep and watch the found, forget the lost, stop strays."""
-        running = self.backend.running()
-        known = set()
-        for model in self.models.values():
-            for replica in self.registry.list(model.name):
-                known.add(replica.id)
-                if replica.id not in running:
-                    self.registry.remove(replica)
-                    self.events.record(model.name, "lost", replica.id, "in the registry but not running")
-                    continue
-                self.events.record(model.name, "adopted", replica.id, replica.state.value)
-                if replica.state is ReplicaState.STARTING:
-                    self.watch(model, replica)
-        for replica_id, handle in running.items():
-            if replica_id not in known:
-                self.backend.stop(handle)
-                self.events.record("", "stray_removed", replica_id, f"running but not in the registry ({handle})")
-
-    def tick(self) -> None:
-        """Requeue the jobs of lost workers, then reconcile every model once."""
-        self.reap_jobs()
-        for model in self.models.values():
-            self.reconcile(model)
+    def lead(self, token: str, full: bool, woken: Iterable[str] = ()) -> None:
+        """One pass as leader: a full one takes back lost jobs and reconciles every model; else the woken."""
+        if full:
+            self.reap_jobs()
+        for model in self.models.values() if full else [self.models[name] for name in woken]:
+            self.reconcile(model, token)
+        if full and time.monotonic() - self.last_sweep >= self.sweep_every:
+            self.spawn(SWEEP, functools.partial(self.sweep, token, adopting=False))
 
     def reap_jobs(self) -> None:
-        """Jobs whose lease ran out (their worker died or stalled) go back to the queue, or to dead letters."""
-        now = self.clock()
-        for job_id in self.store.expired_leases(now):
-            job = self.store.get(job_id)
-            if job is None:
-                self.store.redis.zrem(keys.LEASES, job_id)
-                continue
-            model = self.models.get(job.model)
-            outcome = self.store.expire_lease(job, model.max_attempts if model else 1, now)
-            if outcome is Reaped.REQUEUE and model is not None:
-                self.enqueue(job)
-                self.events.record(job.model, "job_requeued", reason=f"job {job.id}: lease expired (worker lost)")
-            elif outcome is Reaped.DEAD:
-                self.events.record(job.model, "job_dead", reason=f"job {job.id}: worker lost on every attempt")
+        """Take back the jobs of lost workers, resend lost messages, expire long waits, fill free slots."""
+        jobs = self.store.jobs
+        for reaped in jobs.reap({name: m.max_attempts for name, m in self.models.items()}):
+            self.store.events.record(reaped.model, f"job_{reaped.outcome.lower()}", job=reaped.job_id,
+                                     owner=reaped.owner, reason="lease expired: its worker was lost")
         for model in self.models.values():
-            self.resend_orphans(model, now)
+            for job_id, owner in jobs.resend_lost(model.name, self.orphan_after).items():
+                self.store.events.record(model.name, "job_resent", job=job_id, owner=owner,
+                                         reason="its message was lost; sent again")
+            if expired := jobs.expire_parked(model.name, model.queue_timeout):
+                self.store.events.record(model.name, "jobs_expired", reason=f"{len(expired)} job(s) waited over "
+                                                                            f"the queue timeout")
+            jobs.dispatch(model.name, model.concurrency)
 
-    def resend_orphans(self, model: ModelConfig, now: float) -> None:
-        """Send again the QUEUED jobs that nobody holds while the model's Celery queue is empty.
+    def observe(self, model: ModelConfig) -> ModelSnapshot:
+        """The model now."""
+        return self.store.replicas.snapshot(model.name, {"service_time": model.service_time_seed,
+                                                         "cold_start": model.cold_start_seed})
 
-        Their message was taken by a worker that died before it claimed the job (messages are not kept
-        once taken), or their submit died between recording and sending. A duplicate is harmless: one
-        task claims, the other returns.
-        """
-        if self.store.redis.llen(model.queue):
-            return  # their messages may still be waiting there
-        for job_id in self.store.unclaimed_since(model.name, now - self.orphan_after):
-            job = self.store.get(job_id)
-            if job is not None and self.store.mark_resent(job, now):
-                self.enqueue(job)
-                self.events.record(model.name, "job_requeued", reason=f"job {job.id}: its message was lost")
-
-    def reconcile(self, model: ModelConfig) -> None:
-        """Remove dead replicas, then start and stop what the policy decides."""
-        replicas = [r for r in self.registry.list(model.name) if not self.reap(model, r)]
-        now = self.clock()
-        with self.lock:
-            state = self.states[model.name]
-        decision = decide(self.observe(model, replicas, now), Policy.of(model), state, now)
+    def reconcile(self, model: ModelConfig, token: str) -> None:
+        """Tidy away failed and drained replicas, then start and stop what the policy decides."""
+        snapshot = self.observe(model)
+        state = ScalingState.of(snapshot.scaling)
+        decision, new_state = decide(observation(snapshot), Policy.of(model), state, self.clock())
+        if new_state != state:
+            self.store.replicas.save_scaling(token, model.name, new_state.fields())
+        for replica in snapshot.replicas:
+            self.tidy(model, replica, token, snapshot.now)
         if decision.start:
-            self.events.record(model.name, "scale_up", reason=f"start {decision.start}: {decision.reason}")
-            for _ in range(decision.start):
-                self.start(model)
-        by_id = {r.id: r for r in replicas}
+            self.store.events.record(model.name, "scale_up", reason=f"start {decision.start}: {decision.reason}")
+        for _ in range(decision.start):
+            self.start(model, token)
         for replica_id in decision.stop:
-            if self.registry.drain_if_idle(by_id[replica_id], now - model.idle_timeout):
-                self.events.record(model.name, "scale_down", replica_id, f"idle: {decision.reason}")
-                self.stop(by_id[replica_id])
+            if self.store.replicas.drain_if_idle(token, replica_id, model.idle_timeout):
+                self.store.events.record(model.name, "scale_down", replica_id, f"idle: {decision.reason}")
 
-    def observe(self, model: ModelConfig, replicas: list[Replica], now: float) -> Observation:
-        """The model's load, replicas and averages now."""
-        averages = self.registry.averages(model)
-        return Observation(
-            taken_at=now, queued=self.store.queue_depth(model.name), in_flight=self.store.in_flight(model.name),
-            replicas=tuple(ReplicaSnapshot(r.id, r.state, r.in_flight, r.idle_since) for r in replicas),
-            service_time=averages["service_time"].seconds, cold_start=averages["cold_start"].seconds,
-        )
+    def tidy(self, model: ModelConfig, replica: Replica, token: str, now: float) -> None:
+        """Stop a FAILED or DRAINING replica; watch a STARTING one nobody watches (adopted)."""
+        if self.is_busy(replica.id):
+            return
+        if replica.state in (ReplicaState.FAILED, ReplicaState.DRAINING):
+            self.spawn(replica.id, lambda: self.stop(replica, token))
+        elif replica.state is ReplicaState.STARTING and replica.handle:
+            self.spawn(replica.id, lambda: self.adopt_starting(model, replica, token, now))
 
-    def reap(self, model: ModelConfig, replica: Replica) -> bool:
-        """Stop and forget a replica that failed, drained or died; True if it was removed."""
-        if replica.state is ReplicaState.STARTING:
-            if replica.id not in self.watched:
-                self.watch(model, replica)
-            return False
-        if replica.state is ReplicaState.READY:
-            if self.backend.alive(replica.handle):
-                return False
-            self.events.record(model.name, "replica_failed", replica.id, "exited while ready")
-        elif replica.state is ReplicaState.FAILED:
-            self.events.record(model.name, "replica_failed", replica.id, replica.reason)
-        self.stop(replica)
-        return True
+    def adopt_starting(self, model: ModelConfig, replica: Replica, token: str, now: float) -> None:
+        """Watch a replica another autoscaler was starting; one it left not running (created, never started)
+        is removed, not counted as a failed start of the model (an action)."""
+        if not self.backend.alive(replica.handle):
+            self.backend.stop(replica.handle)
+            if self.store.replicas.remove(token, replica):
+                self.store.events.record(model.name, "lost", replica.id, "its start did not finish")
+            return
+        left = max(0.0, model.start_timeout - (now - replica.started_at))
+        self.await_ready(model, replica.id, Launched(replica.endpoint, replica.handle), token, left)
 
-    def start(self, model: ModelConfig) -> None:
-        """Start one replica and watch it become ready."""
+    def start(self, model: ModelConfig, token: str) -> None:
+        """Record a replica STARTING, then start it off the loop."""
         replica_id = uuid.uuid4().hex[:12]
-        started = self.clock()
+        if self.store.replicas.add(token, replica_id, model.name, self.backend.name):
+            self.spawn(replica_id, lambda: self.launch(model, replica_id, token))
+
+    def launch(self, model: ModelConfig, replica_id: str, token: str) -> None:
+        """Start the replica and wait for it to be ready (an action)."""
         try:
             launched = self.backend.start(model, replica_id)
-        except StartFailed as exc:
-            self.start_failed(model, replica_id, str(exc))
+        except Exception as exc:
+            self.start_failed(model, replica_id, reason_of(exc), token)
             return
-        replica = Replica(id=replica_id, model=model.name, backend=self.backend.name, endpoint=launched.endpoint,
-                          handle=launched.handle, state=ReplicaState.STARTING, started_at=started)
-        self.registry.add(replica)
-        self.watch(model, replica)
+        if not self.store.replicas.launched(token, replica_id, launched.endpoint, launched.handle):
+            self.backend.stop(launched.handle)
+            self.store.events.record(model.name, "start_abandoned", replica_id, "the lease passed to another "
+                                                                                "autoscaler during the start")
+            return
+        self.await_ready(model, replica_id, launched, token, model.start_timeout)
 
-    def watch(self, model: ModelConfig, replica: Replica) -> None:
-        """Poll the replica's readiness in a thread of its own."""
-        with self.lock:
-            self.watched.add(replica.id)
-        threading.Thread(target=self.await_ready, args=(model, replica), daemon=True).start()
+    def await_ready(self, model: ModelConfig, replica_id: str, launched: Launched, token: str,
+                    timeout: float) -> None:
+        """Probe the replica until it is ready (READY) or never will be (a failed start)."""
+        reason = self.probe.wait(model, launched.endpoint, lambda: self.backend.alive(launched.handle), timeout)
+        if reason:
+            self.start_failed(model, replica_id, reason, token)
+            return
+        found = self.store.replicas.ready(token, replica_id, model.concurrency)
+        if found is not None:
+            self.store.events.record(model.name, "ready", replica_id,
+                                     f"cold start {found[0]:.3f} s; {found[1]} waiting job(s) sent to it")
 
-    def await_ready(self, model: ModelConfig, replica: Replica) -> None:
-        """Poll ``GET /ok`` until the replica is ready, fails, or misses its deadline."""
-        try:
-            reason = self.readiness(model, replica)
-            if reason:
-                self.registry.set_state(replica, ReplicaState.FAILED, reason)
-                self.start_failed(model, replica.id, reason)
-                return
-            cold_start = self.clock() - replica.started_at
-            self.registry.set_state(replica, ReplicaState.READY)
-            self.registry.record(model.name, "cold_start", cold_start)
-            with self.lock:
-                self.states[model.name] = self.states[model.name].after_ready()
-            self.events.record(model.name, "ready", replica.id, f"cold start {cold_start:.3f} s")
-        finally:
-            with self.lock:
-                self.watched.discard(replica.id)
-
-    def readiness(self, model: ModelConfig, replica: Replica) -> str:
-        """Wait for the replica to answer ``GET /ok`` with 200: "" once it does, else why it never will."""
-        deadline = replica.started_at + model.start_timeout
-        while self.clock() < deadline:
-            if not self.backend.alive(replica.handle):
-                return "exited before it was ready"
-            try:
-                response = self.http.get(f"{replica.endpoint}/ok", timeout=1)
-            except requests.RequestException:
-                time.sleep(READY_POLL)
-                continue
-            if response.status_code == 200:
-                return ""
-            if reason := setup_failure(response):
-                return reason
-            time.sleep(READY_POLL)
-        return f"not ready within the start timeout of {model.start_timeout:g} s"
-
-    def start_failed(self, model: ModelConfig, replica_id: str, reason: str) -> None:
-        """Record a failed start, back off, and let waiting jobs know."""
-        with self.lock:
-            self.states[model.name] = self.states[model.name].after_failure(Policy.of(model), self.clock())
+    def start_failed(self, model: ModelConfig, replica_id: str, reason: str, token: str) -> None:
+        """Record a failed start (the policy backs off), and fail waiting jobs if the model says so."""
         log.error("replica %s of %s failed to start: %s", replica_id, model.name, reason)
-        self.registry.record_start_failure(model.name, reason)
-        self.events.record(model.name, "start_failed", replica_id, reason)
+        failed = self.store.replicas.start_failed(token, replica_id, model.name, reason,
+                                                  model.on_start_failure == "fail")
+        self.store.events.record(model.name, "start_failed", replica_id,
+                                 reason + (f" ({failed} waiting job(s) failed)" if failed else ""))
 
-    def stop(self, replica: Replica) -> None:
-        """Stop the replica and forget it."""
-        self.backend.stop(replica.handle)
-        self.registry.remove(replica)
+    def stop(self, replica: Replica, token: str) -> None:
+        """Stop the replica and forget it (an action)."""
+        if replica.state is ReplicaState.FAILED:
+            self.store.events.record(replica.model, "replica_failed", replica.id, replica.reason)
+        if replica.handle:
+            self.backend.stop(replica.handle)
+        self.store.replicas.remove(token, replica)
 
-    def stop_all(self) -> None:
-        """Stop every replica of every model (on shutdown)."""
-        for model in self.models:
-            for replica in self.registry.list(model):
-                self.stop(replica)
-                self.events.record(model, "scale_down", replica.id, "autoscaler shutting down")
+    def sweep(self, token: str, adopting: bool) -> None:
+        """Match the registry with what runs: forget the vanished, note the adopted, stop strays (an action)."""
+        self.last_sweep = time.monotonic()
+        running = self.backend.running()
+        known = {r.id: r for name in self.models for r in self.store.replicas.list(name)}
+        for replica in known.values():
+            launched = running.get(replica.id)
+            if launched is not None:
+                if not replica.handle:
+                    self.store.replicas.launched(token, replica.id, launched.endpoint, launched.handle)
+                if adopting:
+                    self.store.events.record(replica.model, "adopted", replica.id, replica.state.value)
+            elif not self.is_busy(replica.id):
+                gone = "exited while ready" if replica.state is ReplicaState.READY else "not running"
+                if self.store.replicas.remove(token, replica):
+                    self.store.events.record(replica.model, "lost", replica.id, f"in the registry but {gone}")
+        for replica_id, launched in running.items():
+            if replica_id not in known and not self.is_busy(replica_id):
+                self.backend.stop(launched.handle)
+                self.store.events.record("", "stray_removed", replica_id, f"running but not in the registry "
+                                                                          f"({launched.handle})")
 
+    def stop_all(self, token: str) -> None:
+        """Stop every replica of every model (``up`` shutting down)."""
+        for name in self.models:
+            for replica in self.store.replicas.list(name):
+                self.stop(replica, token)
+                self.store.events.record(name, "scale_down", replica.id, "the platform is shutting down")
 
-def make_backend(settings: Settings) -> ReplicaBackend:
-    """The replica backend the settings name."""
-    if settings.backend == "docker":
-        import docker
+    def spawn(self, name: str, action: Callable[[], None]) -> None:
+        """Run ``action`` off the loop, marking ``name`` busy until it is done; its failure is an event."""
+        with self.lock:
+            if name in self.busy:
+                return
+            self.busy.add(name)
 
-        return DockerBackend(docker.from_env(), settings.docker_network, settings.namespace)
-    return ProcessBackend(workdir=settings.models_file.resolve().parent, log_dir=settings.data_dir / "logs",
-                          namespace=settings.namespace)
-
-
-def run_autoscaler(settings: Settings) -> None:
-    """Run the autoscaler until SIGINT or SIGTERM; the active one then stops every replica."""
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
-    models = settings.load_models()
-    celery = create_celery(settings)
-
-    def enqueue(job: Job) -> None:
-        celery.send_task(TASK_NAME, args=[job.id, job.model], queue=models[job.model].queue, declare=[])
-
-    scaler = Autoscaler(models, ReplicaRegistry(client), JobStore(client, settings.job_retention),
-                        EventLog(client), make_backend(settings), enqueue, orphan_after=settings.job_lease)
-    lease = Lease(client, ttl=max(2.0, 4 * settings.scale_interval))
-    stopping = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stopping.set())
-    log.info("autoscaler up (%s backend) for %s", settings.backend, ", ".join(scaler.models))
-    try:
-        scaler.run(stopping, settings.scale_interval, lease)
-    finally:
-        if lease.hold():
+        def run() -> None:
             try:
-                scaler.stop_all()
+                action()
+            except Exception as exc:
+                log.error("%s: %s", name, reason_of(exc))
+                with contextlib.suppress(Exception):
+                    self.store.events.record("", "action_failed", name if name != SWEEP else "", reason_of(exc))
             finally:
-                lease.release()
-        scaler.backend.shutdown()
-        log.info("autoscaler stopped")
+                with self.lock:
+                    self.busy.discard(name)
+
+        self.actions.spawn(name, run)
+
+    def is_busy(self, name: str) -> bool:
+        """Whether an action on ``name`` is in flight."""
+        with self.lock:
+            return name in self.busy
+
+
+def observation(snapshot: ModelSnapshot) -> Observation:
+    """The policy's view of a snapshot."""
+    return Observation(
+        taken_at=snapshot.now, queued=snapshot.queued, in_flight=snapshot.in_flight,
+        replicas=tuple(ReplicaSnapshot(r.id, r.state, r.in_flight, r.idle_since) for r in snapshot.replicas),
+        service_time=snapshot.averages["service_time"].seconds, cold_start=snapshot.averages["cold_start"].seconds,
+        start_failed_at=snapshot.start_failure.at if snapshot.start_failure else None,
+    )

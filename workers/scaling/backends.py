@@ -1,7 +1,7 @@
-"""Replica backends: how a replica process or container is started and stopped.
+"""Replica backends: how a replica process or container is started, found and stopped.
 
-Both implement ``ReplicaBackend``. ``process`` (the default) runs the model server as a local
-subprocess on a free 127.0.0.1 port; ``docker`` runs the model image with docker-py, labelled so the
+Both implement ``ReplicaBackend``. ``process`` (the default) runs the model's command as a local process on a free
+127.0.0.1 port, with a clean environment; ``docker`` runs the model's image with docker-py, labelled so that the
 containers themselves say which are ours. Neither ever pulls an image.
 """
 
@@ -11,34 +11,39 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import psutil
+
 from workers.config import ModelConfig
+from workers.polling import wait_until
 
 LABEL = "serverless-model"  # every container we start carries this label (value: the model)
 REPLICA_LABEL = "serverless-model.replica"
 NAMESPACE_LABEL = "serverless-model.namespace"
+ENDPOINT_LABEL = "serverless-model.endpoint"
 REPLICA_ENV = "SM_REPLICA_ID"  # process replicas carry their id and namespace in their environment
 NAMESPACE_ENV = "SM_REPLICA_NAMESPACE"
+INHERITED = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH",
+             "VIRTUAL_ENV")  # all a process replica gets of the platform's environment: never its secrets
 
 
 class StartFailed(Exception):
-    """A replica could not be started at all (image missing, command not found)."""
+    """A replica could not be started at all (image missing, command not found, log not writable)."""
 
 
 @dataclass(frozen=True)
 class Launched:
-    """What a backend hands back for a started replica."""
+    """Where a started replica runs."""
 
     endpoint: str  # base URL of the replica's HTTP server
     handle: str  # the backend's own id: a pid or a container id
 
 
 class ReplicaBackend(Protocol):
-    """Starts and stops replicas of a model."""
+    """Starts, finds and stops replicas of models."""
 
     name: str
 
@@ -51,15 +56,11 @@ class ReplicaBackend(Protocol):
         ...
 
     def alive(self, handle: str) -> bool:
-        """Whether the replica's process or container is still running."""
+        """Whether the replica's process or container still runs."""
         ...
 
-    def shutdown(self) -> None:
-        """Stop whatever this backend object started and still runs (on the autoscaler's exit)."""
-        ...
-
-    def running(self) -> dict[str, str]:
-        """Every replica of this namespace that runs now, found without the registry: id → handle."""
+    def running(self) -> dict[str, Launched]:
+        """Every replica of this namespace that exists now, found without the registry: id → where it runs."""
         ...
 
 
@@ -71,12 +72,12 @@ def free_port() -> int:
 
 
 def replica_env(model: ModelConfig, host: str, port: int) -> dict[str, str]:
-    """The environment every replica gets."""
+    """What every replica is told: where to listen, how many requests at once, and the model's own settings."""
     return {"HOST": host, "PORT": str(port), "CONCURRENCY": str(model.concurrency), **model.env}
 
 
 class ProcessBackend:
-    """Replicas as local subprocesses, each in its own process group."""
+    """Replicas as local processes, each the leader of its own process group."""
 
     name = "process"
 
@@ -84,24 +85,24 @@ class ProcessBackend:
         self.workdir = workdir
         self.log_dir = log_dir
         self.namespace = namespace
-        self.children: dict[int, subprocess.Popen[bytes]] = {}
+        self.children: dict[int, subprocess.Popen[bytes]] = {}  # waited for when stopped (no zombies)
 
     def start(self, model: ModelConfig, replica_id: str) -> Launched:
-        """Run the model's command with PORT set to a free port."""
+        """Run the model's command with ``PORT`` set to a free port and only the environment it needs."""
         if not model.command:
             raise StartFailed(f"model {model.name!r} declares no command for the process backend")
         command = [sys.executable if model.command[0] == "python" else model.command[0], *model.command[1:]]
         port = free_port()
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_dir / f"{replica_id}.log", "ab") as log:
-            try:
-                child = subprocess.Popen(
-                    command, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                    env={**os.environ, **replica_env(model, "127.0.0.1", port),
-                         REPLICA_ENV: replica_id, NAMESPACE_ENV: self.namespace},
-                )
-            except OSError as exc:
-                raise StartFailed(f"cannot run {command[0]!r}: {exc}") from exc
+        inherited = {name: os.environ[name] for name in INHERITED if name in os.environ}
+        env = {**inherited, **replica_env(model, "127.0.0.1", port), REPLICA_ENV: replica_id,
+               NAMESPACE_ENV: self.namespace}
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.log_dir / f"{replica_id}.log", "ab") as log:
+                child = subprocess.Popen(command, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True, env=env)
+        except OSError as exc:
+            raise StartFailed(f"cannot run {command[0]!r} with its log in {self.log_dir}: {exc}") from exc
         self.children[child.pid] = child
         return Launched(endpoint=f"http://127.0.0.1:{port}", handle=str(child.pid))
 
@@ -110,49 +111,33 @@ class ProcessBackend:
         pid = int(handle)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
+        if not wait_until(lambda: not self.alive(handle), 5, interval=0.02):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
         child = self.children.pop(pid, None)
-        deadline = time.monotonic() + 5
-        while (child.poll() is None) if child else self.alive(handle):
-            if time.monotonic() > deadline:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
-                if child:
-                    child.wait()
-                return
-            time.sleep(0.02)
-
-    def shutdown(self) -> None:
-        """Stop every replica process this backend started."""
-        for pid in list(self.children):
-            self.stop(str(pid))
-
-    def running(self) -> dict[str, str]:
-        """Replica processes of this namespace, found by the marks in their environment."""
-        found = {}
-        wanted = f"{NAMESPACE_ENV}={self.namespace}".encode()
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                environ = (entry / "environ").read_bytes().split(b"\0")
-                leader = os.getpgid(int(entry.name)) == int(entry.name)
-            except OSError:
-                continue
-            marks = [v for v in environ if v.startswith(REPLICA_ENV.encode() + b"=")]
-            if wanted in environ and marks and leader:
-                found[marks[0].split(b"=", 1)[1].decode()] = entry.name
-        return found
+        if child is not None:
+            child.wait()
 
     def alive(self, handle: str) -> bool:
-        """Whether the process still runs."""
+        """Whether the process still runs (a zombie does not)."""
         child = self.children.get(int(handle))
         if child is not None:
             return child.poll() is None
-        try:  # not our child (adopted): a zombie counts as dead
-            stat = Path(f"/proc/{int(handle)}/stat").read_text()
-        except OSError:
+        try:
+            return psutil.Process(int(handle)).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
             return False
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+    def running(self) -> dict[str, Launched]:
+        """Replica processes of this namespace, found by the marks in their environment."""
+        found = {}
+        for process in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                env = process.environ()
+                if env.get(NAMESPACE_ENV) == self.namespace and REPLICA_ENV in env and \
+                        os.getpgid(process.pid) == process.pid and process.status() != psutil.STATUS_ZOMBIE:
+                    found[env[REPLICA_ENV]] = Launched(f"http://127.0.0.1:{env.get('PORT')}", str(process.pid))
+        return found
 
 
 class DockerBackend:
@@ -172,11 +157,13 @@ class DockerBackend:
         host_network = self.network == "host"
         port = free_port() if host_network else model.port
         name = f"sm-{model.name}-{replica_id}"
+        endpoint = f"http://{'127.0.0.1' if host_network else name}:{port}"
+        labels = {LABEL: model.name, REPLICA_LABEL: replica_id, NAMESPACE_LABEL: self.namespace,
+                  ENDPOINT_LABEL: endpoint}
         try:
             container = self.client.containers.create(
-                model.image, name=name, detach=True, network_mode=self.network,
+                model.image, name=name, detach=True, network_mode=self.network, labels=labels,
                 environment=replica_env(model, "127.0.0.1" if host_network else "0.0.0.0", port),
-                labels={LABEL: model.name, REPLICA_LABEL: replica_id, NAMESPACE_LABEL: self.namespace},
                 read_only=True, tmpfs={"/tmp": "size=64m"}, cap_drop=["ALL"],
                 security_opt=["no-new-privileges"], user="65534:65534",
                 mem_limit=model.memory, nano_cpus=int(model.cpus * 1e9), pids_limit=model.pids,
@@ -186,8 +173,7 @@ class DockerBackend:
             raise StartFailed(f"image {model.image!r} not found locally (build it; images are never pulled)") from exc
         except docker.errors.APIError as exc:
             raise StartFailed(f"docker could not start {model.image!r}: {exc.explanation or exc}") from exc
-        endpoint_host = "127.0.0.1" if host_network else name
-        return Launched(endpoint=f"http://{endpoint_host}:{port}", handle=str(container.id))
+        return Launched(endpoint=endpoint, handle=str(container.id))
 
     def stop(self, handle: str) -> None:
         """Remove the container (SIGKILL after a short grace)."""
@@ -210,10 +196,7 @@ class DockerBackend:
         except docker.errors.NotFound:
             return False
 
-    def shutdown(self) -> None:
-        """Nothing to do: containers outlive this object and are stopped through the registry."""
-
-    def running(self) -> dict[str, str]:
+    def running(self) -> dict[str, Launched]:
         """Containers of this namespace, running or not, by their labels."""
         found = self.client.api.containers(all=True, filters={"label": f"{NAMESPACE_LABEL}={self.namespace}"})
-        return {c["Labels"][REPLICA_LABEL]: str(c["Id"]) for c in found}
+        return {c["Labels"][REPLICA_LABEL]: Launched(c["Labels"].get(ENDPOINT_LABEL, ""), str(c["Id"])) for c in found}

@@ -1,6 +1,8 @@
 """The scaling policy: a pure function from what was observed to how many replicas to start or stop.
 
-No Redis, no Docker, no clock: ``decide(observation, policy, state, now)`` is all there is.
+No Redis, no Docker, no clock: ``decide(observation, policy, state, now) -> (decision, state)`` is all there is.
+The state (the start backoff) is the caller's to keep; the autoscaler keeps it in Redis, so a new leader goes on
+with it.
 
 Rules, in order:
 
@@ -14,8 +16,9 @@ Rules, in order:
 5. **Scale down only the idle.** While jobs are queued nothing is stopped. Otherwise the replicas not
    needed for the jobs in flight may go, longest idle first, but only those holding no slot and idle for
    ``idle_timeout``; a busy replica is never stopped.
-6. **Back off after failed starts.** After a replica failed to start (image missing, crash in setup,
-   not ready in time) the next start waits 1, 2, 4 … up to 60 s: never a crash loop.
+6. **Back off after failed starts.** When the observation shows a start failure it has not seen yet (image
+   missing, crash in setup, not ready in time), the next start waits 1, 2, 4 … up to 60 s after it: never a
+   crash loop. Once a replica is READY the failure is gone from the observation and the backoff resets.
 
 Worked example: 40 jobs queued, service time 0.2 s, concurrency 1, max 4, average cold start 1.0 s,
 no replica yet. Rule 2 gives 1. With 1 replica the backlog takes 40 * 0.2 / 1 = 8 s > 1 s: add one;
@@ -25,10 +28,10 @@ would be ready only after the backlog had drained.
 """
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from workers.config import ModelConfig
-from workers.registry import ReplicaState
+from workers.store.records import ReplicaState
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class Observation:
     replicas: tuple[ReplicaSnapshot, ...]
     service_time: float  # seconds, moving average (or the configured seed)
     cold_start: float  # seconds, moving average (or the configured seed)
+    start_failed_at: float | None = None  # the model's latest failed start, until a replica is READY
 
     @property
     def live(self) -> int:
@@ -79,19 +83,24 @@ class Policy:
 
 @dataclass(frozen=True)
 class ScalingState:
-    """What the policy remembers between decisions: failed starts and when it may try again."""
+    """What the policy remembers between decisions: consecutive failed starts and when it may start again."""
 
     failures: int = 0
     retry_at: float = 0.0
+    seen_failure_at: float = 0.0  # the failed start this state has counted last
 
-    def after_failure(self, policy: Policy, now: float) -> "ScalingState":
-        """The state after a replica failed to start."""
-        delay = min(policy.backoff_base * 2**self.failures, policy.backoff_max)
-        return replace(self, failures=self.failures + 1, retry_at=now + delay)
+    def fields(self) -> dict[str, str]:
+        """As stored."""
+        return {"failures": str(self.failures), "retry_at": repr(self.retry_at),
+                "seen_failure_at": repr(self.seen_failure_at)}
 
-    def after_ready(self) -> "ScalingState":
-        """The state after a replica became ready."""
-        return ScalingState()
+    @classmethod
+    def of(cls, fields: dict[str, str]) -> "ScalingState":
+        """From what was stored (nothing: the initial state)."""
+        if not fields:
+            return cls()
+        return cls(failures=int(fields["failures"]), retry_at=float(fields["retry_at"]),
+                   seen_failure_at=float(fields["seen_failure_at"]))
 
 
 @dataclass(frozen=True)
@@ -109,16 +118,28 @@ class Decision:
         return bool(self.start or self.stop)
 
 
-def decide(observation: Observation | None, policy: Policy, state: ScalingState, now: float) -> Decision:
-    """How many replicas to start and which to stop."""
+def decide(observation: Observation | None, policy: Policy, state: ScalingState,
+           now: float) -> tuple[Decision, ScalingState]:
+    """How many replicas to start and which to stop, and the state to remember."""
     if observation is None or now - observation.taken_at > policy.stale_after:
-        return Decision(reason="no fresh observation")
+        return Decision(reason="no fresh observation"), state
+    state = backoff(state, observation.start_failed_at, policy)
     desired = bounded(wanted(observation, policy), policy)
     start = max(0, desired - observation.live)
     if start and now < state.retry_at:
-        return Decision(desired=desired, reason=f"start backing off for {state.retry_at - now:.1f} s more")
+        return Decision(desired=desired, reason=f"start backing off for {state.retry_at - now:.1f} s more"), state
     stop = idle_to_stop(observation, policy, now, observation.live - desired)
-    return Decision(start=start, stop=stop, desired=desired, reason=explain(observation, desired))
+    return Decision(start=start, stop=stop, desired=desired, reason=explain(observation, desired)), state
+
+
+def backoff(state: ScalingState, failed_at: float | None, policy: Policy) -> ScalingState:
+    """Count a failed start not seen before (the next start waits longer); none left: start afresh."""
+    if failed_at is None:
+        return ScalingState() if state.failures else state
+    if failed_at <= state.seen_failure_at:
+        return state
+    delay = min(policy.backoff_base * 2**state.failures, policy.backoff_max)
+    return ScalingState(failures=state.failures + 1, retry_at=failed_at + delay, seen_failure_at=failed_at)
 
 
 def wanted(observation: Observation, policy: Policy) -> int:

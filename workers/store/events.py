@@ -1,4 +1,4 @@
-"""The event log: every scaling decision and replica lifecycle event, with its reason, in a capped stream."""
+"""The event log: scaling decisions and lifecycle events with their reasons, in a capped stream."""
 
 import time
 from dataclasses import asdict, dataclass
@@ -6,20 +6,22 @@ from typing import cast
 
 import redis
 
-from workers import keys
+from workers.store import keys
 
 MAX_EVENTS = 10_000
 
 
 @dataclass(frozen=True)
 class Event:
-    """Something the autoscaler decided or saw."""
+    """Something the autoscaler decided or saw. An event about a job names it and the key that owns it."""
 
     at: float
     model: str
-    kind: str  # scale_up, scale_down, ready, start_failed, replica_failed, adopted, lost, stray_removed
+    kind: str  # scale_up, scale_down, ready, start_failed, replica_failed, adopted, lost, stray_removed, job_* …
     replica: str = ""
     reason: str = ""
+    job: str = ""
+    owner: str = ""
 
 
 class EventLog:
@@ -28,26 +30,29 @@ class EventLog:
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
 
-    def record(self, model: str, kind: str, replica: str = "", reason: str = "") -> None:
+    def record(self, model: str, kind: str, replica: str = "", reason: str = "", job: str = "",
+               owner: str = "") -> None:
         """Append an event; the stream keeps about the newest ``MAX_EVENTS``."""
-        event = Event(at=time.time(), model=model, kind=kind, replica=replica, reason=reason)
+        event = Event(at=time.time(), model=model, kind=kind, replica=replica, reason=reason, job=job, owner=owner)
         fields = {name: str(value) for name, value in asdict(event).items()}
         self.redis.xadd(keys.EVENTS, fields, maxlen=MAX_EVENTS, approximate=True)  # type: ignore[arg-type]
 
-    def recent(self, model: str | None = None, limit: int = 100) -> list[Event]:
-        """The newest events, newest first, optionally of one model."""
+    def recent(self, model: str | None = None, limit: int = 100, owner: str | None = None) -> list[Event]:
+        """The newest events, newest first; of one model if given; with ``owner``, job events of that key only."""
         found: list[Event] = []
         last = "+"
+        batch_size = max(limit, 100)
         while len(found) < limit:
             batch = cast(list[tuple[str, dict[str, str]]],
-                         self.redis.xrevrange(keys.EVENTS, max=last, count=max(limit, 100)))
+                         self.redis.xrevrange(keys.EVENTS, max=last, count=batch_size))
             for entry_id, fields in batch:
-                if entry_id == last:
-                    continue
-                if model is None or fields["model"] == model:
-                    found.append(Event(at=float(fields["at"]), model=fields["model"], kind=fields["kind"],
-                                       replica=fields["replica"], reason=fields["reason"]))
-            if len(batch) < max(limit, 100):
+                event = Event(at=float(fields["at"]), model=fields["model"], kind=fields["kind"],
+                              replica=fields.get("replica", ""), reason=fields.get("reason", ""),
+                              job=fields.get("job", ""), owner=fields.get("owner", ""))
+                if entry_id != last and (model is None or event.model == model) and \
+                        (owner is None or not event.job or event.owner == owner):
+                    found.append(event)
+            if len(batch) < batch_size:
                 break
             last = batch[-1][0]
         return found[:limit]

@@ -1,94 +1,132 @@
-"""Every Redis key the platform uses; nothing else builds key names.
+"""Every Redis key of the platform, written once. Nothing outside ``workers.store`` names a key.
 
-Key schema (``sm:`` prefix; ``{model}`` a model name, ``{id}`` a job or replica id):
+Key schema (``{model}`` a model name, ``{id}`` a job or replica id). Times are Redis ``TIME`` (one clock for every
+host), read inside the scripts.
 
-- ``sm:job:{id}``          hash   the job record: id, model, status, input, output, error, created_at,
-                                  started_at, finished_at, replica, attempts, cancelled_while, owner, claim,
-                                  lease_until, worker, commits, requeued_at. Expires ``job_retention``
-                                  seconds after it finishes.
-- ``sm:leases``            zset   ids of claimed jobs, scored by lease expiry; the reaper requeues the expired.
-- ``sm:dead``              list   ids of jobs that failed after their last attempt (dead letters), newest first.
-- ``sm:rate:{key}:{second}`` string requests of one API key in one second (rate limit); expires in 2 s.
-- ``sm:queued:{model}``    zset   ids of the model's QUEUED jobs, scored by when last enqueued (queue depth).
-- ``sm:running:{model}``   set    ids of the model's RUNNING jobs (in flight).
-- ``sm:done:{id}``         list   one token pushed when the job finishes; a waiter BLPOPs it and pushes it back.
-- ``sm:stats:{model}``     hash   moving averages (seconds) and sample counts: service_time, cold_start.
-- ``sm:replicas:{model}``  set    ids of the model's replicas.
-- ``sm:replica:{id}``      hash   a replica: id, model, backend, endpoint, handle, state, started_at,
-                                  ready_at, last_used, reason.
-- ``sm:slots:{replica}``   set    ids of the jobs holding the replica's concurrency slots (its in flight);
-                                  the job record's ``slot`` names the replica, so the reaper frees a lost
-                                  worker's slots.
-- ``sm:wake:{model}``      list   tokens pushed when a replica slot frees up; waiting tasks BLPOP it.
-- ``sm:scale``             list   tokens pushed on submit; the autoscaler BLPOPs it between ticks.
-- ``sm:start_failure:{model}`` hash  the model's latest failed replica start: at, reason; deleted when one
-                                  becomes ready.
-- ``sm:events``            stream scaling decisions and replica lifecycle events, capped at ~10,000.
-- ``sm:autoscaler``        string the active autoscaler's token; expires unless renewed (leader lease).
+- ``sm:job:{id}``            hash   the job record: id, model, status, input, output, error, owner, created_at,
+                                    started_at, finished_at, replica, attempts, cancelled_while, claim,
+                                    lease_until, worker, slot, commits, sends, requeued_at. Expires
+                                    ``job_retention`` seconds after it finishes.
+- ``sm:queued:{model}``      zset   QUEUED jobs whose Celery message is out (or being run), by when it was sent.
+- ``sm:parked:{model}``      zset   QUEUED jobs waiting for a free replica slot, with no message and no claim,
+                                    oldest first; one is sent again each time a slot frees or a replica turns
+                                    READY. Queue depth = both sets.
+- ``sm:running:{model}``     set    RUNNING jobs.
+- ``sm:leases``              zset   claimed jobs by lease expiry; the reaper takes back the expired.
+- ``sm:dead``                list   jobs that failed after their last attempt (dead letters), newest first.
+- ``sm:done:{id}``           list   one token pushed when the job finishes; waiters BLMOVE it onto itself.
+- ``sm:stats:{model}``       hash   moving averages in seconds and their sample counts: service_time, cold_start.
+- ``sm:replicas:{model}``    set    the model's replica ids.
+- ``sm:replica:{id}``        hash   a replica: id, model, backend, endpoint, handle, state, started_at, ready_at,
+                                    last_used, reason.
+- ``sm:slots:{id}``          set    the jobs holding the replica's concurrency slots (the job's ``slot`` names the
+                                    replica, its ``claim`` the holder).
+- ``sm:start_failure:{model}`` hash the latest failed replica start: at, reason; gone once one is READY.
+- ``sm:scaling:{model}``     hash   the scaling policy's state (backoff), written by the leading autoscaler.
+- ``sm:scale``               list   model names pushed on submit and when a job parks; the leader BLPOPs them.
+- ``sm:events``              stream scaling decisions and lifecycle events, capped at ~10,000.
+- ``sm:autoscaler``          string the leading autoscaler's token (a redis-py Lock); every leader write checks it.
+- ``sm:rate:{key}:{second}`` string requests of one API key in one second.
+- ``sm:authfail:{source}:{minute}`` string failed authentications from one client address in one minute.
+- ``model.{model}``          list   Celery's queue of the model (kombu's Redis transport): the job's message is
+                                    pushed here by the same script that records or parks the job.
 
-Celery's own keys (its queues ``model.{model}``, ``unacked``, ``_kombu.*``) live beside these.
+The scripts in ``workers/lua`` build keys from the prefixes in ``PREFIXES`` (see ``workers.store.scripts``).
+They touch keys not passed in ``KEYS``: one Redis (or a primary with replicas) per platform, not a cluster.
 """
 
-PREFIX = "sm:"
-REPLICA_PREFIX = f"{PREFIX}replica:"
-SLOTS_PREFIX = f"{PREFIX}slots:"
-SCALE = f"{PREFIX}scale"
-EVENTS = f"{PREFIX}events"
-LEASES = f"{PREFIX}leases"
-DEAD = f"{PREFIX}dead"
-AUTOSCALER_LEASE = f"{PREFIX}autoscaler"
+JOB = "sm:job:"
+QUEUED = "sm:queued:"
+PARKED = "sm:parked:"
+RUNNING = "sm:running:"
+DONE = "sm:done:"
+STATS = "sm:stats:"
+REPLICAS = "sm:replicas:"
+REPLICA = "sm:replica:"
+SLOTS = "sm:slots:"
+START_FAILURE = "sm:start_failure:"
+SCALING = "sm:scaling:"
+RATE = "sm:rate:"
+AUTH_FAILURES = "sm:authfail:"
+CELERY_QUEUE = "model."
+LEASES = "sm:leases"
+DEAD = "sm:dead"
+SCALE = "sm:scale"
+EVENTS = "sm:events"
+LEADER = "sm:autoscaler"
+
+PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
+    "job": JOB, "queued": QUEUED, "parked": PARKED, "running": RUNNING, "done": DONE, "stats": STATS,
+    "replicas": REPLICAS, "replica": REPLICA, "slots": SLOTS, "start_failure": START_FAILURE,
+    "scaling": SCALING, "celery": CELERY_QUEUE, "leases": LEASES, "dead": DEAD, "scale": SCALE, "leader": LEADER,
+}
 
 
 def job(job_id: str) -> str:
     """The job record."""
-    return f"{PREFIX}job:{job_id}"
+    return JOB + job_id
 
 
 def queued(model: str) -> str:
-    """The model's queued job ids."""
-    return f"{PREFIX}queued:{model}"
+    """The model's jobs whose message is out."""
+    return QUEUED + model
+
+
+def parked(model: str) -> str:
+    """The model's jobs waiting for capacity."""
+    return PARKED + model
 
 
 def running(model: str) -> str:
-    """The model's running job ids."""
-    return f"{PREFIX}running:{model}"
+    """The model's running jobs."""
+    return RUNNING + model
 
 
 def done(job_id: str) -> str:
     """The job's completion token."""
-    return f"{PREFIX}done:{job_id}"
+    return DONE + job_id
 
 
 def stats(model: str) -> str:
     """The model's moving averages."""
-    return f"{PREFIX}stats:{model}"
+    return STATS + model
 
 
 def replicas(model: str) -> str:
     """The model's replica ids."""
-    return f"{PREFIX}replicas:{model}"
+    return REPLICAS + model
 
 
 def replica(replica_id: str) -> str:
     """One replica's record."""
-    return f"{REPLICA_PREFIX}{replica_id}"
+    return REPLICA + replica_id
 
 
 def slots(replica_id: str) -> str:
     """The jobs holding one replica's slots."""
-    return f"{SLOTS_PREFIX}{replica_id}"
-
-
-def wake(model: str) -> str:
-    """Tokens for tasks waiting on a free replica slot."""
-    return f"{PREFIX}wake:{model}"
+    return SLOTS + replica_id
 
 
 def start_failure(model: str) -> str:
     """The model's latest failed replica start."""
-    return f"{PREFIX}start_failure:{model}"
+    return START_FAILURE + model
+
+
+def scaling(model: str) -> str:
+    """The scaling policy's state for the model."""
+    return SCALING + model
+
+
+def celery_queue(model: str) -> str:
+    """Celery's queue of the model's jobs (also the name workers consume with ``-Q``)."""
+    return CELERY_QUEUE + model
 
 
 def rate(principal: str, second: int) -> str:
     """Requests of one API key within one second."""
-    return f"{PREFIX}rate:{principal}:{second}"
+    return f"{RATE}{principal}:{second}"
+
+
+def auth_failures(source: str, minute: int) -> str:
+    """Failed authentications from one client address within one minute."""
+    return f"{AUTH_FAILURES}{source}:{minute}"

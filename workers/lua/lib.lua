@@ -1,0 +1,157 @@
+-- The prelude of every script. workers/store/scripts.py puts K (the key prefixes of workers/store/keys.py) and
+-- ENVELOPE (a job's Celery message, with @job@, @model@ and @tag@ to fill in) above it.
+-- Every script takes ARGV[1]: the time ('' = Redis TIME, one clock for every host), ARGV[2]: the seconds a
+-- finished job is kept; its own arguments follow from ARGV[3].
+
+local function clock(given)
+  if given ~= nil and given ~= '' then return tonumber(given) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+local NOW = clock(ARGV[1])
+local RETENTION = tonumber(ARGV[2])
+
+local function stamp(t) return string.format('%.6f', t) end
+
+local function leads(token)  -- whether the caller holds the autoscaler lease now (every leader write asks)
+  return token ~= '' and redis.call('GET', K.leader) == token
+end
+
+local function message(id, model, tag)  -- the job's Celery message
+  local text = string.gsub(ENVELOPE, '@job@', id)
+  text = string.gsub(text, '@model@', model)
+  return (string.gsub(text, '@tag@', tag))
+end
+
+local function send(id, model)  -- push the job's message onto the model's Celery queue
+  local n = redis.call('HINCRBY', K.job .. id, 'sends', 1)
+  redis.call('LPUSH', K.celery .. model, message(id, model, id .. '.' .. n))
+  redis.call('ZADD', K.queued .. model, NOW, id)
+end
+
+local function wake(model)  -- tell the leading autoscaler the model may need capacity
+  redis.call('RPUSH', K.scale, model)
+  redis.call('LTRIM', K.scale, -100, -1)
+end
+
+local function ready_replicas(model)
+  local count = 0
+  for _, rid in ipairs(redis.call('SMEMBERS', K.replicas .. model)) do
+    if redis.call('HGET', K.replica .. rid, 'state') == 'READY' then count = count + 1 end
+  end
+  return count
+end
+
+local function free_slots(model, concurrency)  -- free slots on READY replicas, less the jobs already sent
+  local free = 0
+  for _, rid in ipairs(redis.call('SMEMBERS', K.replicas .. model)) do
+    if redis.call('HGET', K.replica .. rid, 'state') == 'READY' then
+      free = free + math.max(0, concurrency - redis.call('SCARD', K.slots .. rid))
+    end
+  end
+  return free - redis.call('ZCARD', K.queued .. model)
+end
+
+local function acquire(id, model, concurrency)  -- a slot on the least-loaded READY replica: {replica, endpoint}
+  local best, best_load, endpoint = nil, nil, nil
+  for _, rid in ipairs(redis.call('SMEMBERS', K.replicas .. model)) do
+    local r = redis.call('HMGET', K.replica .. rid, 'state', 'endpoint')
+    if r[1] == 'READY' then
+      local load = redis.call('SCARD', K.slots .. rid)
+      if load < concurrency and (best_load == nil or load < best_load) then
+        best, best_load, endpoint = rid, load, r[2]
+      end
+    end
+  end
+  if best == nil then return nil end
+  redis.call('SADD', K.slots .. best, id)
+  redis.call('HSET', K.job .. id, 'slot', best)
+  return {best, endpoint}
+end
+
+local function free_slot(id)  -- give back the slot the job holds; the replica it was on, or nil
+  local slot = redis.call('HGET', K.job .. id, 'slot')
+  if not slot then return nil end
+  redis.call('SREM', K.slots .. slot, id)
+  redis.call('HDEL', K.job .. id, 'slot')
+  if redis.call('EXISTS', K.replica .. slot) == 1 then
+    redis.call('HSET', K.replica .. slot, 'last_used', stamp(NOW))
+  end
+  return slot
+end
+
+local function park(id, model)  -- wait for capacity, holding nothing: no message out, no claim
+  redis.call('ZREM', K.queued .. model, id)
+  redis.call('ZREM', K.leases, id)
+  redis.call('HDEL', K.job .. id, 'claim', 'lease_until')
+  redis.call('ZADD', K.parked .. model, redis.call('HGET', K.job .. id, 'created_at'), id)
+  wake(model)
+end
+
+local function dispatch(model, count)  -- send up to count parked jobs, oldest first; how many were sent
+  local sent = 0
+  while sent < count do
+    local oldest = redis.call('ZPOPMIN', K.parked .. model)
+    if #oldest == 0 then break end
+    send(oldest[1], model)
+    sent = sent + 1
+  end
+  return sent
+end
+
+local function running_reply(id, slot)  -- {'RUNNING', replica, endpoint, job fields ...}
+  local reply = {'RUNNING', slot[1], slot[2]}
+  for _, v in ipairs(redis.call('HGETALL', K.job .. id)) do table.insert(reply, v) end
+  return reply
+end
+
+local function begin_run(id, model, token, worker, lease, slot)  -- RUNNING on the slot under the claim
+  local job = K.job .. id
+  redis.call('HSET', job, 'status', 'RUNNING', 'claim', token, 'lease_until', stamp(NOW + lease),
+             'worker', worker, 'started_at', stamp(NOW), 'replica', slot[1])
+  redis.call('HINCRBY', job, 'attempts', 1)
+  redis.call('ZREM', K.queued .. model, id)
+  redis.call('ZREM', K.parked .. model, id)
+  redis.call('SADD', K.running .. model, id)
+  redis.call('ZADD', K.leases, NOW + lease, id)
+  return running_reply(id, slot)
+end
+
+local function conclude(id, model, status, fields)  -- a job's last write: final status, fields, wake waiters
+  local job = K.job .. id
+  redis.call('HSET', job, 'status', status, 'finished_at', stamp(NOW))
+  if #fields > 0 then redis.call('HSET', job, unpack(fields)) end
+  redis.call('HINCRBY', job, 'commits', 1)
+  redis.call('ZREM', K.queued .. model, id)
+  redis.call('ZREM', K.parked .. model, id)
+  redis.call('SREM', K.running .. model, id)
+  if not redis.call('HGET', job, 'slot') then redis.call('ZREM', K.leases, id) end  -- a held slot keeps its lease
+  redis.call('EXPIRE', job, RETENTION)
+  redis.call('RPUSH', K.done .. id, 1)
+  redis.call('EXPIRE', K.done .. id, RETENTION)
+end
+
+local function fail(id, model, code, text, dead)  -- FAILED with an error; into the dead letters if dead
+  conclude(id, model, 'FAILED', {'error', cjson.encode({code = code, message = text})})
+  if dead then
+    redis.call('LPUSH', K.dead, id)
+    redis.call('LTRIM', K.dead, 0, 9999)
+  end
+end
+
+local function fold(model, metric, sample, weight)  -- a finite, non-negative sample into a moving average
+  sample = tonumber(sample)
+  if sample == nil or sample ~= sample or sample < 0 or sample == math.huge then return end
+  local key = K.stats .. model
+  local old = tonumber(redis.call('HGET', key, metric))
+  if old then sample = old + weight * (sample - old) end
+  redis.call('HSET', key, metric, tostring(sample))
+  redis.call('HINCRBY', key, metric .. '_samples', 1)
+end
+
+local function start_failure_since(model, since)  -- why the model's last start failed, if after since
+  local f = redis.call('HMGET', K.start_failure .. model, 'at', 'reason')
+  if f[1] and tonumber(f[1]) >= since then return f[2] end
+  return nil
+end
+

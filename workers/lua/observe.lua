@@ -1,0 +1,27 @@
+-- One consistent snapshot of a model, for the autoscaler and the model view: the time, queue, running and parked
+-- counts, replicas with their in-flight counts, moving averages, the latest start failure and the scaling state.
+-- ARGV[3..]: model. Returns it as JSON.
+local model = ARGV[3]
+local function hash(key)
+  local flat, found = redis.call('HGETALL', key), {}
+  for i = 1, #flat, 2 do found[flat[i]] = flat[i + 1] end
+  return found
+end
+local replicas = {}
+for _, id in ipairs(redis.call('SMEMBERS', K.replicas .. model)) do
+  local replica = hash(K.replica .. id)
+  if replica.id then
+    replica.in_flight = redis.call('SCARD', K.slots .. id)
+    table.insert(replicas, replica)
+  end
+end
+return cjson.encode({
+  now = NOW,
+  queued = redis.call('ZCARD', K.queued .. model),
+  parked = redis.call('ZCARD', K.parked .. model),
+  in_flight = redis.call('SCARD', K.running .. model),
+  replicas = replicas,
+  stats = hash(K.stats .. model),
+  start_failure = hash(K.start_failure .. model),
+  scaling = hash(K.scaling .. model),
+})

@@ -1,0 +1,41 @@
+-- The reaper: jobs whose lease ran out (their worker died or froze). The slot such a job held is given back (and
+-- a parked job sent to it), also for a job cancelled while it ran. A RUNNING job waits again (parked), or fails
+-- with worker_lost into the dead letters after its last attempt. The lost worker's late writes are refused:
+-- its claim is gone.
+-- ARGV[3..]: limit, JSON object of each model's max attempts.
+-- Returns, per job taken back: id, outcome (REQUEUED, DEAD or FREED), model, owner.
+local limit, max_attempts = tonumber(ARGV[3]), cjson.decode(ARGV[4])
+local reaped = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.leases, '-inf', NOW, 'LIMIT', 0, limit)) do
+  redis.call('ZREM', K.leases, id)
+  local job = K.job .. id
+  local current = redis.call('HMGET', job, 'status', 'model', 'attempts', 'owner')
+  if current[1] then
+    local model = current[2]
+    local freed = free_slot(id)
+    redis.call('HDEL', job, 'claim', 'lease_until')
+    local outcome = nil
+    if current[1] == 'RUNNING' then
+      redis.call('SREM', K.running .. model, id)
+      if tonumber(current[3] or '0') >= (max_attempts[model] or 1) then
+        fail(id, model, 'worker_lost', 'the worker running it was lost on all ' .. current[3] .. ' attempts', true)
+        outcome = 'DEAD'
+      else
+        redis.call('HSET', job, 'status', 'QUEUED')
+      end
+    end
+    if current[1] == 'QUEUED' or (current[1] == 'RUNNING' and not outcome) then
+      redis.call('HSET', job, 'requeued_at', stamp(NOW))
+      park(id, model)
+      outcome = 'REQUEUED'
+    end
+    if freed then
+      dispatch(model, 1)
+      outcome = outcome or 'FREED'
+    end
+    if outcome then
+      for _, v in ipairs({id, outcome, model, current[4] or ''}) do table.insert(reaped, v) end
+    end
+  end
+end
+return reaped

@@ -1,0 +1,85 @@
+"""The interface every replica protocol implements, and the checks they share."""
+
+import enum
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from workers.store.records import JobError, JobStatus, Outcome
+
+CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # an error code a replica may give
+MESSAGE_LIMIT = 2000  # characters of a replica's error message kept
+
+
+class Readiness(enum.StrEnum):
+    """What a readiness probe answer says."""
+
+    STARTING = "STARTING"
+    READY = "READY"
+    FAILED = "FAILED"  # it will never be ready (its setup failed)
+
+
+@dataclass(frozen=True)
+class Request:
+    """An HTTP request to a replica."""
+
+    method: str
+    path: str
+    body: bytes
+    headers: Mapping[str, str]
+
+
+class ReplicaProtocol(Protocol):
+    """How to call a replica, probe it, and read its answers."""
+
+    name: str
+    ready_path: str
+
+    def request(self, payload: Any) -> Request:
+        """The request that runs a job with ``payload``."""
+        ...
+
+    def readiness(self, status: int, body: bytes) -> tuple[Readiness, str]:
+        """What an answer of the readiness probe says, with the reason when FAILED."""
+        ...
+
+    def outcome(self, status: int, headers: Mapping[str, str], body: bytes, timeout: float) -> Outcome:
+        """What an answer makes of the job (``timeout``: the model's request timeout, bounding service times)."""
+        ...
+
+
+def bad_response(reason: str) -> Outcome:
+    """A FAILED outcome for an answer that breaks the protocol."""
+    return Outcome(JobStatus.FAILED, error=JobError("bad_response", reason[:MESSAGE_LIMIT]))
+
+
+def parse_json(body: bytes) -> tuple[Any, str]:
+    """The decoded body and its text, or raise ValueError (not UTF-8, not JSON, or NaN/Infinity in it)."""
+    text = body.decode("utf-8")
+    return json.loads(text, parse_constant=_no_constant), text
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def service_seconds(value: str | None, timeout: float) -> float | None:
+    """A replica's own service time header as seconds: None if absent; ValueError unless 0 <= s <= timeout."""
+    if value is None:
+        return None
+    seconds = float(value)
+    if not math.isfinite(seconds) or not 0 <= seconds <= timeout:
+        raise ValueError(f"{value!r} is not a duration within the request timeout of {timeout:g} s")
+    return seconds
+
+
+def replica_error(body: Any, status: int, text: str) -> JobError:
+    """The job's error from a replica's error answer: its own code and message if it follows the contract."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("code"), str) and CODE.match(error["code"]) \
+            and isinstance(error.get("message"), str):
+        return JobError(error["code"], error["message"][:MESSAGE_LIMIT])
+    return JobError("model_error", f"replica answered {status}: {text[:MESSAGE_LIMIT]}")

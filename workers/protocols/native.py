@@ -1,0 +1,57 @@
+"""The platform's own replica contract (``model/server.py``): ``POST /`` runs inference, ``GET /ok`` is 200 once
+ready (503 while starting; ``{"status": "SETUP_FAILED", "error": …}`` if setup failed), errors are
+``{"error": {"code", "message"}}``, and ``X-Inference-Seconds`` is the replica's own time for ``predict``."""
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from workers.protocols.base import (
+    Readiness,
+    Request,
+    bad_response,
+    parse_json,
+    replica_error,
+    service_seconds,
+)
+from workers.store.records import JobStatus, Outcome
+
+SERVICE_TIME_HEADER = "X-Inference-Seconds"
+JSON = {"Content-Type": "application/json"}
+
+
+class NativeProtocol:
+    """``native``: the default protocol."""
+
+    name = "native"
+    ready_path = "/ok"
+
+    def request(self, payload: Any) -> Request:
+        """``POST /`` with the job's input as the body."""
+        return Request("POST", "/", json.dumps(payload).encode(), JSON)
+
+    def readiness(self, status: int, body: bytes) -> tuple[Readiness, str]:
+        """200 is READY; a SETUP_FAILED body is FAILED with its error; anything else is still STARTING."""
+        if status == 200:
+            return Readiness.READY, ""
+        try:
+            found, _ = parse_json(body)
+        except ValueError:
+            return Readiness.STARTING, ""
+        if isinstance(found, dict) and found.get("status") == "SETUP_FAILED":
+            return Readiness.FAILED, f"setup failed: {str(found.get('error'))[:2000]}"
+        return Readiness.STARTING, ""
+
+    def outcome(self, status: int, headers: Mapping[str, str], body: bytes, timeout: float) -> Outcome:
+        """200 with a JSON body succeeds; a JSON error answer fails with the replica's code and message."""
+        try:
+            found, text = parse_json(body)
+        except ValueError:
+            return bad_response(f"replica answered {status} with a body that is not JSON: {body[:300]!r}")
+        if status != 200:
+            return Outcome(JobStatus.FAILED, error=replica_error(found, status, text))
+        try:
+            seconds = service_seconds(headers.get(SERVICE_TIME_HEADER), timeout)
+        except ValueError as exc:
+            return bad_response(f"{SERVICE_TIME_HEADER}: {exc}")
+        return Outcome(JobStatus.SUCCEEDED, output=text, service_time=seconds)

@@ -1,0 +1,1 @@
+"""Scaling: the pure policy, the replica backends, readiness probing, and the autoscaler that ties them."""

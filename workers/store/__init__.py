@@ -1,0 +1,76 @@
+"""The Redis protocol of the platform, in one package: the key schema (``keys``), the Lua scripts (``workers/lua``,
+loaded by ``scripts``), and the operations on jobs, replicas, events, limits and the autoscaler lease.
+
+Nothing outside this package names a Redis key or holds Lua.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from workers.store import keys
+from workers.store.events import EventLog
+from workers.store.jobs import JobStore
+from workers.store.leader import Lease
+from workers.store.limits import Limits
+from workers.store.replicas import ReplicaRegistry
+from workers.store.scripts import Scripts
+
+
+def connect(url: str, socket_timeout: float | None = 10.0) -> redis.Redis:
+    """A decoding client of the Redis at ``url``. It retries a command whose connection broke a few times within
+    about a second (every script is safe to run twice); past that, the error is the caller's to handle."""
+    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=socket_timeout, socket_connect_timeout=2,
+                                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3), health_check_interval=30)
+
+
+@dataclass(frozen=True)
+class Store:
+    """Everything the platform keeps in Redis."""
+
+    client: redis.Redis
+    jobs: JobStore
+    replicas: ReplicaRegistry
+    events: EventLog
+    limits: Limits
+    clock: Callable[[], float] | None = None  # tests move time by hand; None: Redis TIME
+
+    @classmethod
+    def of(cls, client: redis.Redis, retention: float = 24 * 3600,
+           clock: Callable[[], float] | None = None) -> "Store":
+        """The store on a client; ``clock`` replaces Redis TIME (for tests)."""
+        scripts = Scripts(client, retention, clock)
+        return cls(client=client, jobs=JobStore(client, scripts), replicas=ReplicaRegistry(client, scripts),
+                   events=EventLog(client), limits=Limits(client), clock=clock)
+
+    def now(self) -> float:
+        """The platform's one clock: Redis time (or the test's)."""
+        if self.clock is not None:
+            return self.clock()
+        seconds, micros = self.client.time()
+        return float(seconds) + micros / 1e6
+
+    def lease(self, ttl: float) -> Lease:
+        """The autoscaler lease, ``ttl`` seconds unless renewed."""
+        return Lease(self.client, ttl)
+
+    def wake_ups(self, timeout: float) -> set[str]:
+        """Block up to ``timeout`` for submits and parked jobs naming models; the names (only the leader asks)."""
+        first = self.client.blpop([keys.SCALE], timeout=timeout)
+        if first is None:
+            return set()
+        with self.client.pipeline() as pipe:
+            pipe.lrange(keys.SCALE, 0, -1)
+            pipe.delete(keys.SCALE)
+            rest = pipe.execute()[0]
+        return {first[1], *rest}
+
+    def ping(self) -> None:
+        """Raise if Redis cannot be reached."""
+        self.client.ping()
+
+
+__all__ = ["EventLog", "JobStore", "Lease", "Limits", "ReplicaRegistry", "Store", "connect", "keys"]

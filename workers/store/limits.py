@@ -1,0 +1,32 @@
+"""Rate limits in Redis: requests per API key per second, failed authentications per client per minute."""
+
+import time
+
+import redis
+
+from workers.store import keys
+
+
+class Limits:
+    """Counters that expire with their window."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    def request(self, principal: str) -> int:
+        """Count a request of ``principal`` in this second; how many it made in it."""
+        return self._count(keys.rate(principal, int(time.time())), 2)
+
+    def auth_failures(self, source: str) -> int:
+        """Failed authentications from ``source`` in this minute."""
+        return int(self.redis.get(keys.auth_failures(source, int(time.time() // 60))) or 0)
+
+    def auth_failed(self, source: str) -> int:
+        """Count a failed authentication from ``source``; how many it made this minute."""
+        return self._count(keys.auth_failures(source, int(time.time() // 60)), 120)
+
+    def _count(self, key: str, ttl: int) -> int:
+        with self.redis.pipeline() as pipe:
+            pipe.incr(key)
+            pipe.expire(key, ttl)
+            return int(pipe.execute()[0])

@@ -1,0 +1,40 @@
+"""The Lua scripts of ``workers/lua``, each loaded behind one prelude: the key prefixes, the Celery message
+template and ``lib.lua`` (the clock, fencing, slots, parking and the end of a job)."""
+
+import importlib.resources
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from redis.client import Pipeline
+
+from workers.store import envelope, keys
+
+LUA = importlib.resources.files("workers") / "lua"
+NAMES = ("submit", "withdraw", "start", "finish", "retry", "renew", "reap", "resend", "expire_parked", "dispatch",
+         "cancel", "add_replica", "launched", "ready", "start_failed", "replica_failed", "drain", "remove_replica",
+         "save_scaling", "observe")
+
+
+def prelude() -> str:
+    """What every script starts with."""
+    table = ", ".join(f"{name} = '{prefix}'" for name, prefix in keys.PREFIXES.items())
+    message = envelope.template()
+    assert "]==]" not in message
+    return f"local K = {{{table}}}\nlocal ENVELOPE = [==[{message}]==]\n" + (LUA / "lib.lua").read_text()
+
+
+class Scripts:
+    """The scripts, registered with a client; every call passes the clock and the job retention first."""
+
+    def __init__(self, client: redis.Redis, retention: float, clock: Callable[[], float] | None = None) -> None:
+        head = prelude()
+        self.client = client
+        self.retention = int(retention)
+        self.clock = clock  # None: Redis TIME, inside each script
+        self.scripts = {name: client.register_script(head + (LUA / f"{name}.lua").read_text()) for name in NAMES}
+
+    def __call__(self, name: str, *args: Any, pipe: Pipeline | None = None) -> Any:
+        """Run script ``name`` with ``args`` (on ``pipe``, if given, when it executes)."""
+        now = "" if self.clock is None else repr(self.clock())
+        return self.scripts[name](args=[now, self.retention, *args], client=pipe or self.client)
