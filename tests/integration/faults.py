@@ -9,7 +9,8 @@ from typing import Any
 import redis
 import requests
 
-from workers.jobs import JobStatus, JobStore
+from workers.store import Store, keys
+from workers.store.records import JobStatus
 
 
 @dataclass
@@ -30,13 +31,13 @@ class Tally:
 
 def tally(client: redis.Redis, job_ids: list[str]) -> Tally:
     """Count outcomes from the job records themselves."""
-    store = JobStore(client, 60)
+    store = Store.of(client, 60).jobs
     result = Tally(submitted=len(job_ids))
     for job_id in job_ids:
         job = store.get(job_id)
         if job is None or not job.status.finished:
             result.lost.append(job_id)
-            print(f"lost {job_id}: {client.hgetall(f'sm:job:{job_id}')}")
+            print(f"lost {job_id}: {client.hgetall(keys.job(job_id))}")
             continue
         if job.commits != 1:
             result.committed_twice.append(job_id)
@@ -49,7 +50,7 @@ def tally(client: redis.Redis, job_ids: list[str]) -> Tally:
 
 def wait_finished(client: redis.Redis, job_ids: list[str], timeout: float) -> None:
     """Poll until every job finished or ``timeout`` passes (the tally then counts the rest as lost)."""
-    store = JobStore(client, 60)
+    store = Store.of(client, 60).jobs
     deadline = time.monotonic() + timeout
     pending = list(job_ids)
     while pending and time.monotonic() < deadline:

@@ -7,7 +7,8 @@ import redis
 import requests
 
 from gateway.auth import digest
-from tests.conftest import Platform
+from tests.integration.platform import Platform
+from workers.store import keys
 
 pytestmark = pytest.mark.integration
 KEY_A, KEY_B = "key-a-0123456789", "key-b-9876543210"
@@ -34,7 +35,7 @@ def test_missing_or_wrong_key_is_401_and_enqueues_nothing(secured: Platform, cli
         assert response.headers["WWW-Authenticate"] == "Bearer"
     assert call(secured, "GET", "/v1/models", None).status_code == 401
     assert call(secured, "GET", "/healthz", None).status_code == 200  # probes need no key
-    assert client.llen("model.iris") == 0 and not list(client.scan_iter("sm:job:*"))
+    assert client.llen(keys.celery_queue("iris")) == 0 and not list(client.scan_iter(keys.job("*")))
 
 
 def test_a_job_is_readable_only_with_the_key_that_submitted_it(secured: Platform) -> None:

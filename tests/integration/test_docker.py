@@ -1,11 +1,13 @@
 """The Docker backend on a real Docker engine: the example image builds locally, a job runs in a container."""
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import requests
 
-from tests.conftest import Platform
+from tests.integration.platform import Platform
+from workers.config import ModelConfig
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration]
 
@@ -40,15 +42,21 @@ def test_job_runs_through_a_container_replica(make_platform: Callable[..., Platf
     platform.wait_until(lambda: labelled(docker_client) == [], 30, "the idle container was not removed")
 
 
-def test_missing_image_is_reported_and_never_pulled(docker_client: object) -> None:
-    import docker.errors
+def test_missing_image_is_reported_and_never_pulled(docker_client: Any) -> None:
+    from workers.scaling.backends import DockerBackend, StartFailed
 
-    from workers.backends import DockerBackend, StartFailed
-    from workers.config import ModelConfig
+    api, posted = docker_client.api, []
+    real_post = api._post
 
-    backend = DockerBackend(docker_client)
-    model = ModelConfig(name="ghost", image="serverless-model/does-not-exist:latest")
-    with pytest.raises(StartFailed, match="not found locally"):
-        backend.start(model, "abc")
-    with pytest.raises(docker.errors.ImageNotFound):
-        docker_client.images.get(model.image)  # type: ignore[attr-defined]
+    def recording_post(url: str, *args: Any, **kwargs: Any) -> Any:
+        posted.append(url)
+        return real_post(url, *args, **kwargs)
+
+    api._post = recording_post  # every request the engine gets that changes something
+    try:
+        with pytest.raises(StartFailed, match="not found locally"):
+            DockerBackend(docker_client).start(ModelConfig(name="ghost", image="serverless-model/nope:latest"), "a")
+    finally:
+        del api._post
+    assert any(url.endswith("/containers/create") for url in posted), posted  # the engine was asked to create
+    assert not any("/images/create" in url for url in posted), posted  # and never to pull

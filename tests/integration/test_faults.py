@@ -14,10 +14,11 @@ import pytest
 import redis
 import requests
 
-from tests.conftest import Platform
-from tests.faults import Submitter, tally, wait_finished
+from tests.integration.faults import Submitter, tally, wait_finished
+from tests.integration.platform import Platform
 from workers.embedded import start_embedded_redis
-from workers.jobs import JobStatus, JobStore
+from workers.store import Store, keys
+from workers.store.records import JobStatus
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 LEASE = 3.0
@@ -47,7 +48,7 @@ def fault_platform(make_platform: Callable[..., Platform], **env: str) -> Platfo
 
 def running(client: "redis.Redis") -> int:
     """Jobs running now."""
-    return int(client.scard("sm:running:sleepy"))
+    return int(client.scard(keys.running("sleepy")))
 
 
 def test_worker_killed_mid_job_its_jobs_resume_within_lease_and_tick(
@@ -65,7 +66,7 @@ def test_worker_killed_mid_job_its_jobs_resume_within_lease_and_tick(
 
     result = tally(client, submitter.accepted)
     print(result.line("worker SIGKILL"))
-    store = JobStore(client, 60)
+    store = Store.of(client, 60).jobs
     orphans = [job for j in submitter.accepted if (job := store.get(j)) and job.requeued_at]
     resumed_after = [job.requeued_at - killed_at for job in orphans if job.requeued_at]
     print(f"orphans of worker pid {victim}: {len(orphans)}, requeued after {max(resumed_after, default=0):.2f} s "
@@ -83,7 +84,7 @@ def test_poison_job_fails_after_the_attempt_limit_and_others_keep_flowing(
     poison = requests.post(jobs_url(platform), json={"sleep": 3}, timeout=10).json()["id"]
     others = Submitter(jobs_url(platform), 40, lambda i: {"i": i})
     others.thread.start()
-    store = JobStore(client, 60)
+    store = Store.of(client, 60).jobs
     kills = 0
     deadline = time.monotonic() + 90
     while (job := store.get(poison)) and not job.status.finished and time.monotonic() < deadline:
@@ -109,13 +110,13 @@ def test_poison_job_fails_after_the_attempt_limit_and_others_keep_flowing(
     assert result.succeeded == 40 - len(collateral) and len(collateral) <= 2
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Any:
-    """A Redis of the test's own (append-only, fsync always) that the test may kill and restart."""
+@pytest.fixture(params=["always", "everysec"])
+def own_redis(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+    """A Redis of the test's own (append-only, fsync as the parameter says) that the test may kill and restart."""
     started: list[Any] = []
 
     def start(port: int | None = None) -> tuple[str, Any]:
-        url, process = start_embedded_redis(tmp_path / "own-redis", port=port, fsync="always")
+        url, process = start_embedded_redis(tmp_path / "own-redis", port=port, fsync=request.param)
         started.append(process)
         return url, process
 
@@ -143,23 +144,27 @@ def test_redis_killed_under_load_and_restarted_loses_no_accepted_job(
     wait_finished(client, submitter.accepted, 120)
 
     result = tally(client, submitter.accepted)
-    print(result.line("redis SIGKILL") + f" refused_while_down={submitter.refused}")
+    print(result.line(f"redis SIGKILL (appendfsync {client.config_get('appendfsync')['appendfsync']})")
+          + f" refused_while_down={submitter.refused}")
     assert result.lost == [] and result.committed_twice == []
     assert result.succeeded == len(submitter.accepted) == 60
     assert {name: platform.processes[name].pid for name in workers} == workers  # none was restarted
     assert all(platform.processes[name].poll() is None for name in workers)
 
 
-def test_redis_down_at_submit_answers_503_and_creates_nothing(
+@pytest.mark.parametrize("own_redis", ["always"], indirect=True)
+def test_redis_down_answers_503_everywhere_and_creates_nothing(
         own_redis: Any, make_platform: Callable[..., Platform]) -> None:
     url, server = own_redis()
     platform = fault_platform(make_platform, REDIS_URL=url).start("gateway")
     server.terminate()
     server.wait()
+    ready = requests.get(f"{platform.url}/readyz", timeout=10)
     response = requests.post(jobs_url(platform), json={"i": 1}, timeout=30)
+    assert ready.status_code == 503 and ready.json()["error"]["code"] == "unavailable"
     assert response.status_code == 503 and int(response.headers["Retry-After"]) >= 1
     assert response.json()["error"]["code"] == "unavailable"
     own_redis(port=int(url.rsplit(":", 1)[1].split("/")[0]))
     client = redis.Redis.from_url(url, decode_responses=True)
     print(f"redis down at submit: status={response.status_code} keys_after_restart={client.dbsize()}")
-    assert list(client.scan_iter("sm:job:*")) == [] and client.llen("model.sleepy") == 0
+    assert list(client.scan_iter(keys.job("*"))) == [] and client.llen(keys.celery_queue("sleepy")) == 0

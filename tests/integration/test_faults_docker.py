@@ -13,9 +13,10 @@ import pytest
 import redis
 import requests
 
-from tests.conftest import TEST_IMAGE, Platform
-from tests.faults import tally
-from workers.jobs import JobStatus, JobStore
+from tests.integration.faults import tally
+from tests.integration.platform import TEST_IMAGE, Platform
+from workers.store import Store, keys
+from workers.store.records import JobStatus
 
 pytestmark = [pytest.mark.faults, pytest.mark.docker, pytest.mark.integration]
 WARM_PAIR = f"""
@@ -51,10 +52,10 @@ def test_replica_killed_mid_request(make_platform: Callable[..., Platform], dock
     submit = threading.Thread(target=lambda: answers.append(requests.post(
         f"{platform.url}/v1/models/sleepy/jobs?wait=60", json={"sleep": 1.5}, timeout=70).json()))
     submit.start()
-    store = JobStore(client, 60)
+    store = Store.of(client, 60).jobs
     platform.wait_until(lambda: any((j := store.get(i)) and j.status is JobStatus.RUNNING
-                                    for i in client.smembers("sm:running:sleepy")), 20, "the job did not start")
-    [job_id] = client.smembers("sm:running:sleepy")
+                                    for i in client.smembers(keys.running("sleepy"))), 20, "the job did not start")
+    [job_id] = client.smembers(keys.running("sleepy"))
     running = store.get(job_id)
     assert running is not None and running.replica
     victim = running.replica
@@ -79,17 +80,21 @@ def test_frozen_replica_times_out_and_is_replaced(make_platform: Callable[..., P
     platform = make_platform(backend="docker", models=WARM_PAIR).start("gateway", "worker", "autoscaler")
     platform.wait_until(lambda: len(ready_replicas(platform)) == 2, 60, "the warm replicas did not start")
     victim = sorted(ready_replicas(platform))[0]
-    container_of(docker_client, victim).pause()  # frozen: it accepts nothing and answers nothing
+    container = container_of(docker_client, victim)
+    container.pause()  # frozen: it takes connections and answers nothing
+    platform.wait_until(lambda: container.reload() or container.status == "paused", 10, "the pause did not take")
     started = time.monotonic()
-    with ThreadPoolExecutor(2) as pool:  # one slot per replica: one of the two lands on the frozen one
+    with ThreadPoolExecutor(2) as pool:  # one slot per replica, both held at once: one job lands on the frozen one
         jobs = list(pool.map(lambda i: requests.post(f"{platform.url}/v1/models/sleepy/jobs?wait=60",
-                                                     json={"i": i}, timeout=70).json(), range(2)))
+                                                     json={"i": i, "sleep": 1}, timeout=70).json(), range(2)))
 
     result = tally(client, [job["id"] for job in jobs])
-    print(result.line("replica frozen") + f" both done in {time.monotonic() - started:.1f} s "
-          f"(request timeout 3 s)")
+    print(result.line("replica frozen") + f" both done in {time.monotonic() - started:.1f} s (request timeout 3 s)")
     assert result.lost == [] and result.committed_twice == []
     assert [job["status"] for job in jobs] == ["SUCCEEDED"] * 2
-    # docker pause takes effect asynchronously: a job may still have finished on the victim just before
+    moved = [job for job in jobs if job["attempts"] == 2]
+    assert len(moved) == 1 and moved[0]["replica"] != victim  # it timed out on the frozen replica, then ran again
+    failures = requests.get(f"{platform.url}/v1/events", params={"model": "sleepy"}, timeout=5).json()["events"]
+    assert any(e["replica"] == victim and "Timeout" in e["reason"] for e in failures), failures
     platform.wait_until(lambda: len(ready_replicas(platform)) == 2 and victim not in ready_replicas(platform), 60,
                         "the frozen replica was not replaced")

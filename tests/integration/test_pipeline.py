@@ -4,7 +4,6 @@ import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +11,8 @@ import redis
 import requests
 
 from model.model import Model
-from tests.conftest import Platform
+from tests.integration.platform import Platform
+from workers.store import keys
 
 pytestmark = pytest.mark.integration
 
@@ -98,7 +98,7 @@ def test_cancel_queued_job_is_never_run(make_platform: Callable[..., Platform], 
     assert again.status_code == 409
 
     platform.start("worker", "autoscaler")
-    platform.wait_until(lambda: client.llen("model.iris") == 0, 20, "the worker did not take the task")
+    platform.wait_until(lambda: client.llen(keys.celery_queue("iris")) == 0, 20, "the worker did not take the task")
     time.sleep(1)
     assert job_status(platform, job["id"])["status"] == "CANCELLED"
     assert job_status(platform, job["id"])["attempts"] == 0
@@ -126,10 +126,9 @@ def test_killed_autoscaler_adopts_process_replicas_on_restart(make_platform: Cal
     assert [r["id"] for r in replicas(platform)] == [replica["id"]]
     job = submit(platform, {"features": [[5.1, 3.5, 1.4, 0.2]]}, wait=60).json()
     assert job["status"] == "SUCCEEDED" and job["replica"] == replica["id"]
-    pid = int(client.hget(f"sm:replica:{replica['id']}", "handle") or 0)
-    platform.stop("autoscaler")  # a clean stop removes the adopted replica too
-    assert replicas(platform) == []
-    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    platform.stop("autoscaler")  # leaving stops no replica: it goes on serving
+    job = submit(platform, {"features": [[5.1, 3.5, 1.4, 0.2]]}, wait=60).json()
+    assert job["status"] == "SUCCEEDED" and job["replica"] == replica["id"]
 
 
 def all_events(platform: Platform) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Platform
+from tests.integration.platform import Platform
 
 pytestmark = pytest.mark.integration
 CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance"

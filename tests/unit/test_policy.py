@@ -7,8 +7,10 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from workers.policy import Decision, Observation, Policy, ReplicaSnapshot, ScalingState, decide
-from workers.registry import ReplicaState
+from workers.scaling.policy import Decision, Observation, Policy, ReplicaSnapshot, ScalingState, decide
+from workers.store.records import ReplicaState
+
+pytestmark = pytest.mark.unit
 
 NOW = 1_000.0
 POLICY = Policy(concurrency=1, min_replicas=0, max_replicas=4, idle_timeout=30)
@@ -21,10 +23,10 @@ def replicas(*specs: tuple[ReplicaState, int, float]) -> tuple[ReplicaSnapshot, 
 
 
 def observe(queued: int = 0, in_flight: int = 0, live: tuple[ReplicaSnapshot, ...] = (), service: float = 0.2,
-            cold: float = 1.0, age: float = 0.0) -> Observation:
-    """An observation taken ``age`` seconds before NOW."""
-    return Observation(taken_at=NOW - age, queued=queued, in_flight=in_flight, replicas=live,
-                       service_time=service, cold_start=cold)
+            cold: float = 1.0, age: float = 0.0, failed_at: float | None = None, at: float = NOW) -> Observation:
+    """An observation taken ``age`` seconds before ``at``."""
+    return Observation(taken_at=at - age, queued=queued, in_flight=in_flight, replicas=live,
+                       service_time=service, cold_start=cold, start_failed_at=failed_at)
 
 
 CASES: list[tuple[str, Observation | None, Policy, int, tuple[str, ...]]] = [
@@ -62,21 +64,25 @@ CASES: list[tuple[str, Observation | None, Policy, int, tuple[str, ...]]] = [
 @pytest.mark.parametrize(("name", "observation", "policy", "start", "stop"), CASES, ids=[c[0] for c in CASES])
 def test_decide(name: str, observation: Observation | None, policy: Policy, start: int,
                 stop: tuple[str, ...]) -> None:
-    decision = decide(observation, policy, ScalingState(), NOW)
+    decision, state = decide(observation, policy, ScalingState(), NOW)
     assert (decision.start, decision.stop) == (start, stop), decision.reason
+    assert state == ScalingState()
 
 
 def test_failed_starts_back_off_exponentially_then_reset() -> None:
-    state = ScalingState()
-    delays = []
-    for _ in range(8):
-        state = state.after_failure(POLICY, NOW)
-        delays.append(state.retry_at - NOW)
+    state, delays = ScalingState(), []
+    for failure in range(8):
+        failed_at = NOW + failure
+        _, state = decide(observe(queued=40, failed_at=failed_at, at=failed_at), POLICY, state, failed_at)
+        delays.append(state.retry_at - failed_at)
+        _, again = decide(observe(queued=40, failed_at=failed_at, at=failed_at), POLICY, state, failed_at)
+        assert again == state  # the same failure is counted once
     assert delays == [1, 2, 4, 8, 16, 32, 60, 60]
-    waiting = observe(queued=40)
-    assert decide(replace(waiting, taken_at=NOW + 59), POLICY, state, NOW + 59).start == 0
-    assert decide(replace(waiting, taken_at=NOW + 60), POLICY, state, NOW + 60).start == 4
-    assert decide(waiting, POLICY, state.after_ready(), NOW).start == 4
+    last = NOW + 7
+    assert decide(observe(queued=40, failed_at=last, at=last + 59), POLICY, state, last + 59)[0].start == 0
+    assert decide(observe(queued=40, failed_at=last, at=last + 60), POLICY, state, last + 60)[0].start == 4
+    decision, reset = decide(observe(queued=40, at=last + 1), POLICY, state, last + 1)  # a replica got READY
+    assert decision.start == 4 and reset == ScalingState()
 
 
 class Model(RuleBasedStateMachine):
@@ -131,7 +137,7 @@ class Model(RuleBasedStateMachine):
         before = len(self.replicas)
         in_flight = sum(r.in_flight for r in self.replicas.values())
         observation = Observation(self.now, self.queued, in_flight, tuple(self.replicas.values()), 0.2, 1.0)
-        decision = decide(observation, self.policy, ScalingState(), self.now)
+        decision, _ = decide(observation, self.policy, ScalingState(), self.now)
         for replica_id in decision.stop:
             assert self.replicas[replica_id].in_flight == 0, "stopped a busy replica"
             del self.replicas[replica_id]

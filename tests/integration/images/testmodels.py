@@ -28,3 +28,32 @@ class CrashingSetup:
     def predict(self, payload: Any) -> Any:
         """Never reached."""
         raise AssertionError("predict without setup")
+
+
+class Exclusive:
+    """A model that needs a device only one replica can hold (``DEVICE_LOCK``): a second replica fails setup."""
+
+    def setup(self) -> None:
+        """Take the device, or fail as a model would on a busy accelerator."""
+        import fcntl
+
+        self.device = open(os.environ["DEVICE_LOCK"], "a")  # noqa: SIM115 - held for the replica's life
+        try:
+            fcntl.flock(self.device, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError("device busy: another replica holds it") from None
+
+    def predict(self, payload: Any) -> dict[str, Any]:
+        """Like Sleepy."""
+        return Sleepy().predict(payload)
+
+
+class Environment:
+    """Answers with the names of the environment variables the replica got."""
+
+    def setup(self) -> None:
+        """Nothing to load."""
+
+    def predict(self, payload: Any) -> dict[str, Any]:
+        """The environment's names."""
+        return {"names": sorted(os.environ)}
