@@ -30,9 +30,9 @@ from bench.run import (
     start_reference_worker,
     wait_until,
 )
-from workers.backends import DockerBackend, ProcessBackend, ReplicaBackend, free_port
 from workers.config import Settings
 from workers.images import build_images
+from workers.scaling.backends import DockerBackend, ProcessBackend, ReplicaBackend, free_port
 
 SYSTEMS = ("direct", "celery", "naive", "ours")
 
@@ -67,7 +67,7 @@ def hot_path(processes: Processes, ours: Platform, args: argparse.Namespace) -> 
 
 def trees(processes: Processes, ours: Platform) -> dict[str, list[int]]:
     """The process trees whose memory is reported."""
-    replicas = [int(h) for h in ProcessBackend(Path("."), Path("."), "bench").running().values()]
+    replicas = [int(r.handle) for r in ProcessBackend(Path("."), Path("."), "bench").running().values()]
     replica_pids = [p for r in replicas for p in measure.descendants(r)]
     named = {"redis": [processes.pid("redis")], "direct replica": measure.descendants(processes.pid("direct-replica")),
              "reference worker": measure.descendants(processes.pid("reference-worker")), "replicas": replica_pids}
@@ -132,10 +132,13 @@ def main() -> None:
     cli.add_argument("--cold-rounds", type=int, default=3)
     cli.add_argument("--burst", type=int, default=1200, help="jobs in the scale-reaction burst")
     cli.add_argument("--no-docker", action="store_true", help="skip the Docker cold starts")
+    cli.add_argument("--fsync", choices=["always", "everysec"], default="always",
+                     help="Redis appendfsync (always: the embedded default, loses no acknowledged write)")
     cli.add_argument("--out", type=Path, default=Path("bench/results"))
     args = cli.parse_args()
     began = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="sm-bench-") as tmp, environment(Path(tmp)) as (processes, redis_url):
+    with tempfile.TemporaryDirectory(prefix="sm-bench-") as tmp, \
+            environment(Path(tmp), args.fsync) as (processes, redis_url):
         reference.app.conf.broker_url = redis_url
         reference.app.conf.result_backend = redis_url.rsplit("/", 1)[0] + "/1"
         client = redis.Redis.from_url(redis_url, decode_responses=True)

@@ -1,14 +1,15 @@
 """Measuring: a keep-alive HTTP client, latency percentiles, throughput at a bounded concurrency, and memory."""
 
+import contextlib
 import http.client
-import os
 import statistics
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
+
+import psutil
 
 Call = Callable[[], None]  # one request; raises if it did not succeed
 
@@ -102,32 +103,18 @@ def rss_mib(pids: list[int]) -> float:
     """Resident memory of the processes together, in MiB (0 for those gone)."""
     total = 0
     for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return total / 1024
+        with contextlib.suppress(psutil.Error):
+            total += psutil.Process(pid).memory_info().rss
+    return total / 2**20
 
 
 def descendants(pid: int) -> list[int]:
     """The process and every process below it."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(parent, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo += children.get(current, [])
-    return found
+    try:
+        process = psutil.Process(pid)
+        return [pid, *(child.pid for child in process.children(recursive=True))]
+    except psutil.Error:
+        return []
 
 
 class MemorySampler:

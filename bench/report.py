@@ -53,7 +53,8 @@ def markdown(results: dict[str, Any]) -> str:
     s = results["systems"]
     o = results["options"]
     lines = [f"Measured {results['date']} on {results['machine']}; medians of {o['rounds']} interleaved rounds "
-             f"({o['requests']} sequential requests, then {o['clients']} client threads for {o['seconds']:g} s).", "",
+             f"({o['requests']} sequential requests, then {o['clients']} client threads for {o['seconds']:g} s); "
+             f"Redis appendfsync {o.get('fsync', 'always')}.", "",
              "| | " + " | ".join(LABELS.values()) + " |", "|---|" + "---:|" * len(LABELS)]
     for stat in ("p50", "p90", "p99"):
         lines.append(f"| {stat} latency (ms) | " + " | ".join(f"{s[n][stat]:.2f}" for n in LABELS) + " |")

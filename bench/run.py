@@ -20,12 +20,11 @@ import redis
 
 from bench import reference
 from bench.measure import Call, Http
-from workers import keys
-from workers.autoscaler import READY_POLL
-from workers.backends import NAMESPACE_LABEL, ProcessBackend, ReplicaBackend
 from workers.config import ModelConfig
 from workers.embedded import start_embedded_redis
-from workers.events import EventLog
+from workers.scaling.backends import NAMESPACE_LABEL, ProcessBackend, ReplicaBackend
+from workers.scaling.readiness import READY_POLL
+from workers.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "bench"
@@ -156,7 +155,7 @@ class Platform:
 
     def events(self, client: redis.Redis, name: str, since: float) -> list[tuple[float, str]]:
         """(time, kind) of the model's events since ``since``, oldest first."""
-        return sorted((e.at, e.kind) for e in EventLog(client).recent(name) if e.at >= since)
+        return sorted((e.at, e.kind) for e in Store.of(client).events.recent(name) if e.at >= since)
 
 
 def direct_call(url: str) -> Call:
@@ -183,9 +182,9 @@ def celery_call(task: Any, *args: Any) -> Callable[[], Call]:
 
 
 @contextlib.contextmanager
-def environment(workdir: Path) -> Iterator[tuple[Processes, str]]:
+def environment(workdir: Path, fsync: str = "always") -> Iterator[tuple[Processes, str]]:
     """Redis and a process table for the run; everything started is stopped afterwards."""
-    redis_url, redis_process = start_embedded_redis(workdir / "redis")
+    redis_url, redis_process = start_embedded_redis(workdir / "redis", fsync=fsync)
     models_file = workdir / "models.toml"
     models_file.write_text(MODELS.format(concurrency=CONCURRENCY))
     env = {**os.environ, "REDIS_URL": redis_url, "SM_MODELS_FILE": str(models_file),
@@ -197,9 +196,9 @@ def environment(workdir: Path) -> Iterator[tuple[Processes, str]]:
         yield processes, redis_url
     finally:
         processes.stop(*[n for n in processes.started if n != "redis"])
-        for handle in ProcessBackend(ROOT, ROOT, NAMESPACE).running().values():
+        for replica in ProcessBackend(ROOT, ROOT, NAMESPACE).running().values():
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(int(handle), signal.SIGKILL)
+                os.killpg(int(replica.handle), signal.SIGKILL)
         remove_containers()
         processes.stop("redis")
 
@@ -273,7 +272,8 @@ def burst(platform: Platform, client: redis.Redis, jobs: int, senders: int = 8) 
         if not any(t.is_alive() for t in threads) and not view["replicas"]:
             break
         time.sleep(0.05)
-    succeeded = sum(client.hget(keys.job(i), "status") == "SUCCEEDED" for i in ids)
+    store = Store.of(client)
+    succeeded = sum((found := store.jobs.get(i)) is not None and found.status == "SUCCEEDED" for i in ids)
     events = platform.events(client, model, began)
     first = {kind: next((at - began for at, k in events if k == kind), None) for kind in ("scale_up", "ready")}
     ready_times = [at - began for at, k in events if k == "ready"]
