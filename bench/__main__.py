@@ -14,8 +14,8 @@ import redis
 
 from bench import measure, reference, report
 from bench.run import (
+    BARE,
     CONCURRENCY,
-    NAMESPACE,
     PAYLOAD,
     ROOT,
     Platform,
@@ -107,7 +107,7 @@ def docker_cold_starts(processes: Processes, rounds: int) -> dict[str, list[floa
     if build_model_image() != 0:
         raise RuntimeError("building the model image failed")
     with Platform(processes, "docker", free_port()) as ours:
-        return cold_starts(DockerBackend(docker.from_env(), "host", NAMESPACE), ours, rounds)
+        return cold_starts(DockerBackend(docker.from_env(), "host", BARE), ours, rounds)
 
 
 def build_model_image() -> int:
@@ -146,7 +146,7 @@ def main() -> None:
             print("hot path (sequential latency, then throughput):", flush=True)
             hot = hot_path(processes, ours, args)
             print("cold starts:", flush=True)
-            backend = ProcessBackend(ROOT, Path(tmp) / "bare", NAMESPACE)
+            backend = ProcessBackend(ROOT, Path(tmp) / "bare", BARE)
             cold = {"process": cold_starts(backend, ours, args.cold_rounds)}
             print("scale reaction:", flush=True)
             scale = burst(ours, client, args.burst)

@@ -20,6 +20,7 @@ import redis
 
 from bench import reference
 from bench.measure import Call, Http
+from workers import polling
 from workers.config import ModelConfig
 from workers.embedded import start_embedded_redis
 from workers.scaling.backends import NAMESPACE_LABEL, ProcessBackend, ReplicaBackend
@@ -28,6 +29,7 @@ from workers.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "bench"
+BARE = "bench-bare"  # the bare replicas' own namespace: in the platform's, its autoscaler would stop them as strays
 PAYLOAD = {"features": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}
 BODY = json.dumps(PAYLOAD).encode()
 CONCURRENCY = 8  # slots of a replica, and threads of the bare model server
@@ -58,11 +60,8 @@ idle_timeout = 2
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.005) -> None:
     """Poll ``condition`` until it holds; RuntimeError naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(interval)
+    if not polling.wait_until(condition, timeout, interval):
+        raise RuntimeError(f"timed out waiting for {what}")
 
 
 def answers(url: str) -> bool:
@@ -196,9 +195,10 @@ def environment(workdir: Path, fsync: str = "always") -> Iterator[tuple[Processe
         yield processes, redis_url
     finally:
         processes.stop(*[n for n in processes.started if n != "redis"])
-        for replica in ProcessBackend(ROOT, ROOT, NAMESPACE).running().values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(int(replica.handle), signal.SIGKILL)
+        for namespace in (NAMESPACE, BARE):
+            for replica in ProcessBackend(ROOT, ROOT, namespace).running().values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(int(replica.handle), signal.SIGKILL)
         remove_containers()
         processes.stop("redis")
 
@@ -207,8 +207,9 @@ def remove_containers() -> None:
     """Remove the benchmark's containers (found by their namespace label)."""
     if not shutil.which("docker"):
         return
-    found = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={NAMESPACE_LABEL}={NAMESPACE}"],
-                           capture_output=True, text=True, check=False).stdout.split()
+    found = [c for namespace in (NAMESPACE, BARE) for c in subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label={NAMESPACE_LABEL}={namespace}"], capture_output=True, text=True,
+        check=False).stdout.split()]
     if found:
         subprocess.run(["docker", "rm", "-f", *found], capture_output=True, check=False)
 

@@ -1,10 +1,14 @@
 """The gateway's Flask app factory (served by gunicorn: ``gunicorn 'gateway.app:create_app()'``)."""
 
+import json
+import math
 import time
+from dataclasses import replace
 from typing import Any
 
 import redis
 from flask import Response, g, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from flask_openapi3 import Info, OpenAPI, Tag
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -30,7 +34,7 @@ from gateway.schemas import (
 from workers.config import ModelConfig, Settings
 from workers.store import Store
 from workers.store.jobs import JobStore
-from workers.store.records import Job
+from workers.store.records import Job, JobStatus
 
 SECURED: list[dict[str, list[str]]] = [{"bearer": []}]  # API keys, when SM_API_KEYS is set
 JOBS = Tag(name="jobs", description="submit, read and cancel inference jobs")
@@ -79,7 +83,10 @@ class Gateway:
         with self.waiters.admit(owner) as admitted:
             if not admitted:  # too many waits at once: answer now, the client polls the job
                 return recorded
-            return self.store.jobs.wait(recorded.id, min(wait, self.settings.max_wait)) or recorded
+            try:
+                return self.store.jobs.wait(recorded.id, min(wait, self.settings.max_wait)) or recorded
+            except redis.RedisError:  # the job is accepted: never a 503 for it now
+                return recorded
 
     def settle(self, job: Job, error: redis.RedisError) -> Job:
         """A submit that failed: 503 only once the job surely will not run (it was never recorded, or it was taken
@@ -98,7 +105,10 @@ class Gateway:
                 time.sleep(0.2)
         if kept in ("WITHDRAWN", "NONE"):
             raise errors.Unavailable(f"the job store failed during the submit ({error}); nothing was kept")
-        return self.store.jobs.get(job.id) or job
+        try:
+            return self.store.jobs.get(job.id) or replace(job, status=JobStatus(kept))
+        except redis.RedisError:
+            return replace(job, status=JobStatus(kept))
 
     def view(self, model: ModelConfig) -> ModelView:
         """The model as the store sees it."""
@@ -137,6 +147,27 @@ def parse_json_body() -> None:
         raise errors.MalformedJson("the body is nested too deeply") from exc
 
 
+class StrictJSON(DefaultJSONProvider):
+    """JSON as the standard says: NaN, Infinity and numbers too large for a float are malformed in a request."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        """Parse, refusing what is not a finite number."""
+        return json.loads(s, parse_constant=refuse_constant, parse_float=finite, **kwargs)
+
+
+def refuse_constant(name: str) -> Any:
+    """``json.loads``'s hook for NaN and Infinity."""
+    raise ValueError(f"{name} is not JSON")
+
+
+def finite(text: str) -> float:
+    """``json.loads``'s hook for a number with a fraction or exponent: a finite float, or ValueError (1e999)."""
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is out of range")
+    return number
+
+
 def create_app(settings: Settings | None = None) -> OpenAPI:
     """The gateway app for the given settings (from the environment by default)."""
     settings = settings or Settings()
@@ -148,6 +179,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
                   security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
                   validation_error_status=422, validation_error_model=ErrorBody,
                   validation_error_callback=errors.validation_error)
+    app.json = StrictJSON(app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.before_request(lambda: authenticate(gateway))
     app.before_request(parse_json_body)

@@ -9,6 +9,7 @@ from typing import Any
 import redis
 import requests
 
+from workers.polling import wait_until
 from workers.store import Store, keys
 from workers.store.records import JobStatus
 
@@ -51,11 +52,13 @@ def tally(client: redis.Redis, job_ids: list[str]) -> Tally:
 def wait_finished(client: redis.Redis, job_ids: list[str], timeout: float) -> None:
     """Poll until every job finished or ``timeout`` passes (the tally then counts the rest as lost)."""
     store = Store.of(client, 60).jobs
-    deadline = time.monotonic() + timeout
     pending = list(job_ids)
-    while pending and time.monotonic() < deadline:
-        pending = [j for j in pending if not ((job := store.get(j)) and job.status.finished)]
-        time.sleep(0.2)
+
+    def all_finished() -> bool:
+        pending[:] = [j for j in pending if not ((job := store.get(j)) and job.status.finished)]
+        return not pending
+
+    wait_until(all_finished, timeout, interval=0.2)
 
 
 class Submitter:

@@ -105,6 +105,25 @@ def test_hole01_a_cancelled_running_job_gives_its_slot_back_even_when_its_worker
     assert cancelled is not None and cancelled.status is JobStatus.CANCELLED
 
 
+def test_a_job_cancelled_while_it_runs_keeps_its_record_until_its_slot_is_back(store: Store) -> None:
+    ready_replica(store)
+    job = submit(store)
+    assert isinstance(start(store, job, "t"), Started)
+    assert store.jobs.cancel(job.id) == "OK"
+    assert store.client.ttl(keys.job(job.id)) == -1  # no expiry yet: the record names the slot to give back
+    assert store.jobs.finish(job.id, "t", OK) == "CANCELLED"
+    assert 0 < store.client.ttl(keys.job(job.id)) <= 60 and in_flight(store) == [0]
+
+
+def test_a_job_that_ran_once_is_not_withdrawn(store: Store) -> None:
+    token = ready_replica(store)
+    job = submit(store)
+    assert isinstance(start(store, job, "t"), Started)
+    assert store.jobs.retry(job.id, "t", "r1", "connection refused", 3, 1, 5, "w") == "PARKED"
+    assert store.replicas.remove(token, store.replicas.list("m")[0])
+    assert store.jobs.withdraw(job) == "QUEUED"  # its input reached a replica once: it stays, and runs again
+
+
 def test_a_live_worker_gives_the_slot_of_its_cancelled_job_back_when_its_call_returns(store: Store) -> None:
     ready_replica(store)
     job = submit(store)
@@ -123,7 +142,7 @@ def test_hole06_a_stale_workers_late_writes_never_free_the_new_holders_slot(stor
     store.jobs.dispatch("m", 1)
     assert isinstance(start(store, job, "new"), Started)
     assert store.jobs.finish(job.id, "stale", OK) == "STALE"
-    assert store.jobs.retry(job.id, "stale", "timeout", 3, 1, 5, "w") == "STALE"
+    assert store.jobs.retry(job.id, "stale", "r1", "timeout", 3, 1, 5, "w") == "STALE"
     assert in_flight(store) == [1]  # the new holder's slot is still held
     assert store.jobs.finish(job.id, "new", OK) == "OK" and in_flight(store) == [0]
 
@@ -142,11 +161,14 @@ def test_a_replica_that_fails_under_a_job_leaves_routing_and_the_job_runs_elsewh
     job = submit(store)
     started = start(store, job, "t")
     assert isinstance(started, Started)
-    moved = store.jobs.retry(job.id, "t", "connection refused", 2, 1, 5, "w")
-    assert isinstance(moved, Started) and moved.slot.replica_id != started.slot.replica_id
+    first = started.slot.replica_id
+    moved = store.jobs.retry(job.id, "t", first, "connection refused", 2, 1, 5, "w")
+    assert isinstance(moved, Started) and moved.slot.replica_id != first
+    again = store.jobs.retry(job.id, "t", first, "connection refused", 2, 1, 5, "w")  # the same call, run again
+    assert isinstance(again, Started) and again.slot == moved.slot and again.job.attempts == 2
     states = {r.id: r.state for r in store.replicas.list("m")}
-    assert states[started.slot.replica_id] is ReplicaState.FAILED
-    assert store.jobs.retry(job.id, "t", "timeout", 2, 1, 5, "w") == "FAILED"  # out of attempts
+    assert states[first] is ReplicaState.FAILED and states[moved.slot.replica_id] is ReplicaState.READY
+    assert store.jobs.retry(job.id, "t", moved.slot.replica_id, "timeout", 2, 1, 5, "w") == "FAILED"  # no more
     failed = store.jobs.get(job.id)
     assert failed is not None and failed.error is not None and failed.error.code == "replica_failed"
     assert job.id in store.jobs.dead_letters()
@@ -180,11 +202,12 @@ def test_submit_refuses_past_the_cap_and_withdraw_takes_back_record_and_message(
 
 
 def test_a_lost_message_is_sent_again_only_while_nothing_holds_the_job(store: Store, client: "redis.Redis") -> None:
-    job = submit(store)
-    assert store.jobs.resend_lost("m", after=0) == {}  # its message still waits
-    client.delete(keys.celery_queue("m"))
-    assert store.jobs.resend_lost("m", after=0) == {job.id: ""}
-    assert client.llen(keys.celery_queue("m")) == 1
+    job, other = submit(store), submit(store)
+    assert store.jobs.resend_lost("m", after=0) == {}  # their messages still wait
+    client.rpop(keys.celery_queue("m"))  # the oldest message was taken by a worker that died at once
+    assert store.jobs.resend_lost("m", after=0) == {job.id: ""}  # found among those waiting: only its own
+    assert store.jobs.resend_lost("m", after=0) == {}
+    assert isinstance(start(store, other, "t"), str) and store.jobs.resend_lost("m", after=0) == {}
 
 
 def test_parked_jobs_expire_after_the_queue_timeout(store: Store) -> None:
@@ -194,6 +217,18 @@ def test_parked_jobs_expire_after_the_queue_timeout(store: Store) -> None:
     assert store.jobs.expire_parked("m", queue_timeout=0) == [job.id]
     expired = store.jobs.get(job.id)
     assert expired is not None and expired.error is not None and expired.error.code == "no_replica"
+
+
+def test_a_job_taken_back_from_a_lost_worker_waits_afresh(store: Store) -> None:
+    ready_replica(store)
+    job = submit(store)
+    assert isinstance(start(store, job, "t"), Started)
+    store.client.hset(keys.job(job.id), "created_at", "1")  # created long ago; it ran for a long time
+    store.client.zadd(keys.LEASES, {job.id: 0})
+    assert [r.outcome for r in store.jobs.reap({"m": 3})] == ["REQUEUED"]
+    store.client.zrem(keys.queued("m"), job.id)  # its new message was lost, say: it waits parked again
+    store.client.zadd(keys.parked("m"), {job.id: 1})
+    assert store.jobs.expire_parked("m", queue_timeout=60) == []  # it waits since it was taken back
 
 
 def test_hole07_a_failed_start_leaves_parked_jobs_to_a_ready_replica(store: Store) -> None:
@@ -226,7 +261,8 @@ def test_hole02_an_autoscaler_that_lost_the_lease_changes_nothing(store: Store) 
     current = leader(store)
     assert not store.replicas.add(stale, "r1", "m", "fake")
     assert store.replicas.add(current, "r1", "m", "fake")
-    assert not store.replicas.launched(stale, "r1", "http://x", "h")
+    assert store.replicas.launched(stale, "r1", "http://x", "h") == 0
+    assert store.replicas.launched(current, "gone", "http://x", "h") == -1
     assert store.replicas.ready(stale, "r1", 1) is None
     assert store.replicas.start_failed(stale, "r1", "m", "x", True) is None
     assert not store.replicas.drain_if_idle(stale, "r1", 0)

@@ -102,3 +102,31 @@ def test_hole15_up_prints_the_servers_log_when_redis_cannot_start(tmp_path: Path
         output = process.communicate(timeout=60)[0].decode(errors="replace")
     assert process.returncode != 0
     assert "manifest" in output.lower(), output[-3000:]
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[str]:
+    """The Redis that ``up`` starts when REDIS_URL is not set: its URL."""
+    from workers.cli import start_redis
+    from workers.config import Settings
+
+    env = {k: os.environ.pop(k) for k in ("REDIS_URL", "SM_REDIS_URL") if k in os.environ}
+    try:
+        url, process = start_redis(Settings(data_dir=tmp_path / "data"))
+    finally:
+        os.environ.update(env)
+    assert process is not None
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
+def test_hole11_the_embedded_redis_acknowledges_only_what_is_on_disk(embedded: str) -> None:
+    assert redis.Redis.from_url(embedded, decode_responses=True).config_get("appendfsync") == {"appendfsync": "always"}
+
+
+def test_hole12_the_embedded_redis_wants_a_password_made_for_the_run(embedded: str) -> None:
+    password = embedded.split("@")[0].rsplit(":", 1)[1]
+    assert len(password) >= 24
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis.from_url(embedded.replace(f":{password}@", "")).ping()

@@ -270,3 +270,29 @@ def test_shutting_down_with_stop_replicas_stops_them_all(store: Store) -> None:
     autoscaler.lead(token, full=True)
     autoscaler.stop_all(token)
     assert backend.live == {} and store.replicas.list("m") == []
+
+
+def test_hole02_a_former_leader_leaves_a_replica_it_started_to_the_leader_that_adopted_it(store: Store) -> None:
+    backend = FakeBackend()
+    old_actions, new_actions = Held(), Held()
+    old = scaler(store, backend, actions=old_actions)
+    job = submit(store, 1)[0]
+    assert store.jobs.start(job, "t", 5, "w", 1, True) == "PARKED"
+    old.lead(store.lease(3).hold() or "", full=True)
+    launch = old_actions.pending[0]  # its start (then its sweep, left undone)
+    real_launched = store.replicas.launched
+
+    def lease_lapses_mid_start(*args: Any) -> int:  # the old leader pauses after its container started
+        store.replicas.launched = real_launched  # type: ignore[method-assign]
+        store.client.delete(keys.LEADER)
+        new_token = store.lease(3).hold() or ""
+        new = scaler(store, backend, actions=new_actions)
+        new.sweep(new_token, adopting=True)
+        new.lead(new_token, full=True)
+        return real_launched(*args)
+
+    store.replicas.launched = lease_lapses_mid_start  # type: ignore[method-assign]
+    launch()
+    new_actions.run()
+    assert len(backend.live) == 1 and backend.stops == []  # the former leader stopped nothing
+    assert states(store) == [ReplicaState.READY] and store.client.llen(keys.celery_queue("m")) == 2

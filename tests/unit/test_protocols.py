@@ -32,11 +32,16 @@ def test_answers_that_follow_the_contract(status: int, headers: dict[str, str], 
     ({"X-Inference-Seconds": "nan"}, GOOD), ({"X-Inference-Seconds": "inf"}, GOOD),
     ({"X-Inference-Seconds": "-1"}, GOOD), ({"X-Inference-Seconds": "31"}, GOOD),
     ({"X-Inference-Seconds": "soon"}, GOOD), ({}, b"<html>"), ({}, b'{"y": NaN}'), ({}, b"\xff\xfe"),
+    ({}, b'{"y": 1e400}'), ({}, b"[" * 101 + b"]" * 101), ({}, b"[" * 5000 + b"]" * 5000),
 ])
 def test_answers_that_break_it_fail_the_job_with_bad_response(headers: dict[str, str], body: bytes) -> None:
     outcome = NATIVE.outcome(200, headers, body, timeout=30)
     assert outcome.status is JobStatus.FAILED and outcome.error is not None
     assert outcome.error.code == "bad_response" and outcome.service_time is None
+
+
+def test_nesting_up_to_the_limit_is_fine() -> None:
+    assert NATIVE.outcome(200, {}, b"[" * 100 + b"]" * 100, 30).status is JobStatus.SUCCEEDED
 
 
 def test_a_long_error_message_is_cut() -> None:

@@ -35,15 +35,16 @@ class LeaseKeeper:
     def __init__(self, store: Store, lease: float) -> None:
         self.store = store
         self.lease = lease
-        self.claims: dict[str, str] = {}
+        self.claims: dict[str, tuple[str, float]] = {}  # job id → (token, renewed until: monotonic)
         self.lock = threading.Lock()
         threading.Thread(target=self.renew_forever, name="lease-keeper", daemon=True).start()
 
     @contextlib.contextmanager
-    def holding(self, job_id: str, token: str) -> Iterator[None]:
-        """Keep the claim's lease alive while the block runs."""
+    def holding(self, job_id: str, token: str, at_most: float) -> Iterator[None]:
+        """Keep the claim's lease alive while the block runs, for ``at_most`` seconds: a call stuck past that
+        (a replica that trickles its answer) loses the job to the reaper, which frees its slot."""
         with self.lock:
-            self.claims[job_id] = token
+            self.claims[job_id] = (token, time.monotonic() + at_most)
         try:
             yield
         finally:
@@ -54,8 +55,9 @@ class LeaseKeeper:
         """Renew every held lease three times per lease period."""
         while True:
             time.sleep(self.lease / 3)
+            now = time.monotonic()
             with self.lock:
-                claims = dict(self.claims)
+                claims = {job_id: token for job_id, (token, until) in self.claims.items() if until > now}
             try:
                 self.store.jobs.renew(claims, self.lease)
             except redis.RedisError as exc:
@@ -108,7 +110,7 @@ def run_job(ctx: WorkerContext, job_id: str, model_name: str) -> Summary:
                                    model.on_start_failure == "fail")
     if isinstance(started, str):
         return Summary(job_id, started)
-    with ctx.leases.holding(job_id, token):
+    with ctx.leases.holding(job_id, token, model.max_attempts * (model.request_timeout + 10)):
         return run_started(ctx, model, started, token)
 
 
@@ -125,8 +127,8 @@ def run_started(ctx: WorkerContext, model: ModelConfig, started: Started, token:
             status = outcome.status.value if committed in ("OK", outcome.status.value) else committed
             return Summary(started.job.id, status, started.slot.replica_id, outcome.error, seconds)
         log.warning("job %s: replica %s failed: %s", started.job.id, started.slot.replica_id, outcome)
-        retried = ctx.store.jobs.retry(started.job.id, token, outcome, model.max_attempts, model.concurrency,
-                                       ctx.leases.lease, ctx.worker)
+        retried = ctx.store.jobs.retry(started.job.id, token, started.slot.replica_id, outcome, model.max_attempts,
+                                       model.concurrency, ctx.leases.lease, ctx.worker)
         if isinstance(retried, str):
             return Summary(started.job.id, retried, started.slot.replica_id, seconds=seconds)
         started = retried
@@ -136,19 +138,33 @@ def call(ctx: WorkerContext, model: ModelConfig, started: Started) -> Outcome | 
     """Send the job to its replica: the outcome of its answer, or why the replica failed (text)."""
     protocol = PROTOCOLS[model.protocol]
     request = protocol.request(started.job.input)
+    deadline = time.monotonic() + model.request_timeout
     try:
         response = ctx.http.request(request.method, started.slot.endpoint + request.path, body=request.body,
                                     headers=dict(request.headers), timeout=model.request_timeout,
                                     preload_content=False)
-        try:
-            body = response.read(ctx.max_output_bytes + 1)
-            if len(body) > ctx.max_output_bytes:
-                response.close()  # the rest is unread: this connection cannot serve another request
-        finally:
-            response.release_conn()
+        body = read_body(response, deadline, ctx.max_output_bytes)
     except urllib3.exceptions.HTTPError as exc:
         return f"{type(exc).__name__}: {exc}"
-    if len(body) > ctx.max_output_bytes:
+    if body is None:
         return Outcome(JobStatus.FAILED, error=JobError(
             "bad_response", f"the replica's answer is over {ctx.max_output_bytes} bytes"))
     return protocol.outcome(response.status, response.headers, body, model.request_timeout)
+
+
+def read_body(response: urllib3.BaseHTTPResponse, deadline: float, limit: int) -> bytes | None:
+    """The whole body by ``deadline`` (else a read timeout), or None if it is over ``limit`` bytes."""
+    chunks, size = [], 0
+    try:
+        while chunk := response.read1(65536):
+            size += len(chunk)
+            if size > limit:
+                response.close()  # the rest is unread: this connection cannot serve another request
+                return None
+            if time.monotonic() > deadline:
+                response.close()
+                raise urllib3.exceptions.TimeoutError("no complete answer within the request timeout")
+            chunks.append(chunk)
+    finally:
+        response.release_conn()
+    return b"".join(chunks)

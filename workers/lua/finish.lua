@@ -12,7 +12,7 @@ if current[2] ~= token then return 'STALE' end
 local model = current[3]
 if current[1] ~= 'RUNNING' then
   if free_slot(id) then dispatch(model, 1) end
-  redis.call('ZREM', K.leases, id)
+  retire(id)
   return current[1]
 end
 free_slot(id)

@@ -117,6 +117,11 @@ local function begin_run(id, model, token, worker, lease, slot)  -- RUNNING on t
   return running_reply(id, slot)
 end
 
+local function retire(id)  -- a finished job holding no slot: no lease, and the record expires after the retention
+  redis.call('ZREM', K.leases, id)
+  redis.call('EXPIRE', K.job .. id, RETENTION)
+end
+
 local function conclude(id, model, status, fields)  -- a job's last write: final status, fields, wake waiters
   local job = K.job .. id
   redis.call('HSET', job, 'status', status, 'finished_at', stamp(NOW))
@@ -125,8 +130,7 @@ local function conclude(id, model, status, fields)  -- a job's last write: final
   redis.call('ZREM', K.queued .. model, id)
   redis.call('ZREM', K.parked .. model, id)
   redis.call('SREM', K.running .. model, id)
-  if not redis.call('HGET', job, 'slot') then redis.call('ZREM', K.leases, id) end  -- a held slot keeps its lease
-  redis.call('EXPIRE', job, RETENTION)
+  if not redis.call('HGET', job, 'slot') then retire(id) end  -- a held slot keeps lease and record until given back
   redis.call('RPUSH', K.done .. id, 1)
   redis.call('EXPIRE', K.done .. id, RETENTION)
 end

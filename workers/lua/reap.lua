@@ -31,7 +31,10 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.leases, '-inf', NOW, 'LIMIT', 
     end
     if freed then
       dispatch(model, 1)
-      outcome = outcome or 'FREED'
+      if not outcome then  -- a job that finished (cancelled) while it ran: now its record may expire
+        retire(id)
+        outcome = 'FREED'
+      end
     end
     if outcome then
       for _, v in ipairs({id, outcome, model, current[4] or ''}) do table.insert(reaped, v) end

@@ -1,10 +1,11 @@
--- Take back a job whose submit answer was lost, unless a worker already runs it: the record and its message go.
+-- Take back a job whose submit answer was lost, unless a worker already took it (it runs, or it ran once and waits
+-- again): the record and its message go.
 -- ARGV[3..]: id. Returns WITHDRAWN, NONE (never recorded), or the status of a job that stays.
 local id = ARGV[3]
 local job = K.job .. id
-local current = redis.call('HMGET', job, 'status', 'claim', 'model', 'sends')
+local current = redis.call('HMGET', job, 'status', 'claim', 'model', 'sends', 'attempts')
 if not current[1] then return 'NONE' end
-if current[1] ~= 'QUEUED' or current[2] then return current[1] end
+if current[1] ~= 'QUEUED' or current[2] or tonumber(current[5] or '0') > 0 then return current[1] end
 local model = current[3]
 for n = 1, tonumber(current[4] or '0') do
   redis.call('LREM', K.celery .. model, 0, message(id, model, id .. '.' .. n))

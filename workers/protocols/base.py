@@ -12,6 +12,7 @@ from workers.store.records import JobError, JobStatus, Outcome
 
 CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # an error code a replica may give
 MESSAGE_LIMIT = 2000  # characters of a replica's error message kept
+MAX_DEPTH = 100  # nesting an answer may have (the API serializes it again)
 
 
 class Readiness(enum.StrEnum):
@@ -57,9 +58,28 @@ def bad_response(reason: str) -> Outcome:
 
 
 def parse_json(body: bytes) -> tuple[Any, str]:
-    """The decoded body and its text, or raise ValueError (not UTF-8, not JSON, or NaN/Infinity in it)."""
+    """The decoded body and its text, or raise ValueError: not UTF-8, not JSON, a number that is not finite
+    (NaN, Infinity, 1e400), or nested deeper than ``MAX_DEPTH``."""
     text = body.decode("utf-8")
-    return json.loads(text, parse_constant=_no_constant), text
+    try:
+        found = json.loads(text, parse_constant=_no_constant)
+    except RecursionError as exc:
+        raise ValueError("nested too deeply") from exc
+    check_tree(found)
+    return found, text
+
+
+def check_tree(value: Any) -> None:
+    """ValueError if ``value`` nests deeper than ``MAX_DEPTH`` or holds a float that is not finite."""
+    todo = [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"{item} is not a JSON number")
+        if isinstance(item, dict | list):
+            if depth > MAX_DEPTH:
+                raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+            todo.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
 
 
 def _no_constant(name: str) -> Any:

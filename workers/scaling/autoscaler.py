@@ -21,10 +21,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import Protocol
 
 from workers.config import ModelConfig
-from workers.scaling.backends import Launched, ReplicaBackend, StartFailed
+from workers.scaling.actions import ActionRunner, Actions, Threads, reason_of
+from workers.scaling.backends import Launched, ReplicaBackend
 from workers.scaling.policy import Observation, Policy, ReplicaSnapshot, ScalingState, decide
 from workers.scaling.readiness import Probe
 from workers.store import Lease, Store
@@ -34,27 +34,6 @@ log = logging.getLogger(__name__)
 
 WAKE_GAP = 0.05  # seconds at least between passes woken by submits (wake-ups coalesce meanwhile)
 SWEEP = "sweep"  # the busy mark of the scan that matches the registry with what runs
-
-
-class Actions(Protocol):
-    """Runs blocking actions off the loop."""
-
-    def spawn(self, name: str, action: Callable[[], None]) -> None:
-        """Run ``action``."""
-        ...
-
-
-class Threads:
-    """Each action on a daemon thread of its own."""
-
-    def spawn(self, name: str, action: Callable[[], None]) -> None:
-        """Start ``action`` on a thread."""
-        threading.Thread(target=action, name=name, daemon=True).start()
-
-
-def reason_of(exc: BaseException) -> str:
-    """An exception as an event's reason."""
-    return str(exc) if isinstance(exc, StartFailed) else f"{type(exc).__name__}: {exc}"
 
 
 class Autoscaler:
@@ -67,13 +46,11 @@ class Autoscaler:
         self.store = store
         self.backend = backend
         self.probe = probe
-        self.actions = actions or Threads()
+        self.actions = ActionRunner(actions or Threads(), self.action_failed)
         self.clock = clock or store.now
         self.orphan_after = orphan_after  # seconds before a message nobody took counts as lost
         self.sweep_every = sweep_every
         self.last_sweep = -math.inf
-        self.busy: set[str] = set()  # replicas (and the sweep) with an action in flight
-        self.lock = threading.Lock()
 
     def run(self, stopping: threading.Event, interval: float, lease: Lease) -> None:
         """Lead while holding the lease, stand by otherwise, until ``stopping`` is set.
@@ -93,7 +70,7 @@ class Autoscaler:
                     continue
                 if not leading:
                     log.info("leading: adopting the replicas that run")
-                    self.spawn(SWEEP, functools.partial(self.sweep, token, adopting=True))
+                    self.actions.spawn(SWEEP, functools.partial(self.sweep, token, adopting=True))
                     leading = True
                 full = time.monotonic() - last_full >= interval
                 self.lead(token, full, woken)
@@ -117,7 +94,7 @@ class Autoscaler:
         for model in self.models.values() if full else [self.models[name] for name in woken]:
             self.reconcile(model, token)
         if full and time.monotonic() - self.last_sweep >= self.sweep_every:
-            self.spawn(SWEEP, functools.partial(self.sweep, token, adopting=False))
+            self.actions.spawn(SWEEP, functools.partial(self.sweep, token, adopting=False))
 
     def reap_jobs(self) -> None:
         """Take back the jobs of lost workers, resend lost messages, expire long waits, fill free slots."""
@@ -158,12 +135,12 @@ class Autoscaler:
 
     def tidy(self, model: ModelConfig, replica: Replica, token: str, now: float) -> None:
         """Stop a FAILED or DRAINING replica; watch a STARTING one nobody watches (adopted)."""
-        if self.is_busy(replica.id):
+        if self.actions.busy(replica.id):
             return
         if replica.state in (ReplicaState.FAILED, ReplicaState.DRAINING):
-            self.spawn(replica.id, lambda: self.stop(replica, token))
+            self.actions.spawn(replica.id, lambda: self.stop(replica, token))
         elif replica.state is ReplicaState.STARTING and replica.handle:
-            self.spawn(replica.id, lambda: self.adopt_starting(model, replica, token, now))
+            self.actions.spawn(replica.id, lambda: self.adopt_starting(model, replica, token, now))
 
     def adopt_starting(self, model: ModelConfig, replica: Replica, token: str, now: float) -> None:
         """Watch a replica another autoscaler was starting; one it left not running (created, never started)
@@ -177,10 +154,13 @@ class Autoscaler:
         self.await_ready(model, replica.id, Launched(replica.endpoint, replica.handle), token, left)
 
     def start(self, model: ModelConfig, token: str) -> None:
-        """Record a replica STARTING, then start it off the loop."""
+        """Record a replica STARTING (busy from before its record exists), then start it off the loop."""
         replica_id = uuid.uuid4().hex[:12]
+        self.actions.reserve(replica_id)
         if self.store.replicas.add(token, replica_id, model.name, self.backend.name):
-            self.spawn(replica_id, lambda: self.launch(model, replica_id, token))
+            self.actions.run_reserved(replica_id, lambda: self.launch(model, replica_id, token))
+        else:
+            self.actions.release(replica_id)
 
     def launch(self, model: ModelConfig, replica_id: str, token: str) -> None:
         """Start the replica and wait for it to be ready (an action)."""
@@ -189,12 +169,14 @@ class Autoscaler:
         except Exception as exc:
             self.start_failed(model, replica_id, reason_of(exc), token)
             return
-        if not self.store.replicas.launched(token, replica_id, launched.endpoint, launched.handle):
+        recorded = self.store.replicas.launched(token, replica_id, launched.endpoint, launched.handle)
+        if recorded < 0:  # its record is gone (the leader found it not running while it started): undo
             self.backend.stop(launched.handle)
-            self.store.events.record(model.name, "start_abandoned", replica_id, "the lease passed to another "
-                                                                                "autoscaler during the start")
-            return
-        self.await_ready(model, replica_id, launched, token, model.start_timeout)
+            self.store.events.record(model.name, "start_abandoned", replica_id, "its record was removed while it "
+                                                                                "started")
+        elif recorded > 0:
+            self.await_ready(model, replica_id, launched, token, model.start_timeout)
+        # else another autoscaler leads now: it adopts the replica (or stops it as a stray)
 
     def await_ready(self, model: ModelConfig, replica_id: str, launched: Launched, token: str,
                     timeout: float) -> None:
@@ -213,8 +195,9 @@ class Autoscaler:
         log.error("replica %s of %s failed to start: %s", replica_id, model.name, reason)
         failed = self.store.replicas.start_failed(token, replica_id, model.name, reason,
                                                   model.on_start_failure == "fail")
-        self.store.events.record(model.name, "start_failed", replica_id,
-                                 reason + (f" ({failed} waiting job(s) failed)" if failed else ""))
+        if failed is not None:  # else another autoscaler leads: it judges the replica itself
+            self.store.events.record(model.name, "start_failed", replica_id,
+                                     reason + (f" ({failed} waiting job(s) failed)" if failed else ""))
 
     def stop(self, replica: Replica, token: str) -> None:
         """Stop the replica and forget it (an action)."""
@@ -236,15 +219,23 @@ class Autoscaler:
                     self.store.replicas.launched(token, replica.id, launched.endpoint, launched.handle)
                 if adopting:
                     self.store.events.record(replica.model, "adopted", replica.id, replica.state.value)
-            elif not self.is_busy(replica.id):
+                if not launched.alive and replica.state is ReplicaState.READY:
+                    self.store.replicas.failed(token, replica.id, "exited while ready")
+            elif not self.actions.busy(replica.id):
                 gone = "exited while ready" if replica.state is ReplicaState.READY else "not running"
                 if self.store.replicas.remove(token, replica):
                     self.store.events.record(replica.model, "lost", replica.id, f"in the registry but {gone}")
         for replica_id, launched in running.items():
-            if replica_id not in known and not self.is_busy(replica_id):
+            if replica_id not in known and not self.actions.busy(replica_id):
                 self.backend.stop(launched.handle)
                 self.store.events.record("", "stray_removed", replica_id, f"running but not in the registry "
                                                                           f"({launched.handle})")
+
+    def action_failed(self, name: str, exc: BaseException) -> None:
+        """An action raised: an event with the reason (the action's replica, if it had one)."""
+        log.error("%s: %s", name, reason_of(exc))
+        with contextlib.suppress(Exception):
+            self.store.events.record("", "action_failed", name if name != SWEEP else "", reason_of(exc))
 
     def stop_all(self, token: str) -> None:
         """Stop every replica of every model (``up`` shutting down)."""
@@ -252,31 +243,6 @@ class Autoscaler:
             for replica in self.store.replicas.list(name):
                 self.stop(replica, token)
                 self.store.events.record(name, "scale_down", replica.id, "the platform is shutting down")
-
-    def spawn(self, name: str, action: Callable[[], None]) -> None:
-        """Run ``action`` off the loop, marking ``name`` busy until it is done; its failure is an event."""
-        with self.lock:
-            if name in self.busy:
-                return
-            self.busy.add(name)
-
-        def run() -> None:
-            try:
-                action()
-            except Exception as exc:
-                log.error("%s: %s", name, reason_of(exc))
-                with contextlib.suppress(Exception):
-                    self.store.events.record("", "action_failed", name if name != SWEEP else "", reason_of(exc))
-            finally:
-                with self.lock:
-                    self.busy.discard(name)
-
-        self.actions.spawn(name, run)
-
-    def is_busy(self, name: str) -> bool:
-        """Whether an action on ``name`` is in flight."""
-        with self.lock:
-            return name in self.busy
 
 
 def observation(snapshot: ModelSnapshot) -> Observation:

@@ -40,6 +40,7 @@ class Launched:
 
     endpoint: str  # base URL of the replica's HTTP server
     handle: str  # the backend's own id: a pid or a container id
+    alive: bool = True  # False for a container that exists but exited (or was never started)
 
 
 class ReplicaBackend(Protocol):
@@ -199,4 +200,5 @@ class DockerBackend:
     def running(self) -> dict[str, Launched]:
         """Containers of this namespace, running or not, by their labels."""
         found = self.client.api.containers(all=True, filters={"label": f"{NAMESPACE_LABEL}={self.namespace}"})
-        return {c["Labels"][REPLICA_LABEL]: Launched(c["Labels"].get(ENDPOINT_LABEL, ""), str(c["Id"])) for c in found}
+        return {c["Labels"][REPLICA_LABEL]: Launched(c["Labels"].get(ENDPOINT_LABEL, ""), str(c["Id"]),
+                                                     alive=c.get("State") in ("running", "paused")) for c in found}

@@ -88,10 +88,12 @@ class JobStore:
         return str(self.scripts("finish", job_id, token, outcome.status.value, service, self.weight,
                                 *outcome.fields()))
 
-    def retry(self, job_id: str, token: str, reason: str, max_attempts: int, concurrency: int, lease: float,
-              worker: str) -> Started | str:
-        """The replica failed under the run: run it on another slot, park it, or fail it after its last attempt."""
-        return Started.of(self.scripts("retry", job_id, token, reason, max_attempts, concurrency, lease, worker))
+    def retry(self, job_id: str, token: str, failed: str, reason: str, max_attempts: int, concurrency: int,
+              lease: float, worker: str) -> Started | str:
+        """Replica ``failed`` failed under the run: run it on another slot, park it, or fail it after its last
+        attempt."""
+        return Started.of(self.scripts("retry", job_id, token, failed, reason, max_attempts, concurrency, lease,
+                                       worker))
 
     def renew(self, claims: dict[str, str], lease: float) -> int:
         """Extend the leases of the claims still held (job id → token); how many were renewed."""

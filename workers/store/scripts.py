@@ -2,6 +2,7 @@
 template and ``lib.lua`` (the clock, fencing, slots, parking and the end of a job)."""
 
 import importlib.resources
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +31,7 @@ class Scripts:
     def __init__(self, client: redis.Redis, retention: float, clock: Callable[[], float] | None = None) -> None:
         head = prelude()
         self.client = client
-        self.retention = int(retention)
+        self.retention = max(1, math.ceil(retention))
         self.clock = clock  # None: Redis TIME, inside each script
         self.scripts = {name: client.register_script(head + (LUA / f"{name}.lua").read_text()) for name in NAMES}
 
