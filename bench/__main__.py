@@ -111,8 +111,8 @@ def docker_cold_starts(processes: Processes, rounds: int) -> dict[str, list[floa
 
 
 def build_model_image() -> int:
-    """Build the model image from ``model/`` (from cache when unchanged)."""
-    return build_images(Settings(models_file=Path("models.toml")), Path("model"))
+    """Build the example model's image from ``model/`` (from cache when unchanged)."""
+    return build_images(Settings(models_file=ROOT / "models.toml"), ["iris"])
 
 
 def machine() -> str:

@@ -25,9 +25,12 @@ from gateway.schemas import (
     JobInput,
     JobPath,
     JobView,
+    LogQuery,
     ModelList,
     ModelPath,
     ModelView,
+    ReplicaLog,
+    ReplicaPath,
     WaitQuery,
     iso,
 )
@@ -214,6 +217,19 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     def get_model(path: ModelPath) -> Response:
         """One model: queue depth, in flight, moving averages, replicas and an example input."""
         return respond(gateway.view(gateway.model(path.model)))
+
+    @app.get("/v1/models/<model>/replicas/<replica>/logs", security=SECURED, tags=[MODELS],
+             responses={200: ReplicaLog, **ERRORS})
+    def replica_logs(path: ReplicaPath, query: LogQuery) -> Response:
+        """The last lines a replica printed (its container's output, or its process's log file)."""
+        model = gateway.model(path.model)
+        replica = gateway.store.replicas.get(path.replica) if len(path.replica) <= LONGEST_ID else None
+        if replica is None or replica.model != model.name:
+            raise errors.UnknownReplica(f"{model.name!r} has no replica {path.replica[:LONGEST_ID]!r}")
+        lines = gateway.store.replicas.ask_logs(replica.id, query.tail, timeout=5)
+        if lines is None:
+            raise errors.Unavailable("no autoscaler answered (the leading one reads the logs); retry")
+        return respond(ReplicaLog(replica=replica.id, lines=lines))
 
     @app.get("/v1/events", security=SECURED, tags=[MODELS], responses={200: EventList, **ERRORS})
     def list_events(query: EventQuery) -> Response:

@@ -46,6 +46,12 @@ class UnknownModel(ApiError):
     status, code = 404, "unknown_model"
 
 
+class UnknownReplica(ApiError):
+    """No such replica of the model (it may have been stopped)."""
+
+    status, code = 404, "unknown_replica"
+
+
 class UnknownJob(ApiError):
     """No such job, or it has expired."""
 

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field, RootModel
 
 from workers.config import ModelConfig
-from workers.store.records import Job, JobStatus, ModelSnapshot
+from workers.store.records import Job, JobStatus, ModelSnapshot, Replica, ReplicaState
 
 
 class ModelPath(BaseModel):
@@ -105,8 +105,41 @@ class ReplicaView(BaseModel):
     endpoint: str
     in_flight: int
     started_at: datetime
+    age: float = Field(description="seconds since it was started")
     ready_at: datetime | None = None
     reason: str = ""
+    log: list[str] = Field([], description="while STARTING: the last lines it printed, refreshed every 2 s")
+    links: dict[str, str]
+
+    @classmethod
+    def of(cls, replica: Replica, now: float) -> "ReplicaView":
+        """The view of a replica."""
+        starting = replica.state is ReplicaState.STARTING
+        return cls(id=replica.id, state=replica.state.value, endpoint=replica.endpoint, in_flight=replica.in_flight,
+                   started_at=iso(replica.started_at), age=round(max(0.0, now - replica.started_at), 3),
+                   ready_at=iso(replica.ready_at) if replica.ready_at else None, reason=replica.reason,
+                   log=replica.log_tail.splitlines() if starting and replica.log_tail else [],
+                   links={"logs": f"/v1/models/{replica.model}/replicas/{replica.id}/logs"})
+
+
+class ReplicaPath(BaseModel):
+    """A model's replica in the URL."""
+
+    model: str = Field(description="the model's name")
+    replica: str = Field(description="the replica's id")
+
+
+class LogQuery(Query):
+    """How many lines."""
+
+    tail: int = Field(100, ge=1, le=10_000, description="the last this many lines")
+
+
+class ReplicaLog(BaseModel):
+    """The last lines a replica printed."""
+
+    replica: str
+    lines: list[str]
 
 
 class Average(BaseModel):
@@ -137,9 +170,7 @@ class ModelView(BaseModel):
         return cls(
             name=model.name, queue_depth=snapshot.queued, parked=snapshot.parked, in_flight=snapshot.in_flight,
             averages={name: Average(seconds=a.seconds, samples=a.samples) for name, a in snapshot.averages.items()},
-            replicas=[ReplicaView(id=r.id, state=r.state.value, endpoint=r.endpoint, in_flight=r.in_flight,
-                                  started_at=iso(r.started_at), ready_at=iso(r.ready_at) if r.ready_at else None,
-                                  reason=r.reason) for r in snapshot.replicas],
+            replicas=[ReplicaView.of(r, snapshot.now) for r in snapshot.replicas],
             concurrency=model.concurrency, min_replicas=model.min_replicas, max_replicas=model.max_replicas,
             example_input=model.example_input,
             links={"self": f"/v1/models/{model.name}", "jobs": f"/v1/models/{model.name}/jobs"},

@@ -11,12 +11,11 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import requests
 
-from workers.config import Settings
+from workers.config import ConfigError, Settings
 
 log = logging.getLogger("serverless-model")
 CELERY_APP = "workers.execution.celery_app"
@@ -74,6 +73,11 @@ def stop_processes(children: list[tuple[str, subprocess.Popen[bytes]]], grace: f
 def up(args: argparse.Namespace) -> int:
     """Run Redis, the gateway, a worker, the autoscaler and Flower until Ctrl-C."""
     settings = Settings()
+    try:
+        settings.load_models()  # a models file that says something impossible: nothing starts
+    except (ConfigError, OSError) as exc:
+        print(f"cannot serve the models: {exc}", file=sys.stderr, flush=True)
+        return 1
     try:
         redis_url, redis_process = start_redis(settings)
     except RuntimeError as exc:
@@ -147,7 +151,8 @@ def submit(args: argparse.Namespace) -> int:
         print(f"input is not JSON: {exc}", file=sys.stderr)
         return 2
     url = f"{args.url}/v1/models/{args.model}/jobs"
-    response = requests.post(url, json=payload, params={"wait": args.wait}, timeout=args.wait + 10)
+    response = requests.post(url, json=payload, params={"wait": args.wait}, headers=auth_header(),
+                             timeout=args.wait + 10)
     print(json.dumps(response.json(), indent=2))
     return 0 if response.status_code in (200, 202) and response.json().get("status") != "FAILED" else 1
 
@@ -161,10 +166,28 @@ def hash_key(args: argparse.Namespace) -> int:
 
 
 def build(args: argparse.Namespace) -> int:
-    """Build every declared model's image from ``model/`` (never pulls)."""
+    """Build the models' images from their ``build`` folders (never pulls)."""
     from workers.images import build_images
 
-    return build_images(Settings(), Path(args.context))
+    return build_images(Settings(), args.models or None)
+
+
+def logs(args: argparse.Namespace) -> int:
+    """Print the last lines a replica printed."""
+    response = requests.get(f"{args.url}/v1/models/{args.model}/replicas/{args.replica}/logs",
+                            params={"tail": args.tail}, headers=auth_header(), timeout=30)
+    body = response.json()
+    if response.status_code != 200:
+        print(f"{response.status_code}: {body.get('error', {}).get('message', body)}", file=sys.stderr)
+        return 1
+    print("\n".join(body["lines"]))
+    return 0
+
+
+def auth_header() -> dict[str, str]:
+    """The API key in ``SM_API_KEY``, if set, as a bearer header."""
+    key = os.environ.get("SM_API_KEY")
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -201,9 +224,15 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("hash-key", help="print the SHA-256 digest of an API key, for SM_API_KEYS")
     p.add_argument("key")
     p.set_defaults(func=hash_key)
-    p = sub.add_parser("build", help="build the model images (docker backend)")
-    p.add_argument("--context", default="model")
+    p = sub.add_parser("build", help="build the models' images from their build folders (never pulls)")
+    p.add_argument("models", nargs="*", help="only these models")
     p.set_defaults(func=build)
+    p = sub.add_parser("logs", help="print the last lines a replica printed")
+    p.add_argument("model")
+    p.add_argument("replica")
+    p.add_argument("--tail", type=int, default=100)
+    p.add_argument("--url", default=os.environ.get("SM_GATEWAY_URL", "http://127.0.0.1:8080"))
+    p.set_defaults(func=logs)
     return cli
 
 

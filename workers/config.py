@@ -2,48 +2,106 @@
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workers.store import keys
 
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # a model's name: in URLs, queue names and Redis keys
+VOLUME = r"^/[^:]*:/[^:]*$"  # "/host/path:/container/path"
 
 
 class ModelConfig(BaseModel):
-    """One served model, as declared in the models file."""
+    """One served model, as declared in the models file (``[models.<name>]``)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(pattern=MODEL_NAME)
-    protocol: Literal["native"] = "native"  # how replicas are called and probed (workers/protocols)
-    command: list[str] = []  # process backend: the replica's command line ("python" = this interpreter)
+    protocol: Literal["native", "cog", "kserve", "runpod", "http"] = "native"  # how replicas are called and probed
+    served_name: str = Field("", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]*)?$")  # kserve: name in the server ("" = ours)
+    predict_path: str = Field("", pattern=r"^(/\S*)?$")  # http: where a job's body is POSTed
+    health_path: str = Field("", pattern=r"^(/\S*)?$")  # http: what is probed for readiness
+    ready_statuses: list[Annotated[int, Field(ge=100, le=599)]] = [200]  # http: statuses of health_path: ready
+    command: list[str] = []  # process: the command line ("python" = this interpreter); docker: the entrypoint
+    args: list[str] = []  # arguments after the command (docker: instead of the image's CMD); {port}, {host}
     image: str = ""  # docker backend: a locally built image; never pulled
-    port: PositiveInt = 8000  # the port the server listens on inside a container on a user network
+    build: str = ""  # folder with the image's Dockerfile, relative to the models file (serverless-model build)
+    port: int = Field(8000, ge=1, le=65535)  # the server's port in a container on a user network
+    env: dict[str, str] = {}  # environment for the replica; values may use {port} and {host}
+    volumes: list[Annotated[str, Field(pattern=VOLUME)]] = []  # docker: "/host/path:/container/path", read-only
+    shm_size: str = Field("", pattern=r"^(\d+[bkmg]?)?$")  # docker: size of /dev/shm ("2g"); "" = Docker's
+    gpus: int | list[str] = Field(0)  # docker: how many GPUs, or which device ids (a device request, gpu)
     concurrency: PositiveInt = 1  # requests one replica serves at once
     min_replicas: int = Field(0, ge=0)  # replicas kept warm
     max_replicas: PositiveInt = 1  # replicas at most
     idle_timeout: PositiveFloat = 60  # seconds an idle replica lives before it is stopped
-    request_timeout: PositiveFloat = 30  # seconds one inference request may take
-    start_timeout: PositiveFloat = 60  # seconds a replica may take to become ready
-    queue_timeout: PositiveFloat = 600  # seconds a job may wait for a replica before it fails
+    request_timeout: PositiveFloat = 30  # seconds one inference request may take, answer included
+    start_timeout: float = Field(60, gt=0, le=3600)  # seconds a replica may take to become ready (up to an hour)
+    queue_timeout: PositiveFloat = 600  # seconds a job may wait for a replica (none starting) before it fails
     max_attempts: PositiveInt = 3  # tries of a job whose replica or worker died under it
     max_queued: PositiveInt = 10_000  # jobs waiting at most; past it submits get 429
     on_start_failure: Literal["fail", "wait"] = "fail"  # waiting jobs when a replica fails to start
     cold_start_seed: PositiveFloat = 5.0  # seconds assumed for a cold start until one is measured
     service_time_seed: PositiveFloat = 1.0  # seconds assumed per request until one is measured
-    memory: str = "1g"  # docker: memory limit of a replica
+    memory: str = Field("1g", pattern=r"^\d+[bkmg]?$")  # docker: memory limit of a replica
     cpus: PositiveFloat = 1.0  # docker: CPU limit of a replica
     pids: PositiveInt = 256  # docker: process limit of a replica
     example_input: Any = None  # a body that works, shown to newcomers by GET /v1/models/<model>
-    env: dict[str, str] = {}  # extra environment for the replica
+
+    @field_validator("gpus")
+    @classmethod
+    def some_gpus(cls, gpus: int | list[str]) -> int | list[str]:
+        """A count from 0, or a non-empty list of device ids."""
+        if (isinstance(gpus, int) and gpus < 0) or (isinstance(gpus, list) and not all(gpus)):
+            raise ValueError("a count of GPUs (0 or more) or a list of device ids")
+        return gpus
+
+    @field_validator("command", "args")
+    @classmethod
+    def placeholders(cls, words: list[str]) -> list[str]:
+        """Only {port} and {host} are filled in."""
+        for word in words:
+            fill(word, 1, "h")
+        return words
+
+    @model_validator(mode="after")
+    def complete(self) -> "ModelConfig":
+        """What a protocol needs is there."""
+        if self.protocol == "http" and not (self.predict_path and self.health_path):
+            raise ValueError("protocol 'http' needs predict_path and health_path")
+        for value in self.env.values():
+            fill(value, 1, "h")
+        return self
 
     @property
     def queue(self) -> str:
         """The Celery queue of this model's jobs."""
         return keys.celery_queue(self.name)
+
+    @property
+    def served(self) -> str:
+        """The model's name inside its server (kserve)."""
+        return self.served_name or self.name
+
+
+def fill(text: str, port: int, host: str) -> str:
+    """``text`` with {port} and {host} filled in; ValueError for any other placeholder."""
+    try:
+        return text.format(port=port, host=host)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"{text!r}: only {{port}} and {{host}} may be filled in ({exc})") from None
 
 
 class Settings(BaseSettings):
@@ -76,10 +134,33 @@ class Settings(BaseSettings):
 
     def load_models(self) -> dict[str, ModelConfig]:
         """The models declared in the models file, by name."""
-        return parse_models(tomllib.loads(self.models_file.read_text()))
+        try:
+            return parse_models(tomllib.loads(self.models_file.read_text()))
+        except (ConfigError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{self.models_file}: {exc}") from None
+
+
+class ConfigError(ValueError):
+    """The models file says something impossible: which model, which key, and what is allowed."""
 
 
 def parse_models(document: dict[str, Any]) -> dict[str, ModelConfig]:
-    """Models from a parsed models file (``[models.<name>]`` tables)."""
-    tables = document.get("models", {})
-    return {name: ModelConfig(name=name, **table) for name, table in tables.items()}
+    """Models from a parsed models file (``[models.<name>]`` tables); ConfigError naming the model and key."""
+    models = {}
+    for name, table in document.get("models", {}).items():
+        try:
+            models[name] = ModelConfig(name=name, **table)
+        except ValidationError as exc:
+            raise ConfigError("; ".join(problem(name, error) for error in exc.errors())) from None
+        except TypeError as exc:
+            raise ConfigError(f"model {name!r}: {exc}") from None
+    return models
+
+
+def problem(model: str, error: Any) -> str:
+    """One validation error, for people."""
+    key = ".".join(str(part) for part in error["loc"]) or "(table)"
+    if error["type"] == "extra_forbidden":
+        allowed = ", ".join(sorted(set(ModelConfig.model_fields) - {"name"}))
+        return f"model {model!r}: unknown key {key!r}; allowed: {allowed}"
+    return f"model {model!r}: {key}: {error['msg']} (got {error.get('input')!r})"

@@ -22,7 +22,7 @@ import redis
 import urllib3
 
 from workers.config import ModelConfig
-from workers.protocols import PROTOCOLS
+from workers.protocols import protocol_for
 from workers.store import Store
 from workers.store.records import JobError, JobStatus, Outcome, Started
 
@@ -136,8 +136,8 @@ def run_started(ctx: WorkerContext, model: ModelConfig, started: Started, token:
 
 def call(ctx: WorkerContext, model: ModelConfig, started: Started) -> Outcome | str:
     """Send the job to its replica: the outcome of its answer, or why the replica failed (text)."""
-    protocol = PROTOCOLS[model.protocol]
-    request = protocol.request(started.job.input)
+    protocol = protocol_for(model)
+    request = protocol.request(started.job.id, started.job.input)
     deadline = time.monotonic() + model.request_timeout
     try:
         response = ctx.http.request(request.method, started.slot.endpoint + request.path, body=request.body,

@@ -1,8 +1,12 @@
--- Parked jobs that have waited past the model's queue timeout fail with no_replica. A job waits since it was created,
--- or since it was last taken back from a lost worker or a failed replica (requeued_at): it then waits afresh.
+-- Parked jobs that have waited past the model's queue timeout fail with no_replica, unless a replica of the model is
+-- starting (a start is bounded by its own timeout, up to an hour). A job waits since it was created, or since it was
+-- last taken back from a lost worker or a failed replica (requeued_at): it then waits afresh.
 -- ARGV[3..]: model, queue timeout (seconds), limit. Returns the ids failed.
 local model, timeout, limit = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local expired = {}
+for _, rid in ipairs(redis.call('SMEMBERS', K.replicas .. model)) do
+  if redis.call('HGET', K.replica .. rid, 'state') == 'STARTING' then return expired end
+end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.parked .. model, '-inf', NOW - timeout, 'LIMIT', 0, 4 * limit)) do
   if #expired < limit and tonumber(redis.call('HGET', K.job .. id, 'requeued_at') or '0') <= NOW - timeout then
     fail(id, model, 'no_replica', 'no replica of ' .. model .. ' was ready within ' .. ARGV[4] .. ' s', false)

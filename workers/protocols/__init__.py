@@ -1,13 +1,30 @@
 """How the platform talks to a replica: one small adapter per protocol behind ``ReplicaProtocol``.
 
-An adapter says how to send a job's input, how to read readiness, and what an answer makes of the job. Nothing
-a replica sends is trusted: status, body and timing headers are validated before they enter a job record or a
-moving average, and an answer that breaks the protocol fails its job with ``bad_response``.
+An adapter says what a replica is told at start, how to send a job, how to read readiness, and what an answer
+makes of the job. Nothing a replica sends is trusted: status, body and timing are validated before they enter a
+job record or a moving average, and an answer that breaks the protocol fails its job with ``bad_response``.
 """
 
+from workers.config import ModelConfig
 from workers.protocols.base import Readiness, ReplicaProtocol, Request
+from workers.protocols.cog import CogProtocol
+from workers.protocols.http import HttpProtocol
+from workers.protocols.kserve import KServeProtocol
 from workers.protocols.native import NativeProtocol
+from workers.protocols.runpod import RunPodProtocol
 
-PROTOCOLS: dict[str, ReplicaProtocol] = {"native": NativeProtocol()}
 
-__all__ = ["PROTOCOLS", "NativeProtocol", "Readiness", "ReplicaProtocol", "Request"]
+def protocol_for(model: ModelConfig) -> ReplicaProtocol:
+    """The adapter of the model's ``protocol``."""
+    if model.protocol == "cog":
+        return CogProtocol()
+    if model.protocol == "kserve":
+        return KServeProtocol(model.served)
+    if model.protocol == "runpod":
+        return RunPodProtocol()
+    if model.protocol == "http":
+        return HttpProtocol(model.predict_path, model.health_path, model.ready_statuses)
+    return NativeProtocol()
+
+
+__all__ = ["NativeProtocol", "Readiness", "ReplicaProtocol", "Request", "protocol_for"]

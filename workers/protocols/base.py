@@ -36,11 +36,14 @@ class Request:
 class ReplicaProtocol(Protocol):
     """How to call a replica, probe it, and read its answers."""
 
-    name: str
     ready_path: str
 
-    def request(self, payload: Any) -> Request:
-        """The request that runs a job with ``payload``."""
+    def environment(self, port: int) -> dict[str, str]:
+        """What a replica of this protocol is told besides HOST, PORT and the model's env (its port, say)."""
+        ...
+
+    def request(self, job_id: str, payload: Any) -> Request:
+        """The request that runs job ``job_id`` with ``payload``."""
         ...
 
     def readiness(self, status: int, body: bytes) -> tuple[Readiness, str]:
@@ -94,6 +97,25 @@ def service_seconds(value: str | None, timeout: float) -> float | None:
     if not math.isfinite(seconds) or not 0 <= seconds <= timeout:
         raise ValueError(f"{value!r} is not a duration within the request timeout of {timeout:g} s")
     return seconds
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+def post_json(path: str, body: Any) -> Request:
+    """A JSON POST."""
+    return Request("POST", path, json.dumps(body).encode(), JSON)
+
+
+def succeeded(output: Any, seconds: float | None = None) -> Outcome:
+    """A SUCCEEDED outcome with ``output`` (checked as the job's JSON output)."""
+    check_tree(output)
+    return Outcome(JobStatus.SUCCEEDED, output=json.dumps(output), service_time=seconds)
+
+
+def failed(code: str, message: str) -> Outcome:
+    """A FAILED outcome."""
+    return Outcome(JobStatus.FAILED, error=JobError(code, message[:MESSAGE_LIMIT]))
 
 
 def replica_error(body: Any, status: int, text: str) -> JobError:

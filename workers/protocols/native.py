@@ -2,7 +2,6 @@
 ready (503 while starting; ``{"status": "SETUP_FAILED", "error": …}`` if setup failed), errors are
 ``{"error": {"code", "message"}}``, and ``X-Inference-Seconds`` is the replica's own time for ``predict``."""
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,24 +10,27 @@ from workers.protocols.base import (
     Request,
     bad_response,
     parse_json,
+    post_json,
     replica_error,
     service_seconds,
 )
 from workers.store.records import JobStatus, Outcome
 
 SERVICE_TIME_HEADER = "X-Inference-Seconds"
-JSON = {"Content-Type": "application/json"}
 
 
 class NativeProtocol:
     """``native``: the default protocol."""
 
-    name = "native"
     ready_path = "/ok"
 
-    def request(self, payload: Any) -> Request:
+    def environment(self, port: int) -> dict[str, str]:
+        """Nothing besides HOST and PORT."""
+        return {}
+
+    def request(self, job_id: str, payload: Any) -> Request:
         """``POST /`` with the job's input as the body."""
-        return Request("POST", "/", json.dumps(payload).encode(), JSON)
+        return post_json("/", payload)
 
     def readiness(self, status: int, body: bytes) -> tuple[Readiness, str]:
         """200 is READY; a SETUP_FAILED body is FAILED with its error; anything else is still STARTING."""

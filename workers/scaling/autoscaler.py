@@ -27,13 +27,14 @@ from workers.scaling.actions import ActionRunner, Actions, Threads, reason_of
 from workers.scaling.backends import Launched, ReplicaBackend
 from workers.scaling.policy import Observation, Policy, ReplicaSnapshot, ScalingState, decide
 from workers.scaling.readiness import Probe
-from workers.store import Lease, Store
+from workers.store import Lease, LogRequest, Store
 from workers.store.records import ModelSnapshot, Replica, ReplicaState
 
 log = logging.getLogger(__name__)
 
 WAKE_GAP = 0.05  # seconds at least between passes woken by submits (wake-ups coalesce meanwhile)
 SWEEP = "sweep"  # the busy mark of the scan that matches the registry with what runs
+NOTED = 10  # lines of a starting replica's log kept in its record, and added to the reason of a failed start
 
 
 class Autoscaler:
@@ -79,8 +80,10 @@ class Autoscaler:
                 elif woken:
                     stopping.wait(WAKE_GAP)
                 until_full = last_full + interval - time.monotonic()
-                woken = self.store.wake_ups(max(0.01, min(until_full, lease.ttl / 3)))
-                woken &= set(self.models)
+                wake_ups = self.store.wake_ups(max(0.01, min(until_full, lease.ttl / 3)))
+                woken = wake_ups.models & set(self.models)
+                for request in wake_ups.logs:
+                    self.actions.spawn(f"logs-{request.reply}", functools.partial(self.answer_logs, request))
             except Exception as exc:
                 log.error("autoscaler pass failed: %s", reason_of(exc))
                 with contextlib.suppress(Exception):
@@ -180,10 +183,17 @@ class Autoscaler:
 
     def await_ready(self, model: ModelConfig, replica_id: str, launched: Launched, token: str,
                     timeout: float) -> None:
-        """Probe the replica until it is ready (READY) or never will be (a failed start)."""
-        reason = self.probe.wait(model, launched.endpoint, lambda: self.backend.alive(launched.handle), timeout)
+        """Probe the replica until it is ready (READY) or never will be (a failed start, with its last lines);
+        meanwhile its record shows the last lines it printed."""
+        def progress() -> None:
+            self.store.replicas.note(token, replica_id, self.backend.logs(replica_id, launched.handle, NOTED))
+
+        reason = self.probe.wait(model, launched.endpoint, lambda: self.backend.alive(launched.handle), timeout,
+                                 progress)
         if reason:
-            self.start_failed(model, replica_id, reason, token)
+            lines = self.backend.logs(replica_id, launched.handle, NOTED)
+            self.start_failed(model, replica_id, reason + ("; its last lines:\n" + "\n".join(lines) if lines else ""),
+                              token)
             return
         found = self.store.replicas.ready(token, replica_id, model.concurrency)
         if found is not None:
@@ -211,7 +221,7 @@ class Autoscaler:
         """Match the registry with what runs: forget the vanished, note the adopted, stop strays (an action)."""
         self.last_sweep = time.monotonic()
         running = self.backend.running()
-        known = {r.id: r for name in self.models for r in self.store.replicas.list(name)}
+        known = {r.id: r for name in self.models for r in self.store.replicas.of(name)}
         for replica in known.values():
             launched = running.get(replica.id)
             if launched is not None:
@@ -237,10 +247,16 @@ class Autoscaler:
         with contextlib.suppress(Exception):
             self.store.events.record("", "action_failed", name if name != SWEEP else "", reason_of(exc))
 
+    def answer_logs(self, request: LogRequest) -> None:
+        """Read a replica's last lines for whoever asked (an action)."""
+        replica = self.store.replicas.get(request.replica)
+        lines = self.backend.logs(replica.id, replica.handle, request.tail) if replica else []
+        self.store.replicas.answer_logs(request.reply, lines)
+
     def stop_all(self, token: str) -> None:
         """Stop every replica of every model (``up`` shutting down)."""
         for name in self.models:
-            for replica in self.store.replicas.list(name):
+            for replica in self.store.replicas.of(name):
                 self.stop(replica, token)
                 self.store.events.record(name, "scale_down", replica.id, "the platform is shutting down")
 

@@ -17,8 +17,9 @@ from typing import Any, Protocol
 
 import psutil
 
-from workers.config import ModelConfig
+from workers.config import ModelConfig, fill
 from workers.polling import wait_until
+from workers.protocols import protocol_for
 
 LABEL = "serverless-model"  # every container we start carries this label (value: the model)
 REPLICA_LABEL = "serverless-model.replica"
@@ -64,6 +65,10 @@ class ReplicaBackend(Protocol):
         """Every replica of this namespace that exists now, found without the registry: id → where it runs."""
         ...
 
+    def logs(self, replica_id: str, handle: str, tail: int) -> list[str]:
+        """The last ``tail`` lines the replica printed."""
+        ...
+
 
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
@@ -73,8 +78,20 @@ def free_port() -> int:
 
 
 def replica_env(model: ModelConfig, host: str, port: int) -> dict[str, str]:
-    """What every replica is told: where to listen, how many requests at once, and the model's own settings."""
-    return {"HOST": host, "PORT": str(port), "CONCURRENCY": str(model.concurrency), **model.env}
+    """What every replica is told: where to listen, how many requests at once, what its protocol needs, and the
+    model's own settings ({port} and {host} filled in)."""
+    return {"HOST": host, "PORT": str(port), "CONCURRENCY": str(model.concurrency),
+            **protocol_for(model).environment(port), **{k: fill(v, port, host) for k, v in model.env.items()}}
+
+
+def command_line(words: list[str], host: str, port: int) -> list[str]:
+    """A command or its arguments with {port} and {host} filled in."""
+    return [fill(word, port, host) for word in words]
+
+
+def last_lines(text: str, tail: int) -> list[str]:
+    """The last ``tail`` lines of ``text``."""
+    return text.splitlines()[-tail:] if tail > 0 else []
 
 
 class ProcessBackend:
@@ -92,8 +109,9 @@ class ProcessBackend:
         """Run the model's command with ``PORT`` set to a free port and only the environment it needs."""
         if not model.command:
             raise StartFailed(f"model {model.name!r} declares no command for the process backend")
-        command = [sys.executable if model.command[0] == "python" else model.command[0], *model.command[1:]]
         port = free_port()
+        command = command_line([*model.command, *model.args], "127.0.0.1", port)
+        command[0] = sys.executable if command[0] == "python" else command[0]
         inherited = {name: os.environ[name] for name in INHERITED if name in os.environ}
         env = {**inherited, **replica_env(model, "127.0.0.1", port), REPLICA_ENV: replica_id,
                NAMESPACE_ENV: self.namespace}
@@ -129,6 +147,16 @@ class ProcessBackend:
         except psutil.Error:
             return False
 
+    def logs(self, replica_id: str, handle: str, tail: int) -> list[str]:
+        """The end of the replica's log file."""
+        try:
+            with open(self.log_dir / f"{replica_id}.log", "rb") as log:
+                log.seek(0, os.SEEK_END)
+                log.seek(max(0, log.tell() - 200 * max(tail, 1)))
+                return last_lines(log.read().decode(errors="replace"), tail)
+        except OSError:
+            return []
+
     def running(self) -> dict[str, Launched]:
         """Replica processes of this namespace, found by the marks in their environment."""
         found = {}
@@ -139,6 +167,26 @@ class ProcessBackend:
                         os.getpgid(process.pid) == process.pid and process.status() != psutil.STATUS_ZOMBIE:
                     found[env[REPLICA_ENV]] = Launched(f"http://127.0.0.1:{env.get('PORT')}", str(process.pid))
         return found
+
+
+def container_options(model: ModelConfig, host: str, port: int) -> dict[str, Any]:
+    """What the model's table adds to a container: entrypoint and command, read-only volumes, /dev/shm, GPUs."""
+    import docker.types
+
+    options: dict[str, Any] = {}
+    if model.command:
+        options["entrypoint"] = command_line(model.command, host, port)
+    if model.args:
+        options["command"] = command_line(model.args, host, port)
+    if model.volumes:
+        mounts = (volume.split(":", 1) for volume in model.volumes)
+        options["volumes"] = {source: {"bind": target, "mode": "ro"} for source, target in mounts}
+    if model.shm_size:
+        options["shm_size"] = model.shm_size
+    if model.gpus:
+        chosen = {"device_ids": model.gpus} if isinstance(model.gpus, list) else {"count": model.gpus}
+        options["device_requests"] = [docker.types.DeviceRequest(capabilities=[["gpu"]], **chosen)]
+    return options
 
 
 class DockerBackend:
@@ -157,6 +205,7 @@ class DockerBackend:
 
         host_network = self.network == "host"
         port = free_port() if host_network else model.port
+        host = "127.0.0.1" if host_network else "0.0.0.0"
         name = f"sm-{model.name}-{replica_id}"
         endpoint = f"http://{'127.0.0.1' if host_network else name}:{port}"
         labels = {LABEL: model.name, REPLICA_LABEL: replica_id, NAMESPACE_LABEL: self.namespace,
@@ -164,15 +213,21 @@ class DockerBackend:
         try:
             container = self.client.containers.create(
                 model.image, name=name, detach=True, network_mode=self.network, labels=labels,
-                environment=replica_env(model, "127.0.0.1" if host_network else "0.0.0.0", port),
+                environment={"HOME": "/tmp", **replica_env(model, host, port)},
                 read_only=True, tmpfs={"/tmp": "size=64m"}, cap_drop=["ALL"],
                 security_opt=["no-new-privileges"], user="65534:65534",
                 mem_limit=model.memory, nano_cpus=int(model.cpus * 1e9), pids_limit=model.pids,
+                **container_options(model, host, port),
             )
-            container.start()
         except docker.errors.ImageNotFound as exc:
             raise StartFailed(f"image {model.image!r} not found locally (build it; images are never pulled)") from exc
         except docker.errors.APIError as exc:
+            raise StartFailed(f"docker could not create a container of {model.image!r}: "
+                              f"{exc.explanation or exc}") from exc
+        try:
+            container.start()
+        except docker.errors.APIError as exc:
+            container.remove(force=True)
             raise StartFailed(f"docker could not start {model.image!r}: {exc.explanation or exc}") from exc
         return Launched(endpoint=endpoint, handle=str(container.id))
 
@@ -196,6 +251,16 @@ class DockerBackend:
             return bool(self.client.containers.get(handle).status == "running")
         except docker.errors.NotFound:
             return False
+
+    def logs(self, replica_id: str, handle: str, tail: int) -> list[str]:
+        """The end of the container's output."""
+        import docker.errors
+
+        try:
+            output = self.client.containers.get(handle).logs(tail=tail)
+        except docker.errors.DockerException:
+            return []
+        return last_lines(output.decode(errors="replace"), tail)
 
     def running(self) -> dict[str, Launched]:
         """Containers of this namespace, running or not, by their labels."""

@@ -8,16 +8,18 @@ import urllib3
 
 from workers.config import ModelConfig
 from workers.polling import wait_until
-from workers.protocols import PROTOCOLS, Readiness, ReplicaProtocol
+from workers.protocols import Readiness, ReplicaProtocol, protocol_for
 
 READY_POLL = 0.02  # seconds between probes (polling faster slows a starting replica down)
+PROGRESS = 2.0  # seconds between reports of a starting replica's progress
 
 
 class Probe(Protocol):
     """Waits for a replica to become ready."""
 
-    def wait(self, model: ModelConfig, endpoint: str, alive: Callable[[], bool], timeout: float) -> str:
-        """"" once the replica is ready; else why it never will be."""
+    def wait(self, model: ModelConfig, endpoint: str, alive: Callable[[], bool], timeout: float,
+             progress: Callable[[], None] = lambda: None) -> str:
+        """"" once the replica is ready; else why it never will be. ``progress`` is called every few seconds."""
         ...
 
 
@@ -30,13 +32,19 @@ class ReadinessProbe:
         self.poll = poll
         self.sleep = sleep
 
-    def wait(self, model: ModelConfig, endpoint: str, alive: Callable[[], bool], timeout: float) -> str:
-        """"" once the replica answers ready; else it exited, its setup failed, or ``timeout`` passed."""
-        protocol = PROTOCOLS[model.protocol]
+    def wait(self, model: ModelConfig, endpoint: str, alive: Callable[[], bool], timeout: float,
+             progress: Callable[[], None] = lambda: None) -> str:
+        """"" once the replica answers ready; else it exited, its setup failed, or ``timeout`` passed.
+        ``progress`` is called every ``PROGRESS`` seconds meanwhile."""
+        protocol = protocol_for(model)
         verdict = ""
+        last_progress = time.monotonic()
 
         def settled() -> bool:
-            nonlocal verdict
+            nonlocal verdict, last_progress
+            if time.monotonic() - last_progress >= PROGRESS:
+                progress()
+                last_progress = time.monotonic()
             if not alive():
                 verdict = "exited before it was ready"
                 return True

@@ -4,8 +4,9 @@ loaded by ``scripts``), and the operations on jobs, replicas, events, limits and
 Nothing outside this package names a Redis key or holds Lua.
 """
 
+import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -25,6 +26,32 @@ def connect(url: str, socket_timeout: float | None = 10.0) -> redis.Redis:
     about a second (every script is safe to run twice); past that, the error is the caller's to handle."""
     return redis.Redis.from_url(url, decode_responses=True, socket_timeout=socket_timeout, socket_connect_timeout=2,
                                 retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3), health_check_interval=30)
+
+
+@dataclass(frozen=True)
+class LogRequest:
+    """Somebody asks for the last ``tail`` lines of a replica's log, to be answered on ``reply``."""
+
+    replica: str
+    tail: int
+    reply: str
+
+    @classmethod
+    def decode(cls, text: str) -> "LogRequest | None":
+        """The request, or None if it cannot be read."""
+        try:
+            found = json.loads(text)
+            return cls(str(found["replica"]), max(1, min(int(found["tail"]), 10_000)), str(found["reply"]))
+        except (ValueError, TypeError, KeyError):
+            return None
+
+
+@dataclass(frozen=True)
+class WakeUps:
+    """What woke the leader: models that may need capacity, and requests of log lines."""
+
+    models: set[str] = field(default_factory=set)
+    logs: list[LogRequest] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -57,20 +84,24 @@ class Store:
         """The autoscaler lease, ``ttl`` seconds unless renewed."""
         return Lease(self.client, ttl)
 
-    def wake_ups(self, timeout: float) -> set[str]:
-        """Block up to ``timeout`` for submits and parked jobs naming models; the names (only the leader asks)."""
-        first = self.client.blpop([keys.SCALE], timeout=timeout)
+    def wake_ups(self, timeout: float) -> WakeUps:
+        """Block up to ``timeout`` for submits and parked jobs naming models, and for requests of log lines (only
+        the leader asks)."""
+        first = self.client.blpop([keys.SCALE, keys.LOGS], timeout=timeout)
         if first is None:
-            return set()
+            return WakeUps()
         with self.client.pipeline() as pipe:
             pipe.lrange(keys.SCALE, 0, -1)
-            pipe.delete(keys.SCALE)
-            rest = pipe.execute()[0]
-        return {first[1], *rest}
+            pipe.lrange(keys.LOGS, 0, -1)
+            pipe.delete(keys.SCALE, keys.LOGS)
+            models, requests, _ = pipe.execute()
+        (models if first[0] == keys.SCALE else requests).append(first[1])
+        return WakeUps(models=set(models), logs=[r for text in requests if (r := LogRequest.decode(text))])
 
     def ping(self) -> None:
         """Raise if Redis cannot be reached."""
         self.client.ping()
 
 
-__all__ = ["EventLog", "JobStore", "Lease", "Limits", "ReplicaRegistry", "Store", "connect", "keys"]
+__all__ = ["EventLog", "JobStore", "Lease", "Limits", "LogRequest", "ReplicaRegistry", "Store", "WakeUps", "connect",
+           "keys"]

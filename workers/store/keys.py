@@ -18,12 +18,15 @@ host), read inside the scripts.
 - ``sm:stats:{model}``       hash   moving averages in seconds and their sample counts: service_time, cold_start.
 - ``sm:replicas:{model}``    set    the model's replica ids.
 - ``sm:replica:{id}``        hash   a replica: id, model, backend, endpoint, handle, state, started_at, ready_at,
-                                    last_used, reason.
+                                    last_used, reason; while STARTING the last lines of its log (log_tail, log_at).
 - ``sm:slots:{id}``          set    the jobs holding the replica's concurrency slots (the job's ``slot`` names the
                                     replica, its ``claim`` the holder).
 - ``sm:start_failure:{model}`` hash the latest failed replica start: at, reason; gone once one is READY.
 - ``sm:scaling:{model}``     hash   the scaling policy's state (backoff), written by the leading autoscaler.
 - ``sm:scale``               list   model names pushed on submit and when a job parks; the leader BLPOPs them.
+- ``sm:logs``                list   requests for a replica's log lines (JSON: replica, tail, reply); the leader
+                                    BLPOPs them beside ``sm:scale`` and answers on the request's reply key.
+- ``sm:logs:reply:{uuid}``   list   the lines asked for (JSON), expiring after 30 s.
 - ``sm:events``              stream scaling decisions and lifecycle events, capped at ~10,000.
 - ``sm:autoscaler``          string the leading autoscaler's token (a redis-py Lock); every leader write checks it.
 - ``sm:rate:{key}:{second}`` string requests of one API key in one second.
@@ -52,6 +55,8 @@ CELERY_QUEUE = "model."
 LEASES = "sm:leases"
 DEAD = "sm:dead"
 SCALE = "sm:scale"
+LOGS = "sm:logs"
+LOG_REPLY = "sm:logs:reply:"
 EVENTS = "sm:events"
 LEADER = "sm:autoscaler"
 
@@ -120,6 +125,11 @@ def scaling(model: str) -> str:
 def celery_queue(model: str) -> str:
     """Celery's queue of the model's jobs (also the name workers consume with ``-Q``)."""
     return CELERY_QUEUE + model
+
+
+def log_reply(request_id: str) -> str:
+    """Where the answer to a request for log lines goes."""
+    return LOG_REPLY + request_id
 
 
 def rate(principal: str, second: int) -> str:

@@ -128,6 +128,7 @@ class Replica:
     ready_at: float | None = None
     last_used: float | None = None
     reason: str = ""
+    log_tail: str = ""  # while STARTING: the last lines it printed
 
     @classmethod
     def from_hash(cls, fields: dict[str, Any]) -> "Replica":
@@ -137,6 +138,7 @@ class Replica:
             handle=fields["handle"], state=ReplicaState(fields["state"]), started_at=float(fields["started_at"]),
             in_flight=int(fields.get("in_flight", 0)), ready_at=_float(fields.get("ready_at")),
             last_used=_float(fields.get("last_used")), reason=fields.get("reason", ""),
+            log_tail=fields.get("log_tail", ""),
         )
 
     @property

@@ -5,8 +5,12 @@ step, so an autoscaler that lost the lease mid-action (a slow Docker call, a pau
 Workers take and give back slots through the job scripts (``workers.store.jobs``).
 """
 
+import json
+import uuid
+
 import redis
 
+from workers.store import keys
 from workers.store.records import ModelSnapshot, Replica
 from workers.store.scripts import Scripts
 
@@ -23,7 +27,12 @@ class ReplicaRegistry:
         """The model at one moment: load, replicas, averages (``seeds`` until measured), start failure, state."""
         return ModelSnapshot.decode(str(self.scripts("observe", model)), seeds)
 
-    def list(self, model: str) -> list[Replica]:
+    def get(self, replica_id: str) -> Replica | None:
+        """One replica, or None."""
+        fields = self.redis.hgetall(keys.replica(replica_id))
+        return Replica.from_hash(fields) if fields else None  # type: ignore[arg-type]
+
+    def of(self, model: str) -> list[Replica]:
         """The model's replicas, oldest first."""
         return list(self.snapshot(model, {}).replicas)
 
@@ -56,6 +65,28 @@ class ReplicaRegistry:
     def remove(self, token: str, replica: Replica) -> bool:
         """Forget a stopped (or vanished) replica."""
         return bool(self.scripts("remove_replica", token, replica.id, replica.model))
+
+    def note(self, token: str, replica_id: str, lines: list[str]) -> bool:
+        """Keep the last lines a STARTING replica printed (the model's detail shows them)."""
+        return bool(self.scripts("note", token, replica_id, "\n".join(lines)))
+
+    def ask_logs(self, replica_id: str, tail: int, timeout: float) -> list[str] | None:
+        """The last ``tail`` lines of a replica's log, as the leading autoscaler reads them (it alone reaches
+        the backend); None if no autoscaler answered within ``timeout``."""
+        reply = keys.log_reply(uuid.uuid4().hex)
+        with self.redis.pipeline() as pipe:
+            pipe.rpush(keys.LOGS, json.dumps({"replica": replica_id, "tail": tail, "reply": reply}))
+            pipe.ltrim(keys.LOGS, -100, -1)
+            pipe.execute()
+        found = self.redis.blpop([reply], timeout=timeout)
+        return [str(line) for line in json.loads(found[1])] if found else None
+
+    def answer_logs(self, reply: str, lines: list[str]) -> None:
+        """Answer a request for log lines."""
+        with self.redis.pipeline() as pipe:
+            pipe.rpush(reply, json.dumps(lines))
+            pipe.expire(reply, 30)
+            pipe.execute()
 
     def save_scaling(self, token: str, model: str, state: dict[str, str]) -> bool:
         """Keep the policy's state of a model (it survives a failover)."""

@@ -1,0 +1,58 @@
+"""A RunPod serverless worker, run by the runpod SDK in its realtime mode.
+
+The SDK serves ``POST /<endpoint id>/realtime`` on ``RUNPOD_REALTIME_PORT`` when that and ``RUNPOD_ENDPOINT_ID``
+are set (the platform sets both: the endpoint id is ``serverless-model``). A job is sent as
+``{"id": <job id>, "input": body}``; ``{"output": …}`` is what the handler returned, and ``{"error": …}`` (a JSON
+string with ``error_type`` and ``error_message``) fails the job with the handler's message. ``GET /`` answers once
+the server is up, which it is only after the handler's module loaded.
+"""
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from workers.protocols.base import Readiness, Request, bad_response, failed, parse_json, post_json, succeeded
+from workers.store.records import Outcome
+
+ENDPOINT_ID = "serverless-model"
+
+
+class RunPodProtocol:
+    """``runpod``."""
+
+    ready_path = "/"
+
+    def environment(self, port: int) -> dict[str, str]:
+        """The SDK's realtime mode on our port."""
+        return {"RUNPOD_REALTIME_PORT": str(port), "RUNPOD_ENDPOINT_ID": ENDPOINT_ID}
+
+    def request(self, job_id: str, payload: Any) -> Request:
+        """The job as a RunPod job."""
+        return post_json(f"/{ENDPOINT_ID}/realtime", {"id": job_id, "input": payload})
+
+    def readiness(self, status: int, body: bytes) -> tuple[Readiness, str]:
+        """The SDK's server answers: ready."""
+        return (Readiness.READY if status == 200 else Readiness.STARTING), ""
+
+    def outcome(self, status: int, headers: Mapping[str, str], body: bytes, timeout: float) -> Outcome:
+        """``output`` succeeds; ``error`` fails with the handler's message."""
+        try:
+            found, text = parse_json(body)
+        except ValueError:
+            return bad_response(f"answered {status} with a body that is not JSON: {body[:300]!r}")
+        if status == 200 and isinstance(found, dict) and "output" in found:
+            return succeeded(found["output"])
+        error = found.get("error", found.get("detail", text)) if isinstance(found, dict) else text
+        return failed("bad_input" if status == 422 else "model_error", handler_message(error))
+
+
+def handler_message(error: Any) -> str:
+    """The handler's own message out of the SDK's error (a JSON string with error_type, error_message)."""
+    try:
+        details = json.loads(error) if isinstance(error, str) else error
+    except ValueError:
+        return str(error)
+    if isinstance(details, dict) and "error_message" in details:
+        kind = str(details.get("error_type", "")).removeprefix("<class '").removesuffix("'>")
+        return f"{kind}: {details['error_message']}" if kind else str(details["error_message"])
+    return error if isinstance(error, str) else json.dumps(error)
