@@ -46,7 +46,7 @@ def start(store: Store, job: Job, token: str, concurrency: int = 1) -> Started |
 
 def in_flight(store: Store, model: str = "m") -> list[int]:
     """The replicas' in-flight counts."""
-    return [r.in_flight for r in store.replicas.list(model)]
+    return [r.in_flight for r in store.replicas.of(model)]
 
 
 def test_a_job_runs_on_a_slot_and_commits_once(store: Store, client: "redis.Redis") -> None:
@@ -120,7 +120,7 @@ def test_a_job_that_ran_once_is_not_withdrawn(store: Store) -> None:
     job = submit(store)
     assert isinstance(start(store, job, "t"), Started)
     assert store.jobs.retry(job.id, "t", "r1", "connection refused", 3, 1, 5, "w") == "PARKED"
-    assert store.replicas.remove(token, store.replicas.list("m")[0])
+    assert store.replicas.remove(token, store.replicas.of("m")[0])
     assert store.jobs.withdraw(job) == "QUEUED"  # its input reached a replica once: it stays, and runs again
 
 
@@ -166,7 +166,7 @@ def test_a_replica_that_fails_under_a_job_leaves_routing_and_the_job_runs_elsewh
     assert isinstance(moved, Started) and moved.slot.replica_id != first
     again = store.jobs.retry(job.id, "t", first, "connection refused", 2, 1, 5, "w")  # the same call, run again
     assert isinstance(again, Started) and again.slot == moved.slot and again.job.attempts == 2
-    states = {r.id: r.state for r in store.replicas.list("m")}
+    states = {r.id: r.state for r in store.replicas.of("m")}
     assert states[first] is ReplicaState.FAILED and states[moved.slot.replica_id] is ReplicaState.READY
     assert store.jobs.retry(job.id, "t", moved.slot.replica_id, "timeout", 2, 1, 5, "w") == "FAILED"  # no more
     failed = store.jobs.get(job.id)
@@ -266,9 +266,9 @@ def test_hole02_an_autoscaler_that_lost_the_lease_changes_nothing(store: Store) 
     assert store.replicas.ready(stale, "r1", 1) is None
     assert store.replicas.start_failed(stale, "r1", "m", "x", True) is None
     assert not store.replicas.drain_if_idle(stale, "r1", 0)
-    assert not store.replicas.remove(stale, store.replicas.list("m")[0])
+    assert not store.replicas.remove(stale, store.replicas.of("m")[0])
     assert not store.replicas.save_scaling(stale, "m", {"failures": "9"})
-    assert [r.state for r in store.replicas.list("m")] == [ReplicaState.STARTING]
+    assert [r.state for r in store.replicas.of("m")] == [ReplicaState.STARTING]
 
 
 def test_a_busy_or_recently_used_replica_is_never_drained(store: Store) -> None:

@@ -65,6 +65,9 @@ class FakeBackend:
             raise self.failing_scan
         return dict(self.live)
 
+    def logs(self, replica_id: str, handle: str, tail: int) -> list[str]:
+        return [f"{replica_id}: loading", f"{replica_id}: still loading"][-tail:]
+
 
 class FakeProbe:
     """Ready at once, unless the model has a verdict."""
@@ -72,7 +75,9 @@ class FakeProbe:
     def __init__(self) -> None:
         self.verdicts: dict[str, str] = {}
 
-    def wait(self, model: ModelConfig, endpoint: str, alive: Callable[[], bool], timeout: float) -> str:
+    def wait(self, model: ModelConfig, endpoint: str, alive: Callable[[], bool], timeout: float,
+             progress: Callable[[], None] = lambda: None) -> str:
+        progress()
         return self.verdicts.get(model.name, "")
 
 
@@ -118,7 +123,7 @@ def submit(store: Store, count: int, model: str = "m") -> list[str]:
 
 
 def states(store: Store, model: str = "m") -> list[ReplicaState]:
-    return [r.state for r in store.replicas.list(model)]
+    return [r.state for r in store.replicas.of(model)]
 
 
 def kinds(store: Store) -> list[str]:
@@ -152,7 +157,7 @@ def test_idle_replicas_go_after_the_idle_timeout_and_not_before(store: Store, cl
     clock.advance(2)
     autoscaler.lead(token, full=True)  # drained
     autoscaler.lead(token, full=True)  # stopped
-    assert store.replicas.list("m") == [] and backend.live == {} and "scale_down" in kinds(store)
+    assert store.replicas.of("m") == [] and backend.live == {} and "scale_down" in kinds(store)
 
 
 def test_failed_starts_back_off_and_the_backoff_survives_a_new_leader(store: Store, clock: Clock) -> None:
@@ -197,13 +202,13 @@ def test_a_new_leader_adopts_what_runs_forgets_what_vanished_and_stops_strays(st
     old = store.lease(3).hold() or ""
     submit(store, 2)
     scaler(store, backend).lead(old, full=True)
-    [running] = store.replicas.list("m")
+    [running] = store.replicas.of("m")
     assert store.replicas.add(old, "vanished", "m", "fake")  # recorded, never ran
     backend.live["stray"] = Launched("http://fake/stray", "handle-stray")  # runs, never recorded
     store.client.delete(keys.LEADER)  # the old leader died
     scaler(store, backend).sweep(store.lease(3).hold() or "", adopting=True)
 
-    assert [r.id for r in store.replicas.list("m")] == [running.id]
+    assert [r.id for r in store.replicas.of("m")] == [running.id]
     assert backend.stops == ["handle-stray"]
     assert {"adopted", "lost", "stray_removed"} <= set(kinds(store))
 
@@ -222,7 +227,7 @@ def test_hole02_a_leader_that_lost_the_lease_mid_start_undoes_its_start(store: S
     new.lead(new_token, full=True)  # the new leader starts its own
     held.run()  # the old leader's start returns: its writes are refused, and it stops what it started
 
-    assert len(backend.live) == 1 and [r.id for r in store.replicas.list("m")] == list(backend.live)
+    assert len(backend.live) == 1 and [r.id for r in store.replicas.of("m")] == list(backend.live)
     assert "start_abandoned" in kinds(store)
 
 
@@ -269,7 +274,7 @@ def test_shutting_down_with_stop_replicas_stops_them_all(store: Store) -> None:
     submit(store, 3)
     autoscaler.lead(token, full=True)
     autoscaler.stop_all(token)
-    assert backend.live == {} and store.replicas.list("m") == []
+    assert backend.live == {} and store.replicas.of("m") == []
 
 
 def test_hole02_a_former_leader_leaves_a_replica_it_started_to_the_leader_that_adopted_it(store: Store) -> None:

@@ -57,3 +57,18 @@ class Environment:
     def predict(self, payload: Any) -> dict[str, Any]:
         """The environment's names."""
         return {"names": sorted(os.environ)}
+
+
+class SlowSetup:
+    """A model that takes ``SETUP_SECONDS`` (20) to load, saying how far it got every second."""
+
+    def setup(self) -> None:
+        """Load slowly."""
+        seconds = int(os.environ.get("SETUP_SECONDS", "20"))
+        for second in range(1, seconds + 1):
+            time.sleep(1)
+            print(f"loading shard {second}/{seconds}", flush=True)
+
+    def predict(self, payload: Any) -> dict[str, Any]:
+        """Echo."""
+        return {"echo": payload}

@@ -1,0 +1,87 @@
+"""The Cog, KServe, RunPod and plain HTTP adapters, on answers their real servers give (recorded from them)."""
+
+import json
+
+import pytest
+
+from workers.config import ConfigError, parse_models
+from workers.protocols import Readiness, protocol_for
+from workers.store.records import JobError, JobStatus
+
+pytestmark = pytest.mark.unit
+MODELS = parse_models({"models": {
+    "c": {"protocol": "cog"}, "k": {"protocol": "kserve", "served_name": "iris"}, "r": {"protocol": "runpod"},
+    "h": {"protocol": "http", "predict_path": "/predict", "health_path": "/healthy", "ready_statuses": [200, 204]},
+}})
+COG, KSERVE, RUNPOD, HTTP = (protocol_for(MODELS[name]) for name in "ckrh")
+
+
+def test_each_adapter_sends_the_job_where_its_server_wants_it() -> None:
+    assert (COG.request("j1", {"text": "hi"}).path, json.loads(COG.request("j1", {"text": "hi"}).body)) == \
+        ("/predictions", {"input": {"text": "hi"}})
+    v2 = KSERVE.request("j1", {"inputs": []})
+    assert (v2.path, json.loads(v2.body)) == ("/v2/models/iris/infer", {"id": "j1", "inputs": []})
+    assert json.loads(KSERVE.request("j1", {"id": "mine", "inputs": []}).body)["id"] == "mine"
+    assert (RUNPOD.request("j1", {"text": "hi"}).path, json.loads(RUNPOD.request("j1", {"text": "hi"}).body)) == \
+        ("/serverless-model/realtime", {"id": "j1", "input": {"text": "hi"}})
+    assert RUNPOD.environment(4000) == {"RUNPOD_REALTIME_PORT": "4000", "RUNPOD_ENDPOINT_ID": "serverless-model"}
+    assert HTTP.request("j1", {"a": 1}).path == "/predict"
+    assert (COG.ready_path, KSERVE.ready_path, RUNPOD.ready_path, HTTP.ready_path) == \
+        ("/health-check", "/v2/models/iris/ready", "/", "/healthy")
+
+
+def test_cog() -> None:
+    setup_failed = b'{"status":"SETUP_FAILED","setup":{"status":"failed","logs":"FileNotFoundError: weights"}}'
+    assert COG.readiness(200, b'{"status":"STARTING","setup":{}}') == (Readiness.STARTING, "")
+    assert COG.readiness(200, b'{"status":"BUSY"}')[0] is Readiness.READY
+    assert COG.readiness(200, setup_failed) == (Readiness.FAILED, "cog says SETUP_FAILED: FileNotFoundError: weights")
+    done = COG.outcome(200, {}, b'{"id":"p","metrics":{"predict_time":0.08},"output":{"words":3},'
+                                b'"status":"succeeded"}', 30)
+    assert (done.status, done.output, done.service_time) == (JobStatus.SUCCEEDED, '{"words": 3}', 0.08)
+    failed = COG.outcome(200, {}, b'{"error":"Prediction failed: ValueError: text is empty","status":"failed"}', 30)
+    assert failed.error == JobError("model_error", "Prediction failed: ValueError: text is empty")
+    assert COG.outcome(200, {}, b'{"output":1,"status":"succeeded","metrics":{"predict_time":"nan"}}', 30).error \
+        == JobError("bad_response", "metrics.predict_time: 'nan' is not a duration within the request timeout of 30 s")
+
+
+def test_kserve() -> None:
+    answer = b'{"model_name":"iris","id":"j1","outputs":[{"name":"species","shape":[1],"datatype":"BYTES",' \
+             b'"data":["setosa"]}]}'
+    assert json.loads(KSERVE.outcome(200, {}, answer, 30).output or "")["outputs"][0]["data"] == ["setosa"]
+    assert KSERVE.outcome(500, {}, b'{"error":"ValueError : expected rows of 4"}', 30).error == \
+        JobError("model_error", "ValueError : expected rows of 4")
+    invalid = KSERVE.outcome(422, {}, b'{"detail":[{"loc":["body","inputs"],"msg":"Field required"}]}', 30)
+    assert invalid.error is not None and invalid.error.code == "bad_input" and "Field required" in invalid.error.message
+    assert KSERVE.readiness(404, b"") == (Readiness.STARTING, "")
+
+
+def test_runpod() -> None:
+    assert RUNPOD.outcome(200, {}, b'{"output":{"reversed":"olleh"}}', 30).output == '{"reversed": "olleh"}'
+    error = json.dumps({"error_type": "<class 'ValueError'>", "error_message": "input.text is empty",
+                        "error_traceback": "Traceback ..."})
+    assert RUNPOD.outcome(200, {}, json.dumps({"error": error}).encode(), 30).error == \
+        JobError("model_error", "ValueError: input.text is empty")
+
+
+def test_http() -> None:
+    assert HTTP.readiness(204, b"") == (Readiness.READY, "")
+    assert HTTP.readiness(503, b"") == (Readiness.STARTING, "")
+    assert HTTP.outcome(201, {}, b'{"y": 2}', 30).output == '{"y": 2}'
+    assert HTTP.outcome(500, {}, b"<html>down</html>", 30).error == JobError("model_error", "answered 500: "
+                                                                                           "<html>down</html>")
+
+
+@pytest.mark.parametrize(("table", "says"), [
+    ({"concurency": 2}, "unknown key 'concurency'; allowed: args, build,"),
+    ({"protocol": "grpc"}, "protocol: Input should be 'native', 'cog', 'kserve', 'runpod' or 'http'"),
+    ({"start_timeout": 7200}, "start_timeout: Input should be less than or equal to 3600"),
+    ({"protocol": "http"}, "protocol 'http' needs predict_path and health_path"),
+    ({"gpus": -1}, "gpus: Value error, a count of GPUs"),
+    ({"args": ["--port", "{prt}"]}, "only {port} and {host} may be filled in"),
+    ({"volumes": ["cache:/weights"]}, "volumes.0: String should match pattern"),
+    ({"shm_size": "lots"}, "shm_size: String should match pattern"),
+])
+def test_an_impossible_model_table_is_refused_naming_the_model_and_the_key(table: dict[str, object], says: str) -> None:
+    with pytest.raises(ConfigError, match="model 'm': ") as refused:
+        parse_models({"models": {"m": table}})
+    assert says in str(refused.value)
