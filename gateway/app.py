@@ -2,6 +2,7 @@
 
 import json
 import math
+import threading
 import time
 from dataclasses import replace
 from typing import Any
@@ -58,6 +59,7 @@ class Gateway:
         self.guard = Guard(store.limits, parse_digests(settings.api_keys), settings.auth_failures_per_minute,
                            settings.rate_limit)
         self.waiters = Waiters(settings.max_waiters, settings.max_waiters_per_key)
+        self.log_requests = threading.BoundedSemaphore(4)  # requests of replica logs in flight (each waits ≤ 5 s)
 
     def model(self, name: str) -> ModelConfig:
         """The named model, or UnknownModel."""
@@ -175,8 +177,9 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     """The gateway app for the given settings (from the environment by default)."""
     settings = settings or Settings()
     # no retries inside redis-py: a submit must know whether its one call reached Redis (see Gateway.settle)
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=settings.max_wait + 5,
-                                  socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, encoding_errors="replace",
+                                  socket_timeout=settings.max_wait + 5, socket_connect_timeout=2,
+                                  retry=Retry(NoBackoff(), 0))
     gateway = Gateway(settings, settings.load_models(), Store.of(client, settings.job_retention))
     app = OpenAPI(__name__, info=Info(title="serverless-model", version="0.1.0"),
                   security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
@@ -226,7 +229,12 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         replica = gateway.store.replicas.get(path.replica) if len(path.replica) <= LONGEST_ID else None
         if replica is None or replica.model != model.name:
             raise errors.UnknownReplica(f"{model.name!r} has no replica {path.replica[:LONGEST_ID]!r}")
-        lines = gateway.store.replicas.ask_logs(replica.id, query.tail, timeout=5)
+        if not gateway.log_requests.acquire(blocking=False):
+            raise errors.RateLimited("too many log requests at once; retry")
+        try:
+            lines = gateway.store.replicas.ask_logs(replica.id, query.tail, timeout=5)
+        finally:
+            gateway.log_requests.release()
         if lines is None:
             raise errors.Unavailable("no autoscaler answered (the leading one reads the logs); retry")
         return respond(ReplicaLog(replica=replica.id, lines=lines))

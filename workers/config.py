@@ -1,5 +1,6 @@
 """Settings from the environment and the models declared in ``models.toml``."""
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -11,6 +12,7 @@ from pydantic import (
     Field,
     PositiveFloat,
     PositiveInt,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -21,6 +23,9 @@ from workers.store import keys
 
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # a model's name: in URLs, queue names and Redis keys
 VOLUME = r"^/[^:]*:/[^:]*$"  # "/host/path:/container/path"
+PLACEHOLDER = re.compile(r"\{(port|host)\}")
+PLATFORM_ENV = frozenset({"HOST", "PORT", "CONCURRENCY", "RUNPOD_REALTIME_PORT", "RUNPOD_ENDPOINT_ID",
+                          "SM_REPLICA_ID", "SM_REPLICA_NAMESPACE"})  # what the platform tells a replica itself
 
 
 class ModelConfig(BaseModel):
@@ -33,7 +38,7 @@ class ModelConfig(BaseModel):
     served_name: str = Field("", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]*)?$")  # kserve: name in the server ("" = ours)
     predict_path: str = Field("", pattern=r"^(/\S*)?$")  # http: where a job's body is POSTed
     health_path: str = Field("", pattern=r"^(/\S*)?$")  # http: what is probed for readiness
-    ready_statuses: list[Annotated[int, Field(ge=100, le=599)]] = [200]  # http: statuses of health_path: ready
+    ready_statuses: list[Annotated[int, Field(ge=100, le=599)]] = Field([200], min_length=1)  # http: ready statuses
     command: list[str] = []  # process: the command line ("python" = this interpreter); docker: the entrypoint
     args: list[str] = []  # arguments after the command (docker: instead of the image's CMD); {port}, {host}
     image: str = ""  # docker backend: a locally built image; never pulled
@@ -42,7 +47,7 @@ class ModelConfig(BaseModel):
     env: dict[str, str] = {}  # environment for the replica; values may use {port} and {host}
     volumes: list[Annotated[str, Field(pattern=VOLUME)]] = []  # docker: "/host/path:/container/path", read-only
     shm_size: str = Field("", pattern=r"^(\d+[bkmg]?)?$")  # docker: size of /dev/shm ("2g"); "" = Docker's
-    gpus: int | list[str] = Field(0)  # docker: how many GPUs, or which device ids (a device request, gpu)
+    gpus: StrictInt | list[str] = Field(0)  # docker: how many GPUs, or which device ids (a device request, gpu)
     concurrency: PositiveInt = 1  # requests one replica serves at once
     min_replicas: int = Field(0, ge=0)  # replicas kept warm
     max_replicas: PositiveInt = 1  # replicas at most
@@ -55,8 +60,8 @@ class ModelConfig(BaseModel):
     on_start_failure: Literal["fail", "wait"] = "fail"  # waiting jobs when a replica fails to start
     cold_start_seed: PositiveFloat = 5.0  # seconds assumed for a cold start until one is measured
     service_time_seed: PositiveFloat = 1.0  # seconds assumed per request until one is measured
-    memory: str = Field("1g", pattern=r"^\d+[bkmg]?$")  # docker: memory limit of a replica
-    cpus: PositiveFloat = 1.0  # docker: CPU limit of a replica
+    memory: str = Field("1g", pattern=r"^[1-9]\d*[bkmg]?$")  # docker: memory limit of a replica
+    cpus: float = Field(1.0, ge=0.01)  # docker: CPU limit of a replica
     pids: PositiveInt = 256  # docker: process limit of a replica
     example_input: Any = None  # a body that works, shown to newcomers by GET /v1/models/<model>
 
@@ -68,21 +73,34 @@ class ModelConfig(BaseModel):
             raise ValueError("a count of GPUs (0 or more) or a list of device ids")
         return gpus
 
-    @field_validator("command", "args")
+    @field_validator("env")
     @classmethod
-    def placeholders(cls, words: list[str]) -> list[str]:
-        """Only {port} and {host} are filled in."""
-        for word in words:
-            fill(word, 1, "h")
-        return words
+    def plain_environment(cls, env: dict[str, str]) -> dict[str, str]:
+        """Names a shell would take, no NUL in values, and none of the names the platform sets itself."""
+        for name, value in env.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) or "\0" in value:
+                raise ValueError(f"{name!r}: a variable name of letters, digits and _, and a value without NUL")
+            if name in PLATFORM_ENV:
+                raise ValueError(f"{name} is set by the platform; allowed: any other name")
+        return env
+
+    @field_validator("volumes")
+    @classmethod
+    def mountable(cls, volumes: list[str]) -> list[str]:
+        """Each a distinct target, none over / or the replica's writable /tmp."""
+        targets = [volume.split(":", 1)[1].rstrip("/") or "/" for volume in volumes]
+        for target in targets:
+            if target in ("/", "/tmp") or target.startswith("/tmp/"):
+                raise ValueError(f"cannot mount over {target}; allowed: any other absolute path")
+        if len(set(targets)) != len(targets):
+            raise ValueError("two volumes with one target")
+        return volumes
 
     @model_validator(mode="after")
     def complete(self) -> "ModelConfig":
         """What a protocol needs is there."""
         if self.protocol == "http" and not (self.predict_path and self.health_path):
             raise ValueError("protocol 'http' needs predict_path and health_path")
-        for value in self.env.values():
-            fill(value, 1, "h")
         return self
 
     @property
@@ -97,11 +115,8 @@ class ModelConfig(BaseModel):
 
 
 def fill(text: str, port: int, host: str) -> str:
-    """``text`` with {port} and {host} filled in; ValueError for any other placeholder."""
-    try:
-        return text.format(port=port, host=host)
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ValueError(f"{text!r}: only {{port}} and {{host}} may be filled in ({exc})") from None
+    """``text`` with exactly ``{port}`` and ``{host}`` filled in (other braces, as in JSON, stay as they are)."""
+    return PLACEHOLDER.sub(lambda found: str(port) if found[1] == "port" else host, text)
 
 
 class Settings(BaseSettings):

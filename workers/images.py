@@ -10,10 +10,14 @@ def build_images(settings: Settings, only: list[str] | None = None) -> int:
     Dockerfile, relative to the models file). Each image once. The exit status."""
     import docker
 
+    models = settings.load_models()
+    if unknown := sorted(set(only or ()) - set(models)):
+        print(f"no model named {', '.join(unknown)} in {settings.models_file}", flush=True)
+        return 1
     client = docker.from_env()
     root = settings.models_file.resolve().parent
     built: set[str] = set()
-    for model in settings.load_models().values():
+    for model in models.values():
         if model.image and model.build and model.image not in built and (not only or model.name in only):
             if not build_one(client, model, root / model.build):
                 return 1

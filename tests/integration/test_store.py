@@ -294,3 +294,14 @@ def test_the_scripts_push_the_message_celery_itself_would_push(store: Store, cli
     for name in ("task", "id", "root_id", "argsrepr", "lang", "retries", "timelimit"):
         assert ours["headers"][name] == theirs["headers"][name], name
     assert ours["properties"]["delivery_info"] == theirs["properties"]["delivery_info"]
+
+
+def test_a_starting_replicas_lines_are_cut_by_characters_and_go_once_it_is_ready(store: Store) -> None:
+    token = leader(store)
+    assert store.replicas.add(token, "r1", "m", "fake")
+    lines = [f"{i} 読み込み中…" * 60 for i in range(10)]  # about 5 kB of three-byte characters
+    assert store.replicas.note(token, "r1", lines)
+    [replica] = store.replicas.of("m")  # readable: no character cut in half
+    assert 0 < len(replica.log_tail) <= 4000 and replica.log_tail.splitlines()[-1] == lines[-1]
+    assert store.replicas.ready(token, "r1", 1) is not None
+    assert store.replicas.of("m")[0].log_tail == ""

@@ -71,17 +71,44 @@ def test_http() -> None:
                                                                                            "<html>down</html>")
 
 
+def test_only_port_and_host_are_filled_in() -> None:
+    from workers.config import fill
+
+    assert fill('--port={port} --bind {host} {"a": 1} {port:x}', 8001, "127.0.0.1") == \
+        '--port=8001 --bind 127.0.0.1 {"a": 1} {port:x}'
+
+
 @pytest.mark.parametrize(("table", "says"), [
     ({"concurency": 2}, "unknown key 'concurency'; allowed: args, build,"),
     ({"protocol": "grpc"}, "protocol: Input should be 'native', 'cog', 'kserve', 'runpod' or 'http'"),
     ({"start_timeout": 7200}, "start_timeout: Input should be less than or equal to 3600"),
     ({"protocol": "http"}, "protocol 'http' needs predict_path and health_path"),
     ({"gpus": -1}, "gpus: Value error, a count of GPUs"),
-    ({"args": ["--port", "{prt}"]}, "only {port} and {host} may be filled in"),
+    ({"env": {"PORT": "9000"}}, "PORT is set by the platform"),
+    ({"env": {"A=B": "1"}}, "a variable name of letters"),
     ({"volumes": ["cache:/weights"]}, "volumes.0: String should match pattern"),
+    ({"volumes": ["/srv:/tmp"]}, "cannot mount over /tmp"),
+    ({"volumes": ["/a:/w", "/b:/w/"]}, "two volumes with one target"),
+    ({"gpus": True}, "gpus"),
+    ({"memory": "0"}, "memory: String should match pattern"),
+    ({"protocol": "http", "predict_path": "/p", "health_path": "/h", "ready_statuses": []}, "ready_statuses"),
     ({"shm_size": "lots"}, "shm_size: String should match pattern"),
 ])
 def test_an_impossible_model_table_is_refused_naming_the_model_and_the_key(table: dict[str, object], says: str) -> None:
     with pytest.raises(ConfigError, match="model 'm': ") as refused:
         parse_models({"models": {"m": table}})
     assert says in str(refused.value)
+
+
+def test_runpod_answers_the_sdk_gives_for_what_a_handler_returns() -> None:
+    assert RUNPOD.outcome(200, {}, b'{"output":{"partial":1},"error":"refused"}', 30).error == \
+        JobError("model_error", "refused")
+    assert RUNPOD.outcome(200, {}, b"{}", 30).status is JobStatus.SUCCEEDED  # the handler returned None
+    assert RUNPOD.outcome(200, {}, json.dumps({"error": "[" * 50_000}).encode(), 30).status is JobStatus.FAILED
+
+
+def test_cog_at_capacity_is_busy_not_a_failed_job() -> None:
+    from workers.protocols.base import ReplicaBusy
+
+    with pytest.raises(ReplicaBusy):
+        COG.outcome(409, {}, b'{"error":"At capacity - all prediction slots busy","status":"failed"}', 30)

@@ -23,10 +23,12 @@ import urllib3
 
 from workers.config import ModelConfig
 from workers.protocols import protocol_for
+from workers.protocols.base import ReplicaBusy
 from workers.store import Store
 from workers.store.records import JobError, JobStatus, Outcome, Started
 
 log = logging.getLogger(__name__)
+BUSY_PAUSE = 0.2  # seconds before asking a busy replica again
 
 
 class LeaseKeeper:
@@ -121,8 +123,8 @@ def run_started(ctx: WorkerContext, model: ModelConfig, started: Started, token:
         outcome = call(ctx, model, started)
         seconds = time.monotonic() - began
         if isinstance(outcome, Outcome):
-            if outcome.status is JobStatus.SUCCEEDED and outcome.service_time is None:
-                outcome = replace(outcome, service_time=seconds)
+            if outcome.status is JobStatus.SUCCEEDED:  # the replica's own time, if it said, but never more than ours
+                outcome = replace(outcome, service_time=min(seconds, outcome.service_time or seconds))
             committed = ctx.store.jobs.finish(started.job.id, token, outcome)
             status = outcome.status.value if committed in ("OK", outcome.status.value) else committed
             return Summary(started.job.id, status, started.slot.replica_id, outcome.error, seconds)
@@ -135,21 +137,30 @@ def run_started(ctx: WorkerContext, model: ModelConfig, started: Started, token:
 
 
 def call(ctx: WorkerContext, model: ModelConfig, started: Started) -> Outcome | str:
-    """Send the job to its replica: the outcome of its answer, or why the replica failed (text)."""
+    """Send the job to its replica: the outcome of its answer, or why the replica failed (text). A replica that
+    says it is busy (a request it still runs for a lost worker) is asked again until the request's deadline."""
     protocol = protocol_for(model)
     request = protocol.request(started.job.id, started.job.input)
     deadline = time.monotonic() + model.request_timeout
-    try:
-        response = ctx.http.request(request.method, started.slot.endpoint + request.path, body=request.body,
-                                    headers=dict(request.headers), timeout=model.request_timeout,
-                                    preload_content=False)
-        body = read_body(response, deadline, ctx.max_output_bytes)
-    except urllib3.exceptions.HTTPError as exc:
-        return f"{type(exc).__name__}: {exc}"
-    if body is None:
-        return Outcome(JobStatus.FAILED, error=JobError(
-            "bad_response", f"the replica's answer is over {ctx.max_output_bytes} bytes"))
-    return protocol.outcome(response.status, response.headers, body, model.request_timeout)
+    while True:
+        try:
+            response = ctx.http.request(request.method, started.slot.endpoint + request.path, body=request.body,
+                                        headers=dict(request.headers), timeout=max(0.1, deadline - time.monotonic()),
+                                        preload_content=False)
+            body = read_body(response, deadline, ctx.max_output_bytes)
+        except urllib3.exceptions.HTTPError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        if body is None:
+            return Outcome(JobStatus.FAILED, error=JobError(
+                "bad_response", f"the replica's answer is over {ctx.max_output_bytes} bytes"))
+        try:
+            return protocol.outcome(response.status, response.headers, body, model.request_timeout)
+        except ReplicaBusy as busy:
+            if time.monotonic() + BUSY_PAUSE > deadline:
+                return f"busy until the request timeout: {busy}"
+            time.sleep(BUSY_PAUSE)
+        except Exception as exc:  # an answer no adapter foresaw fails the job, never the worker
+            return Outcome(JobStatus.FAILED, error=JobError("bad_response", f"{type(exc).__name__}: {exc}"[:2000]))
 
 
 def read_body(response: urllib3.BaseHTTPResponse, deadline: float, limit: int) -> bytes | None:

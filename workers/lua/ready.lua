@@ -8,6 +8,7 @@ local current = redis.call('HMGET', replica, 'state', 'model', 'started_at')
 if not leads(token) or current[1] ~= 'STARTING' then return false end
 local model, cold_start = current[2], NOW - tonumber(current[3])
 redis.call('HSET', replica, 'state', 'READY', 'ready_at', stamp(NOW), 'last_used', stamp(NOW), 'reason', '')
+redis.call('HDEL', replica, 'log_tail', 'log_at')
 redis.call('DEL', K.start_failure .. model)
 fold(model, 'cold_start', cold_start, weight)
 return {tostring(cold_start), dispatch(model, free_slots(model, concurrency))}

@@ -15,6 +15,10 @@ MESSAGE_LIMIT = 2000  # characters of a replica's error message kept
 MAX_DEPTH = 100  # nesting an answer may have (the API serializes it again)
 
 
+class ReplicaBusy(Exception):
+    """The replica has no free slot right now (it still runs a request whose caller is gone): ask again."""
+
+
 class Readiness(enum.StrEnum):
     """What a readiness probe answer says."""
 

@@ -3,7 +3,8 @@
 A job's body is the prediction's ``input``: ``POST /predictions`` with ``{"input": body}``. Readiness is
 ``GET /health-check``: READY or BUSY is ready, SETUP_FAILED or DEFUNCT will never be (the reason is Cog's setup
 log). An answer ``{"status": "succeeded", "output": …}`` is the job's output, with ``metrics.predict_time`` as
-its service time; ``{"status": "failed", "error": …}`` fails the job with Cog's message.
+its service time; ``{"status": "failed", "error": …}`` fails the job with Cog's message. A 409 (all of Cog's
+prediction slots busy, as after a caller that went away) is asked again.
 """
 
 from collections.abc import Mapping
@@ -11,6 +12,7 @@ from typing import Any
 
 from workers.protocols.base import (
     Readiness,
+    ReplicaBusy,
     Request,
     bad_response,
     failed,
@@ -56,6 +58,8 @@ class CogProtocol:
             found, text = parse_json(body)
         except ValueError:
             return bad_response(f"cog answered {status} with a body that is not JSON: {body[:300]!r}")
+        if status == 409:  # "At capacity - all prediction slots busy"
+            raise ReplicaBusy(str(found.get("error") if isinstance(found, dict) else text)[:200])
         if not isinstance(found, dict) or "status" not in found:
             return Outcome(JobStatus.FAILED, error=replica_error(found, status, text))
         if found["status"] == "succeeded":

@@ -2,9 +2,10 @@
 
 The SDK serves ``POST /<endpoint id>/realtime`` on ``RUNPOD_REALTIME_PORT`` when that and ``RUNPOD_ENDPOINT_ID``
 are set (the platform sets both: the endpoint id is ``serverless-model``). A job is sent as
-``{"id": <job id>, "input": body}``; ``{"output": …}`` is what the handler returned, and ``{"error": …}`` (a JSON
-string with ``error_type`` and ``error_message``) fails the job with the handler's message. ``GET /`` answers once
-the server is up, which it is only after the handler's module loaded.
+``{"id": <job id>, "input": body}``; ``{"output": …}`` is what the handler returned, and a truthy ``{"error": …}``
+(a JSON string with ``error_type`` and ``error_message``, or an error the handler returned itself) fails the job with
+the handler's message, even beside an ``output``. ``GET /`` answers once the server is up, which it is only after
+the handler's module loaded.
 """
 
 import json
@@ -40,18 +41,18 @@ class RunPodProtocol:
             found, text = parse_json(body)
         except ValueError:
             return bad_response(f"answered {status} with a body that is not JSON: {body[:300]!r}")
-        if status == 200 and isinstance(found, dict) and "output" in found:
-            return succeeded(found["output"])
-        error = found.get("error", found.get("detail", text)) if isinstance(found, dict) else text
+        if status == 200 and isinstance(found, dict) and not found.get("error"):
+            return succeeded(found.get("output"))  # {} is a handler that returned None
+        error = found.get("error") or found.get("detail") or text if isinstance(found, dict) else text
         return failed("bad_input" if status == 422 else "model_error", handler_message(error))
 
 
 def handler_message(error: Any) -> str:
     """The handler's own message out of the SDK's error (a JSON string with error_type, error_message)."""
     try:
-        details = json.loads(error) if isinstance(error, str) else error
+        details = parse_json(error.encode())[0] if isinstance(error, str) else error
     except ValueError:
-        return str(error)
+        return str(error)[:2000]
     if isinstance(details, dict) and "error_message" in details:
         kind = str(details.get("error_type", "")).removeprefix("<class '").removesuffix("'>")
         return f"{kind}: {details['error_message']}" if kind else str(details["error_message"])

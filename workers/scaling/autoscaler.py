@@ -29,6 +29,7 @@ from workers.scaling.policy import Observation, Policy, ReplicaSnapshot, Scaling
 from workers.scaling.readiness import Probe
 from workers.store import Lease, LogRequest, Store
 from workers.store.records import ModelSnapshot, Replica, ReplicaState
+from workers.store.replicas import cut
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class Autoscaler:
         self.orphan_after = orphan_after  # seconds before a message nobody took counts as lost
         self.sweep_every = sweep_every
         self.last_sweep = -math.inf
+        self.log_readers = threading.BoundedSemaphore(4)  # backend log reads at once
 
     def run(self, stopping: threading.Event, interval: float, lease: Lease) -> None:
         """Lead while holding the lease, stand by otherwise, until ``stopping`` is set.
@@ -191,9 +193,9 @@ class Autoscaler:
         reason = self.probe.wait(model, launched.endpoint, lambda: self.backend.alive(launched.handle), timeout,
                                  progress)
         if reason:
-            lines = self.backend.logs(replica_id, launched.handle, NOTED)
-            self.start_failed(model, replica_id, reason + ("; its last lines:\n" + "\n".join(lines) if lines else ""),
-                              token)
+            lines = cut(self.backend.logs(replica_id, launched.handle, NOTED), 1500, line_limit=300)
+            self.start_failed(model, replica_id, reason[:1000] + ("; its last lines:\n" + "\n".join(lines)
+                                                                   if lines else ""), token)
             return
         found = self.store.replicas.ready(token, replica_id, model.concurrency)
         if found is not None:
@@ -248,10 +250,13 @@ class Autoscaler:
             self.store.events.record("", "action_failed", name if name != SWEEP else "", reason_of(exc))
 
     def answer_logs(self, request: LogRequest) -> None:
-        """Read a replica's last lines for whoever asked (an action)."""
-        replica = self.store.replicas.get(request.replica)
-        lines = self.backend.logs(replica.id, replica.handle, request.tail) if replica else []
-        self.store.replicas.answer_logs(request.reply, lines)
+        """Read a replica's last lines for whoever still waits for them, a few at a time (an action)."""
+        with self.log_readers:
+            if not self.store.replicas.still_asked(request.reply):
+                return
+            replica = self.store.replicas.get(request.replica)
+            lines = self.backend.logs(replica.id, replica.handle, request.tail) if replica else []
+            self.store.replicas.answer_logs(request.reply, lines)
 
     def stop_all(self, token: str) -> None:
         """Stop every replica of every model (``up`` shutting down)."""

@@ -179,8 +179,7 @@ def container_options(model: ModelConfig, host: str, port: int) -> dict[str, Any
     if model.args:
         options["command"] = command_line(model.args, host, port)
     if model.volumes:
-        mounts = (volume.split(":", 1) for volume in model.volumes)
-        options["volumes"] = {source: {"bind": target, "mode": "ro"} for source, target in mounts}
+        options["volumes"] = [f"{volume}:ro" for volume in model.volumes]
     if model.shm_size:
         options["shm_size"] = model.shm_size
     if model.gpus:

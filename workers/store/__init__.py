@@ -24,8 +24,9 @@ from workers.store.scripts import Scripts
 def connect(url: str, socket_timeout: float | None = 10.0) -> redis.Redis:
     """A decoding client of the Redis at ``url``. It retries a command whose connection broke a few times within
     about a second (every script is safe to run twice); past that, the error is the caller's to handle."""
-    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=socket_timeout, socket_connect_timeout=2,
-                                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3), health_check_interval=30)
+    return redis.Redis.from_url(url, decode_responses=True, encoding_errors="replace", socket_timeout=socket_timeout,
+                                socket_connect_timeout=2, retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+                                health_check_interval=30)
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class LogRequest:
         try:
             found = json.loads(text)
             return cls(str(found["replica"]), max(1, min(int(found["tail"]), 10_000)), str(found["reply"]))
-        except (ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError, OverflowError):
             return None
 
 

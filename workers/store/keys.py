@@ -27,6 +27,7 @@ host), read inside the scripts.
 - ``sm:logs``                list   requests for a replica's log lines (JSON: replica, tail, reply); the leader
                                     BLPOPs them beside ``sm:scale`` and answers on the request's reply key.
 - ``sm:logs:reply:{uuid}``   list   the lines asked for (JSON), expiring after 30 s.
+- ``sm:logs:waiting:{reply}`` string set while the asker waits; the leader answers only requests still waited for.
 - ``sm:events``              stream scaling decisions and lifecycle events, capped at ~10,000.
 - ``sm:autoscaler``          string the leading autoscaler's token (a redis-py Lock); every leader write checks it.
 - ``sm:rate:{key}:{second}`` string requests of one API key in one second.
@@ -57,6 +58,7 @@ DEAD = "sm:dead"
 SCALE = "sm:scale"
 LOGS = "sm:logs"
 LOG_REPLY = "sm:logs:reply:"
+LOG_WAITING = "sm:logs:waiting:"
 EVENTS = "sm:events"
 LEADER = "sm:autoscaler"
 
@@ -130,6 +132,11 @@ def celery_queue(model: str) -> str:
 def log_reply(request_id: str) -> str:
     """Where the answer to a request for log lines goes."""
     return LOG_REPLY + request_id
+
+
+def log_waiting(reply: str) -> str:
+    """Set while somebody waits for an answer on ``reply``."""
+    return LOG_WAITING + reply
 
 
 def rate(principal: str, second: int) -> str:

@@ -6,6 +6,7 @@ Workers take and give back slots through the job scripts (``workers.store.jobs``
 """
 
 import json
+import math
 import uuid
 
 import redis
@@ -67,14 +68,15 @@ class ReplicaRegistry:
         return bool(self.scripts("remove_replica", token, replica.id, replica.model))
 
     def note(self, token: str, replica_id: str, lines: list[str]) -> bool:
-        """Keep the last lines a STARTING replica printed (the model's detail shows them)."""
-        return bool(self.scripts("note", token, replica_id, "\n".join(lines)))
+        """Keep the last lines a STARTING replica printed (the model's detail shows them), cut to size."""
+        return bool(self.scripts("note", token, replica_id, "\n".join(cut(lines, 4000))))
 
     def ask_logs(self, replica_id: str, tail: int, timeout: float) -> list[str] | None:
         """The last ``tail`` lines of a replica's log, as the leading autoscaler reads them (it alone reaches
         the backend); None if no autoscaler answered within ``timeout``."""
         reply = keys.log_reply(uuid.uuid4().hex)
         with self.redis.pipeline() as pipe:
+            pipe.set(keys.log_waiting(reply), 1, ex=max(1, math.ceil(timeout)))
             pipe.rpush(keys.LOGS, json.dumps({"replica": replica_id, "tail": tail, "reply": reply}))
             pipe.ltrim(keys.LOGS, -100, -1)
             pipe.execute()
@@ -82,12 +84,29 @@ class ReplicaRegistry:
         return [str(line) for line in json.loads(found[1])] if found else None
 
     def answer_logs(self, reply: str, lines: list[str]) -> None:
-        """Answer a request for log lines."""
+        """Answer a request for log lines (at most a megabyte of them)."""
         with self.redis.pipeline() as pipe:
-            pipe.rpush(reply, json.dumps(lines))
+            pipe.rpush(reply, json.dumps(cut(lines, 1_000_000)))
             pipe.expire(reply, 30)
             pipe.execute()
+
+    def still_asked(self, reply: str) -> bool:
+        """Whether whoever asked for log lines still waits for them."""
+        return bool(self.redis.exists(keys.log_waiting(reply)))
 
     def save_scaling(self, token: str, model: str, state: dict[str, str]) -> bool:
         """Keep the policy's state of a model (it survives a failover)."""
         return bool(self.scripts("save_scaling", token, model, *[v for item in state.items() for v in item]))
+
+
+def cut(lines: list[str], limit: int, line_limit: int = 2000) -> list[str]:
+    """The last lines that fit in ``limit`` characters, each cut to ``line_limit`` (characters, never bytes)."""
+    kept: list[str] = []
+    size = 0
+    for line in reversed(lines):
+        line = line[:line_limit]
+        size += len(line) + 1
+        if size > limit:
+            break
+        kept.append(line)
+    return kept[::-1]
