@@ -117,8 +117,7 @@ class Gateway:
 
     def view(self, model: ModelConfig) -> ModelView:
         """The model as the store sees it."""
-        seeds = {"service_time": model.service_time_seed, "cold_start": model.cold_start_seed}
-        return ModelView.of(model, self.store.replicas.snapshot(model.name, seeds))
+        return ModelView.of(model, self.store.replicas.snapshot(model.name, model.seeds))
 
 
 def respond(body: Any, status: int = 200) -> Response:

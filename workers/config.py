@@ -109,6 +109,11 @@ class ModelConfig(BaseModel):
         return keys.celery_queue(self.name)
 
     @property
+    def seeds(self) -> dict[str, float]:
+        """The moving averages assumed until measured."""
+        return {"service_time": self.service_time_seed, "cold_start": self.cold_start_seed}
+
+    @property
     def served(self) -> str:
         """The model's name inside its server (kserve)."""
         return self.served_name or self.name

@@ -76,6 +76,14 @@ def parse_json(body: bytes) -> tuple[Any, str]:
     return found, text
 
 
+def parse_answer(status: int, body: bytes) -> tuple[Any, str] | Outcome:
+    """A replica's answer decoded (see ``parse_json``), or the ``bad_response`` it is when it is not JSON."""
+    try:
+        return parse_json(body)
+    except ValueError:
+        return bad_response(f"the replica answered {status} with a body that is not JSON: {body[:300]!r}")
+
+
 def check_tree(value: Any) -> None:
     """ValueError if ``value`` nests deeper than ``MAX_DEPTH`` or holds a float that is not finite."""
     todo = [(value, 1)]

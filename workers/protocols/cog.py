@@ -16,6 +16,7 @@ from workers.protocols.base import (
     Request,
     bad_response,
     failed,
+    parse_answer,
     parse_json,
     post_json,
     replica_error,
@@ -54,10 +55,10 @@ class CogProtocol:
 
     def outcome(self, status: int, headers: Mapping[str, str], body: bytes, timeout: float) -> Outcome:
         """From the prediction's ``status``."""
-        try:
-            found, text = parse_json(body)
-        except ValueError:
-            return bad_response(f"cog answered {status} with a body that is not JSON: {body[:300]!r}")
+        answer = parse_answer(status, body)
+        if isinstance(answer, Outcome):
+            return answer
+        found, text = answer
         if status == 409:  # "At capacity - all prediction slots busy"
             raise ReplicaBusy(str(found.get("error") if isinstance(found, dict) else text)[:200])
         if not isinstance(found, dict) or "status" not in found:

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from workers.protocols.base import Readiness, Request, bad_response, failed, parse_json, post_json, succeeded
+from workers.protocols.base import Readiness, Request, failed, parse_answer, post_json, succeeded
 from workers.store.records import Outcome
 
 
@@ -36,10 +36,10 @@ class KServeProtocol:
 
     def outcome(self, status: int, headers: Mapping[str, str], body: bytes, timeout: float) -> Outcome:
         """200 succeeds with the V2 response; else the server's error."""
-        try:
-            found, text = parse_json(body)
-        except ValueError:
-            return bad_response(f"answered {status} with a body that is not JSON: {body[:300]!r}")
+        answer = parse_answer(status, body)
+        if isinstance(answer, Outcome):
+            return answer
+        found, text = answer
         if status == 200:
             return succeeded(found)
         reason = found.get("error", found.get("detail", text)) if isinstance(found, dict) else text

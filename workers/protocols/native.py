@@ -9,6 +9,7 @@ from workers.protocols.base import (
     Readiness,
     Request,
     bad_response,
+    parse_answer,
     parse_json,
     post_json,
     replica_error,
@@ -46,10 +47,10 @@ class NativeProtocol:
 
     def outcome(self, status: int, headers: Mapping[str, str], body: bytes, timeout: float) -> Outcome:
         """200 with a JSON body succeeds; a JSON error answer fails with the replica's code and message."""
-        try:
-            found, text = parse_json(body)
-        except ValueError:
-            return bad_response(f"replica answered {status} with a body that is not JSON: {body[:300]!r}")
+        answer = parse_answer(status, body)
+        if isinstance(answer, Outcome):
+            return answer
+        found, text = answer
         if status != 200:
             return Outcome(JobStatus.FAILED, error=replica_error(found, status, text))
         try:

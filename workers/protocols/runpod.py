@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from workers.protocols.base import Readiness, Request, bad_response, failed, parse_json, post_json, succeeded
+from workers.protocols.base import Readiness, Request, failed, parse_answer, parse_json, post_json, succeeded
 from workers.store.records import Outcome
 
 ENDPOINT_ID = "serverless-model"
@@ -37,10 +37,10 @@ class RunPodProtocol:
 
     def outcome(self, status: int, headers: Mapping[str, str], body: bytes, timeout: float) -> Outcome:
         """``output`` succeeds; ``error`` fails with the handler's message."""
-        try:
-            found, text = parse_json(body)
-        except ValueError:
-            return bad_response(f"answered {status} with a body that is not JSON: {body[:300]!r}")
+        answer = parse_answer(status, body)
+        if isinstance(answer, Outcome):
+            return answer
+        found, text = answer
         if status == 200 and isinstance(found, dict) and not found.get("error"):
             return succeeded(found.get("output"))  # {} is a handler that returned None
         error = found.get("error") or found.get("detail") or text if isinstance(found, dict) else text

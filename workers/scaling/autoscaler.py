@@ -118,8 +118,7 @@ class Autoscaler:
 
     def observe(self, model: ModelConfig) -> ModelSnapshot:
         """The model now."""
-        return self.store.replicas.snapshot(model.name, {"service_time": model.service_time_seed,
-                                                         "cold_start": model.cold_start_seed})
+        return self.store.replicas.snapshot(model.name, model.seeds)
 
     def reconcile(self, model: ModelConfig, token: str) -> None:
         """Tidy away failed and drained replicas, then start and stop what the policy decides."""

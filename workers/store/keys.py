@@ -94,11 +94,6 @@ def done(job_id: str) -> str:
     return DONE + job_id
 
 
-def stats(model: str) -> str:
-    """The model's moving averages."""
-    return STATS + model
-
-
 def replicas(model: str) -> str:
     """The model's replica ids."""
     return REPLICAS + model
@@ -107,21 +102,6 @@ def replicas(model: str) -> str:
 def replica(replica_id: str) -> str:
     """One replica's record."""
     return REPLICA + replica_id
-
-
-def slots(replica_id: str) -> str:
-    """The jobs holding one replica's slots."""
-    return SLOTS + replica_id
-
-
-def start_failure(model: str) -> str:
-    """The model's latest failed replica start."""
-    return START_FAILURE + model
-
-
-def scaling(model: str) -> str:
-    """The scaling policy's state for the model."""
-    return SCALING + model
 
 
 def celery_queue(model: str) -> str:
