@@ -1,56 +1,61 @@
-"""Calls to a replica that misbehaves on the wire, over real sockets."""
+"""Calls to a replica that misbehaves on the wire, over real sockets: one deadline bounds the whole exchange."""
 
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
-import urllib3
 
-from workers.execution.runner import read_body
+from tests.integration.wire import Request, WireServer, response, trickle
+from workers.protocols import transport
 
 pytestmark = pytest.mark.integration
+ANSWER = response(200, b'"abcdef"')
 
 
-def trickling_server(delay: float, finished: threading.Event | None = None) -> int:
-    """A server that answers 200 with an 8-byte body, one byte every ``delay`` seconds; its port."""
-    server = socket.create_server(("127.0.0.1", 0))
-    finished = finished or threading.Event()
-
-    def serve() -> None:
-        connection, _ = server.accept()
-        connection.recv(65536)
-        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 8\r\n\r\n")
-        for byte in b'"abcdef"':
-            time.sleep(delay)
-            try:
-                connection.sendall(bytes([byte]))
-            except OSError:
-                break
-        finished.set()
-        connection.close()
-        server.close()
-
-    threading.Thread(target=serve, daemon=True).start()
-    return int(server.getsockname()[1])
-
-
-def test_an_answer_that_trickles_past_the_request_timeout_is_a_timeout() -> None:
-    finished = threading.Event()
-    port = trickling_server(0.4, finished)  # each byte within the 1 s read timeout, the whole far past it
-    began = time.monotonic()
-    response = urllib3.PoolManager(retries=False).request("POST", f"http://127.0.0.1:{port}/", body=b"{}",
-                                                           timeout=1.0, preload_content=False)
-    with pytest.raises(urllib3.exceptions.TimeoutError):
-        read_body(response, began + 1.0, limit=100)
-    assert not finished.is_set()  # given up before the replica got to the end
+@pytest.fixture
+def stop() -> Iterator[threading.Event]:
+    """Set at the end of the test: a trickling server stops sending."""
+    event = threading.Event()
+    yield event
+    event.set()
 
 
 def test_an_answer_in_time_is_read_whole() -> None:
-    port = trickling_server(delay=0.01)
-    response = urllib3.PoolManager(retries=False).request("POST", f"http://127.0.0.1:{port}/", body=b"{}",
-                                                           timeout=1.0, preload_content=False)
-    assert read_body(response, time.monotonic() + 5, limit=100) == b'"abcdef"'
-    response = urllib3.PoolManager(retries=False).request("POST", f"http://127.0.0.1:{trickling_server(0)}/",
-                                                           body=b"{}", timeout=1.0, preload_content=False)
-    assert read_body(response, time.monotonic() + 5, limit=4) is None  # over the limit
+    server = WireServer(lambda connection, _: trickle(connection, ANSWER, 0.001))
+    answer, body = transport.ask(transport.http_pool(), "POST", server.url, time.monotonic() + 10, 100, body=b"{}")
+    assert (answer.status, body) == (200, b'"abcdef"')
+    assert server.requests[0].body == b"{}"
+    _, body = transport.ask(transport.http_pool(), "POST", server.url, time.monotonic() + 10, 4, body=b"{}")
+    assert body is None  # over the limit
+    server.close()
+
+
+@pytest.mark.parametrize("where", ["status line", "headers", "body"])
+def test_an_answer_that_trickles_past_the_deadline_is_cut_there(where: str, stop: threading.Event) -> None:
+    head, _, _ = ANSWER.partition(b"\r\n\r\n")
+    at = {"status line": 0, "headers": len(head) // 2, "body": len(head) + 5}[where]
+
+    def answer(connection: socket.socket, _: Request) -> None:
+        connection.sendall(ANSWER[:at])
+        trickle(connection, ANSWER[at:], 0.2, stop)  # each byte within any per-read timeout, the whole far past
+
+    server = WireServer(answer)
+    began = time.monotonic()
+    with pytest.raises(transport.CALL_FAILURES):
+        transport.ask(transport.http_pool(), "POST", server.url, began + 1.0, 100, body=b"{}")
+    assert time.monotonic() - began < 4  # the deadline, not the end of the answer (~8 s away)
+    server.close()
+
+
+def test_a_replica_that_resets_mid_answer_is_a_failed_call() -> None:
+    def answer(connection: socket.socket, _: Request) -> None:
+        connection.sendall(ANSWER[:40])
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        connection.close()  # linger 0: a reset
+
+    server = WireServer(answer)
+    with pytest.raises(transport.CALL_FAILURES):
+        transport.ask(transport.http_pool(), "POST", server.url, time.monotonic() + 5, 100, body=b"{}")
+    server.close()

@@ -97,7 +97,7 @@ def test_hole01_a_cancelled_running_job_gives_its_slot_back_even_when_its_worker
     assert isinstance(start(store, job, "lost worker"), Started)
     assert store.jobs.cancel(job.id) == "OK"
     assert in_flight(store) == [1]  # its worker may still be calling the replica
-    assert store.jobs.renew({job.id: "lost worker"}, lease=5) == 1  # a live worker keeps the slot until it returns
+    assert store.jobs.renew([(job.id, "lost worker")], lease=5) == 1  # a live worker keeps the slot until it returns
     store.client.zadd(keys.LEASES, {job.id: 0})  # ... this one died: its lease runs out
     [reaped] = store.jobs.reap({"m": 3})
     assert reaped.outcome == "FREED" and in_flight(store) == [0]
@@ -119,7 +119,7 @@ def test_a_job_that_ran_once_is_not_withdrawn(store: Store) -> None:
     token = ready_replica(store)
     job = submit(store)
     assert isinstance(start(store, job, "t"), Started)
-    assert store.jobs.retry(job.id, "t", "r1", "connection refused", 3, 1, 5, "w") == "PARKED"
+    assert store.jobs.retry(job.id, "t", "r1", "connection refused", True, 3, 1, 5, "w") == "PARKED"
     assert store.replicas.remove(token, store.replicas.of("m")[0])
     assert store.jobs.withdraw(job) == "QUEUED"  # its input reached a replica once: it stays, and runs again
 
@@ -142,7 +142,7 @@ def test_hole06_a_stale_workers_late_writes_never_free_the_new_holders_slot(stor
     store.jobs.dispatch("m", 1)
     assert isinstance(start(store, job, "new"), Started)
     assert store.jobs.finish(job.id, "stale", OK) == "STALE"
-    assert store.jobs.retry(job.id, "stale", "r1", "timeout", 3, 1, 5, "w") == "STALE"
+    assert store.jobs.retry(job.id, "stale", "r1", "timeout", True, 3, 1, 5, "w") == "STALE"
     assert in_flight(store) == [1]  # the new holder's slot is still held
     assert store.jobs.finish(job.id, "new", OK) == "OK" and in_flight(store) == [0]
 
@@ -162,13 +162,13 @@ def test_a_replica_that_fails_under_a_job_leaves_routing_and_the_job_runs_elsewh
     started = start(store, job, "t")
     assert isinstance(started, Started)
     first = started.slot.replica_id
-    moved = store.jobs.retry(job.id, "t", first, "connection refused", 2, 1, 5, "w")
+    moved = store.jobs.retry(job.id, "t", first, "connection refused", True, 2, 1, 5, "w")
     assert isinstance(moved, Started) and moved.slot.replica_id != first
-    again = store.jobs.retry(job.id, "t", first, "connection refused", 2, 1, 5, "w")  # the same call, run again
+    again = store.jobs.retry(job.id, "t", first, "connection refused", True, 2, 1, 5, "w")  # the same call, run again
     assert isinstance(again, Started) and again.slot == moved.slot and again.job.attempts == 2
     states = {r.id: r.state for r in store.replicas.of("m")}
     assert states[first] is ReplicaState.FAILED and states[moved.slot.replica_id] is ReplicaState.READY
-    assert store.jobs.retry(job.id, "t", moved.slot.replica_id, "timeout", 2, 1, 5, "w") == "FAILED"  # no more
+    assert store.jobs.retry(job.id, "t", moved.slot.replica_id, "timeout", True, 2, 1, 5, "w") == "FAILED"  # no more
     failed = store.jobs.get(job.id)
     assert failed is not None and failed.error is not None and failed.error.code == "replica_failed"
     assert job.id in store.jobs.dead_letters()

@@ -15,6 +15,7 @@ from celery.signals import worker_init
 from workers.config import Settings
 from workers.execution import runner
 from workers.execution.pool import ThreadPool
+from workers.protocols import transport
 from workers.store import Store, connect
 from workers.store.envelope import TASK_NAME
 from workers.store.records import JobStatus
@@ -69,7 +70,7 @@ def create_celery(settings: Settings) -> Celery:
 def worker_context(settings: Settings) -> runner.WorkerContext:
     """The clients of this worker process."""
     store = Store.of(connect(settings.redis_url), settings.job_retention)
-    return runner.WorkerContext(models=settings.load_models(), store=store, http=runner.http_pool(),
+    return runner.WorkerContext(models=settings.load_models(), store=store, http=transport.http_pool(),
                                 leases=runner.LeaseKeeper(store, settings.job_lease),
                                 max_output_bytes=settings.max_output_bytes)
 

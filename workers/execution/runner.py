@@ -4,8 +4,13 @@ This is the body of the Celery task, as plain functions over their clients, so i
 Celery. ``start`` claims the job with a token and a lease that a background thread renews, takes a free slot and
 marks the job RUNNING in one script; with no free slot the job is parked and the task returns at once (a job that
 waits holds no thread). Every later write checks the claim, so a task that lost it (its worker stalled past the
-lease and the reaper took the job back) never commits. A replica that fails under a job leaves routing, and the job
-runs on another, waits, or fails after ``max_attempts``.
+lease and the reaper took the job back) never commits.
+
+A whole exchange with a replica, connect to last byte, ends by the request timeout (``workers.protocols.transport``).
+A failed exchange is judged by a readiness probe: a replica that answers it is alive, so a request that ran out of
+time fails its job ``timeout`` and nothing else, and a broken connection is tried again on another slot; a replica
+that does not answer leaves routing (its other jobs finish or fail on their own), and the job runs on another,
+waits, or fails after ``max_attempts``.
 """
 
 import contextlib
@@ -22,46 +27,57 @@ import redis
 import urllib3
 
 from workers.config import ModelConfig
-from workers.protocols import protocol_for
-from workers.protocols.base import ReplicaBusy
+from workers.protocols import Readiness, protocol_for, transport
+from workers.protocols.base import ReplicaBusy, transient
 from workers.store import Store
 from workers.store.records import JobError, JobStatus, Outcome, Started
 
 log = logging.getLogger(__name__)
-BUSY_PAUSE = 0.2  # seconds before asking a busy replica again
+BUSY_PAUSE = 0.2  # seconds before asking a busy replica again (unless it says how long)
+PROBE_TIMEOUT = 2.0  # seconds a replica whose call failed has to answer a readiness probe, else it is gone
 
 
 class LeaseKeeper:
-    """Renews, from one background thread, the leases of every job this worker holds."""
+    """Renews, from one background thread, the leases of every claim this worker holds.
 
-    def __init__(self, store: Store, lease: float) -> None:
+    Claims are held by token, never by job id alone: two tasks of one worker may hold claims on the same job
+    (the first one's lapsed, the reaper sent the job again, and the second started it), and the first leaving
+    must not drop the second's claim.
+    """
+
+    def __init__(self, store: Store, lease: float, renewing: bool = True) -> None:
         self.store = store
         self.lease = lease
-        self.claims: dict[str, tuple[str, float]] = {}  # job id → (token, renewed until: monotonic)
+        self.claims: dict[str, tuple[str, float]] = {}  # claim token → (job id, renewed until: monotonic)
         self.lock = threading.Lock()
-        threading.Thread(target=self.renew_forever, name="lease-keeper", daemon=True).start()
+        if renewing:
+            threading.Thread(target=self.renew_forever, name="lease-keeper", daemon=True).start()
 
     @contextlib.contextmanager
     def holding(self, job_id: str, token: str, at_most: float) -> Iterator[None]:
         """Keep the claim's lease alive while the block runs, for ``at_most`` seconds: a call stuck past that
         (a replica that trickles its answer) loses the job to the reaper, which frees its slot."""
         with self.lock:
-            self.claims[job_id] = (token, time.monotonic() + at_most)
+            self.claims[token] = (job_id, time.monotonic() + at_most)
         try:
             yield
         finally:
             with self.lock:
-                self.claims.pop(job_id, None)
+                del self.claims[token]
+
+    def renew(self) -> int:
+        """Renew every claim held now; how many Redis renewed (a claim taken back stays unrenewed)."""
+        now = time.monotonic()
+        with self.lock:
+            held = [(job_id, token) for token, (job_id, until) in self.claims.items() if until > now]
+        return self.store.jobs.renew(held, self.lease)
 
     def renew_forever(self) -> None:
         """Renew every held lease three times per lease period."""
         while True:
             time.sleep(self.lease / 3)
-            now = time.monotonic()
-            with self.lock:
-                claims = {job_id: token for job_id, (token, until) in self.claims.items() if until > now}
             try:
-                self.store.jobs.renew(claims, self.lease)
+                self.renew()
             except redis.RedisError as exc:
                 log.warning("cannot renew job leases: %s", exc)
 
@@ -96,11 +112,6 @@ class Summary:
         return found
 
 
-def http_pool(pool_size: int = 64) -> urllib3.PoolManager:
-    """Keep-alive connections to replicas, enough for every worker thread; no retries (a retry is ours)."""
-    return urllib3.PoolManager(num_pools=16, maxsize=pool_size, retries=False)
-
-
 def run_job(ctx: WorkerContext, job_id: str, model_name: str) -> Summary:
     """Run the job if it can run now; park it if no slot is free; nothing if another task holds it."""
     model = ctx.models.get(model_name)
@@ -116,6 +127,14 @@ def run_job(ctx: WorkerContext, job_id: str, model_name: str) -> Summary:
         return run_started(ctx, model, started, token)
 
 
+@dataclass(frozen=True)
+class Fault:
+    """The call failed on the replica's side: why, and whether the replica is gone (it failed a probe too)."""
+
+    reason: str
+    gone: bool
+
+
 def run_started(ctx: WorkerContext, model: ModelConfig, started: Started, token: str) -> Summary:
     """Call the replica until the job is committed, parked, or out of attempts."""
     while True:
@@ -128,54 +147,53 @@ def run_started(ctx: WorkerContext, model: ModelConfig, started: Started, token:
             committed = ctx.store.jobs.finish(started.job.id, token, outcome)
             status = outcome.status.value if committed in ("OK", outcome.status.value) else committed
             return Summary(started.job.id, status, started.slot.replica_id, outcome.error, seconds)
-        log.warning("job %s: replica %s failed: %s", started.job.id, started.slot.replica_id, outcome)
-        retried = ctx.store.jobs.retry(started.job.id, token, started.slot.replica_id, outcome, model.max_attempts,
-                                       model.concurrency, ctx.leases.lease, ctx.worker)
+        log.warning("job %s: replica %s %s: %s", started.job.id, started.slot.replica_id,
+                    "is gone" if outcome.gone else "failed the call", outcome.reason)
+        retried = ctx.store.jobs.retry(started.job.id, token, started.slot.replica_id, outcome.reason, outcome.gone,
+                                       model.max_attempts, model.concurrency, ctx.leases.lease, ctx.worker)
         if isinstance(retried, str):
             return Summary(started.job.id, retried, started.slot.replica_id, seconds=seconds)
         started = retried
 
 
-def call(ctx: WorkerContext, model: ModelConfig, started: Started) -> Outcome | str:
-    """Send the job to its replica: the outcome of its answer, or why the replica failed (text). A replica that
-    says it is busy (a request it still runs for a lost worker) is asked again until the request's deadline."""
+def call(ctx: WorkerContext, model: ModelConfig, started: Started) -> Outcome | Fault:
+    """Send the job to its replica, the whole exchange within the request timeout: the outcome of its answer, or
+    the replica's fault. A replica that says "not now" (429, 503, Cog's 409) is asked again, after its
+    ``Retry-After``, while the deadline allows."""
     protocol = protocol_for(model)
     request = protocol.request(started.job.id, started.job.input)
-    deadline = time.monotonic() + model.request_timeout
+    until = time.monotonic() + model.request_timeout
     while True:
         try:
-            response = ctx.http.request(request.method, started.slot.endpoint + request.path, body=request.body,
-                                        headers=dict(request.headers), timeout=max(0.1, deadline - time.monotonic()),
-                                        preload_content=False)
-            body = read_body(response, deadline, ctx.max_output_bytes)
-        except urllib3.exceptions.HTTPError as exc:
-            return f"{type(exc).__name__}: {exc}"
+            response, body = transport.ask(ctx.http, request.method, started.slot.endpoint + request.path, until,
+                                           ctx.max_output_bytes, body=request.body, headers=dict(request.headers))
+        except transport.CALL_FAILURES as exc:
+            return judge(ctx, model, started.slot.endpoint, exc, time.monotonic() >= until)
         if body is None:
             return Outcome(JobStatus.FAILED, error=JobError(
                 "bad_response", f"the replica's answer is over {ctx.max_output_bytes} bytes"))
         try:
+            if busy := transient(response.status, response.headers):
+                raise busy
             return protocol.outcome(response.status, response.headers, body, model.request_timeout)
         except ReplicaBusy as busy:
-            if time.monotonic() + BUSY_PAUSE > deadline:
-                return f"busy until the request timeout: {busy}"
-            time.sleep(BUSY_PAUSE)
+            pause = max(BUSY_PAUSE, busy.retry_after or 0.0)
+            if time.monotonic() + pause > until:
+                return Fault(f"busy until the request timeout: {busy}", gone=False)
+            time.sleep(pause)
         except Exception as exc:  # an answer no adapter foresaw fails the job, never the worker
             return Outcome(JobStatus.FAILED, error=JobError("bad_response", f"{type(exc).__name__}: {exc}"[:2000]))
 
 
-def read_body(response: urllib3.BaseHTTPResponse, deadline: float, limit: int) -> bytes | None:
-    """The whole body by ``deadline`` (else a read timeout), or None if it is over ``limit`` bytes."""
-    chunks, size = [], 0
-    try:
-        while chunk := response.read1(65536):
-            size += len(chunk)
-            if size > limit:
-                response.close()  # the rest is unread: this connection cannot serve another request
-                return None
-            if time.monotonic() > deadline:
-                response.close()
-                raise urllib3.exceptions.TimeoutError("no complete answer within the request timeout")
-            chunks.append(chunk)
-    finally:
-        response.release_conn()
-    return b"".join(chunks)
+def judge(ctx: WorkerContext, model: ModelConfig, endpoint: str, exc: Exception, timed_out: bool) -> Outcome | Fault:
+    """What a failed exchange says, asked of a probe: a replica that answers it is alive, so a request that ran out
+    of time was slow (the job fails ``timeout``; the replica and its other jobs go on), and a broken connection is
+    tried elsewhere without condemning it; a replica that does not answer is gone."""
+    reason = f"{type(exc).__name__}: {exc}"[:1000]
+    readiness, _ = transport.probe(ctx.http, protocol_for(model), endpoint, min(PROBE_TIMEOUT, model.request_timeout))
+    if readiness is not Readiness.READY:
+        return Fault(f"{reason}; and no answer to a readiness probe", gone=True)
+    if timed_out:
+        return Outcome(JobStatus.FAILED, error=JobError("timeout", f"no complete answer within the request timeout "
+                                                                   f"of {model.request_timeout:g} s"))
+    return Fault(reason, gone=False)

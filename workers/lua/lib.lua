@@ -52,11 +52,12 @@ local function free_slots(model, concurrency)  -- free slots on READY replicas, 
   return free - redis.call('ZCARD', K.queued .. model)
 end
 
-local function acquire(id, model, concurrency)  -- a slot on the least-loaded READY replica: {replica, endpoint}
+-- A slot on the least-loaded READY replica other than avoid (if given): {replica, endpoint}, or nil.
+local function acquire(id, model, concurrency, avoid)
   local best, best_load, endpoint = nil, nil, nil
   for _, rid in ipairs(redis.call('SMEMBERS', K.replicas .. model)) do
     local r = redis.call('HMGET', K.replica .. rid, 'state', 'endpoint')
-    if r[1] == 'READY' then
+    if r[1] == 'READY' and rid ~= avoid then
       local load = redis.call('SCARD', K.slots .. rid)
       if load < concurrency and (best_load == nil or load < best_load) then
         best, best_load, endpoint = rid, load, r[2]

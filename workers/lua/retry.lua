@@ -1,11 +1,13 @@
--- The replica failed under a run (connection lost, or no answer within the request timeout): it leaves routing,
--- the slot is given back, and the job runs at once on another free slot, is parked until one frees, or fails
--- with replica_failed (into the dead letters) after its last attempt. Run again after its answer was lost, it
--- finds the job no longer on the failed replica and changes nothing.
--- ARGV[3..]: id, claim token, the failed replica, reason, max attempts, concurrency, lease seconds, worker.
+-- A call to a replica failed under a run (connection lost, no answer in time, busy until the deadline). A replica
+-- that is gone (it failed a readiness probe too) leaves routing: FAILED, stamped, stopped once the slots of its other
+-- jobs are given back. The slot is given back, and the job runs at once on a free slot of another replica, is
+-- parked until one frees, or fails with replica_failed (into the dead letters) after its last attempt. Run again
+-- after its answer was lost, it finds the job no longer on the failed replica and changes nothing.
+-- ARGV[3..]: id, claim token, the failed replica, reason, gone ('1' or '0'), max attempts, concurrency, lease
+-- seconds, worker.
 -- Returns {'RUNNING', replica, endpoint, job fields ...}, PARKED, FAILED, STALE, MISSING, or the status found.
-local id, token, failed, reason, max_attempts = ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
-local concurrency, lease, worker = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10]
+local id, token, failed, reason, gone = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7] == '1'
+local max_attempts, concurrency, lease, worker = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11]
 local job = K.job .. id
 local current = redis.call('HMGET', job, 'status', 'claim', 'model', 'slot', 'attempts')
 if not current[1] then return 'MISSING' end
@@ -14,8 +16,8 @@ local model, slot = current[3], current[4]
 if current[1] == 'RUNNING' and slot and slot ~= failed then  -- this call again: it already moved
   return running_reply(id, {slot, redis.call('HGET', K.replica .. slot, 'endpoint')})
 end
-if redis.call('HGET', K.replica .. failed, 'state') == 'READY' then
-  redis.call('HSET', K.replica .. failed, 'state', 'FAILED', 'reason', reason)
+if gone and redis.call('HGET', K.replica .. failed, 'state') == 'READY' then
+  redis.call('HSET', K.replica .. failed, 'state', 'FAILED', 'reason', reason, 'failed_at', stamp(NOW))
 end
 if slot == failed then free_slot(id) end
 if current[1] ~= 'RUNNING' then
@@ -29,7 +31,7 @@ if attempts >= max_attempts then
 end
 redis.call('SREM', K.running .. model, id)
 redis.call('HSET', job, 'status', 'QUEUED', 'requeued_at', stamp(NOW))
-local moved = acquire(id, model, concurrency)
+local moved = acquire(id, model, concurrency, failed)
 if moved then return begin_run(id, model, token, worker, lease, moved) end
 park(id, model)
 return 'PARKED'

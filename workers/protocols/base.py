@@ -16,7 +16,31 @@ MAX_DEPTH = 100  # nesting an answer may have (the API serializes it again)
 
 
 class ReplicaBusy(Exception):
-    """The replica has no free slot right now (it still runs a request whose caller is gone): ask again."""
+    """The replica cannot take the request now (every slot busy, as with a request whose caller is gone, or a
+    server restarting a worker): ask again, after ``retry_after`` seconds if it said."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+TRANSIENT = (429, 503)  # statuses that say "not now" in any protocol
+
+
+def transient(status: int, headers: Mapping[str, str]) -> ReplicaBusy | None:
+    """A 429 or 503 answer as ReplicaBusy, with its ``Retry-After`` in seconds when it gives one."""
+    if status not in TRANSIENT:
+        return None
+    return ReplicaBusy(f"the replica answered {status}", retry_after(headers.get("Retry-After")))
+
+
+def retry_after(value: str | None) -> float | None:
+    """A ``Retry-After`` of delay seconds as a number; None if absent or not seconds (an HTTP date)."""
+    try:
+        seconds = float(value) if value is not None else math.nan
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 class Readiness(enum.StrEnum):

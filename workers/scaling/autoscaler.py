@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 WAKE_GAP = 0.05  # seconds at least between passes woken by submits (wake-ups coalesce meanwhile)
 SWEEP = "sweep"  # the busy mark of the scan that matches the registry with what runs
+FAILED_GRACE = 5.0  # seconds past the request timeout a FAILED replica waits for its other jobs' calls to end
 NOTED = 10  # lines of a starting replica's log kept in its record, and added to the reason of a failed start
 
 
@@ -138,8 +139,9 @@ class Autoscaler:
                 self.store.events.record(model.name, "scale_down", replica_id, f"idle: {decision.reason}")
 
     def tidy(self, model: ModelConfig, replica: Replica, token: str, now: float) -> None:
-        """Stop a FAILED or DRAINING replica; watch a STARTING one nobody watches (adopted)."""
-        if self.actions.busy(replica.id):
+        """Stop a FAILED or DRAINING replica (a FAILED one once its other jobs have let go of it); watch a STARTING
+        one nobody watches (adopted)."""
+        if self.actions.busy(replica.id) or draining(model, replica, now):
             return
         if replica.state in (ReplicaState.FAILED, ReplicaState.DRAINING):
             self.actions.spawn(replica.id, lambda: self.stop(replica, token))
@@ -263,6 +265,13 @@ class Autoscaler:
             for replica in self.store.replicas.of(name):
                 self.stop(replica, token)
                 self.store.events.record(name, "scale_down", replica.id, "the platform is shutting down")
+
+
+def draining(model: ModelConfig, replica: Replica, now: float) -> bool:
+    """Whether a FAILED replica still holds slots of jobs whose calls may yet end well: it is out of routing, and
+    stopping it would fail them too; each call ends within its request timeout (and a probe), then it is stopped."""
+    return (replica.state is ReplicaState.FAILED and replica.in_flight > 0 and replica.failed_at is not None
+            and now < replica.failed_at + model.request_timeout + FAILED_GRACE)
 
 
 def observation(snapshot: ModelSnapshot) -> Observation:

@@ -5,7 +5,7 @@ import signal
 import threading
 
 from workers.config import Settings
-from workers.execution.runner import http_pool
+from workers.protocols.transport import http_pool
 from workers.scaling.autoscaler import Autoscaler
 from workers.scaling.backends import DockerBackend, ProcessBackend, ReplicaBackend
 from workers.scaling.readiness import ReadinessProbe

@@ -88,18 +88,18 @@ class JobStore:
         return str(self.scripts("finish", job_id, token, outcome.status.value, service, self.weight,
                                 *outcome.fields()))
 
-    def retry(self, job_id: str, token: str, failed: str, reason: str, max_attempts: int, concurrency: int,
-              lease: float, worker: str) -> Started | str:
-        """Replica ``failed`` failed under the run: run it on another slot, park it, or fail it after its last
-        attempt."""
-        return Started.of(self.scripts("retry", job_id, token, failed, reason, max_attempts, concurrency, lease,
-                                       worker))
+    def retry(self, job_id: str, token: str, failed: str, reason: str, gone: bool, max_attempts: int,
+              concurrency: int, lease: float, worker: str) -> Started | str:
+        """The call on replica ``failed`` failed (``gone``: the replica is, and leaves routing): run the job on
+        another slot, park it, or fail it after its last attempt."""
+        return Started.of(self.scripts("retry", job_id, token, failed, reason, int(gone), max_attempts, concurrency,
+                                       lease, worker))
 
-    def renew(self, claims: dict[str, str], lease: float) -> int:
-        """Extend the leases of the claims still held (job id → token); how many were renewed."""
+    def renew(self, claims: list[tuple[str, str]], lease: float) -> int:
+        """Extend the leases of the claims still held (job id, token); how many were renewed."""
         if not claims:
             return 0
-        pairs = [value for item in claims.items() for value in item]
+        pairs = [value for claim in claims for value in claim]
         return int(self.scripts("renew", lease, *pairs))
 
     def reap(self, max_attempts: dict[str, int], limit: int = 1000) -> list[Reaped]:

@@ -129,6 +129,7 @@ class Replica:
     last_used: float | None = None
     reason: str = ""
     log_tail: str = ""  # while STARTING: the last lines it printed
+    failed_at: float | None = None  # when it became FAILED
 
     @classmethod
     def from_hash(cls, fields: dict[str, Any]) -> "Replica":
@@ -138,7 +139,7 @@ class Replica:
             handle=fields["handle"], state=ReplicaState(fields["state"]), started_at=float(fields["started_at"]),
             in_flight=int(fields.get("in_flight", 0)), ready_at=_float(fields.get("ready_at")),
             last_used=_float(fields.get("last_used")), reason=fields.get("reason", ""),
-            log_tail=fields.get("log_tail", ""),
+            log_tail=fields.get("log_tail", ""), failed_at=_float(fields.get("failed_at")),
         )
 
     @property

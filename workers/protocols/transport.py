@@ -1,0 +1,131 @@
+"""The wire to replicas: a keep-alive pool in which one deadline bounds a whole request, from the connect to the
+last byte of the answer; answers read up to a size; and the one readiness probe that workers and the autoscaler
+share.
+
+A socket timeout bounds each read, not the answer: a replica that trickles its status line, its headers or its
+body a byte at a time would hold the caller for ever. Here every receive and send of a pooled connection gets
+only the time left before the deadline of the request in progress on its thread (``deadline``), so no request
+outlives it, whatever the replica does.
+"""
+
+import contextlib
+import contextvars
+import socket
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import urllib3
+from urllib3.connection import HTTPConnection
+from urllib3.connectionpool import HTTPConnectionPool
+
+from workers.protocols.base import Readiness, ReplicaProtocol
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
+
+PROBE_LIMIT = 65536  # bytes of a readiness answer read at most
+CALL_FAILURES = (urllib3.exceptions.HTTPError, OSError)  # what a call to a replica raises when the wire fails
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("replica_request_deadline", default=None)
+
+
+class PastDeadline(TimeoutError):
+    """The request's deadline passed before its answer was complete."""
+
+
+class DeadlineSocket(socket.socket):
+    """A socket whose every receive and send ends by the deadline of the request in progress on its thread."""
+
+    def time_left(self) -> None:
+        """Give the next operation only the time left; PastDeadline if none is."""
+        deadline = _deadline.get()
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise PastDeadline("no complete answer within the request timeout")
+            self.settimeout(left)
+
+    def recv_into(self, buffer: "WriteableBuffer", nbytes: int = 0, flags: int = 0) -> int:
+        """``socket.recv_into`` within the deadline."""
+        self.time_left()
+        return super().recv_into(buffer, nbytes, flags)
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        """``socket.recv`` within the deadline."""
+        self.time_left()
+        return super().recv(bufsize, flags)
+
+    def sendall(self, data: "ReadableBuffer", flags: int = 0) -> None:
+        """``socket.sendall`` within the deadline (its timeout bounds the whole send)."""
+        self.time_left()
+        super().sendall(data, flags)
+
+
+class DeadlineConnection(HTTPConnection):
+    """urllib3's connection on a ``DeadlineSocket``."""
+
+    def _new_conn(self) -> socket.socket:
+        plain = super()._new_conn()
+        return DeadlineSocket(plain.family, plain.type, plain.proto, fileno=plain.detach())
+
+
+class DeadlinePool(HTTPConnectionPool):
+    """A connection pool of one replica, on ``DeadlineConnection``s."""
+
+    ConnectionCls = DeadlineConnection
+
+
+def http_pool(pool_size: int = 64, replicas: int = 1024) -> urllib3.PoolManager:
+    """Keep-alive connections to replicas: ``pool_size`` per replica (enough for every thread), for up to
+    ``replicas`` replicas; no retries (a retry is the caller's)."""
+    manager = urllib3.PoolManager(num_pools=replicas, maxsize=pool_size, retries=False)
+    manager.pool_classes_by_scheme = {"http": DeadlinePool}
+    return manager
+
+
+@contextlib.contextmanager
+def deadline(at: float) -> Iterator[None]:
+    """Requests made on this thread inside the block end by ``at`` (``time.monotonic()``), answer included."""
+    token = _deadline.set(at)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def read_body(response: urllib3.BaseHTTPResponse, limit: int) -> bytes | None:
+    """The whole body, or None if it is over ``limit`` bytes (the rest is left unread and the connection closed)."""
+    chunks, size = [], 0
+    try:
+        while chunk := response.read1(65536):
+            size += len(chunk)
+            if size > limit:
+                response.close()  # the rest is unread: this connection cannot serve another request
+                return None
+            chunks.append(chunk)
+    finally:
+        response.release_conn()
+    return b"".join(chunks)
+
+
+def ask(http: urllib3.PoolManager, method: str, url: str, until: float, limit: int,
+        **options: Any) -> tuple[urllib3.BaseHTTPResponse, bytes | None]:
+    """One request whose whole answer (at most ``limit`` bytes: else the body is None) comes by ``until``;
+    raises one of ``CALL_FAILURES`` when the wire fails or the deadline passes."""
+    with deadline(until):
+        response = http.request(method, url, timeout=max(0.01, until - time.monotonic()), preload_content=False,
+                                **options)
+        return response, read_body(response, limit)
+
+
+def probe(http: urllib3.PoolManager, protocol: ReplicaProtocol, endpoint: str,
+          timeout: float) -> tuple[Readiness, str]:
+    """One readiness probe, its whole answer within ``timeout`` seconds and ``PROBE_LIMIT`` bytes: what it says,
+    with the reason when FAILED; STARTING when there is no such answer."""
+    try:
+        response, body = ask(http, "GET", endpoint + protocol.ready_path, time.monotonic() + timeout, PROBE_LIMIT)
+    except CALL_FAILURES:
+        return Readiness.STARTING, ""
+    if body is None:
+        return Readiness.STARTING, ""
+    return protocol.readiness(response.status, body)
