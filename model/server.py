@@ -3,7 +3,8 @@
 Every replica speaks this contract whatever model it serves. ``GET /ok`` answers 503 while the
 model's ``setup()`` runs (or after it failed, with the reason) and 200 once it finished. Bad input
 (``ValueError`` from ``predict``) is a 422, any other model exception a 500, both as JSON
-``{"error": {"code", "message"}}``. Served by gunicorn (threads = ``CONCURRENCY``).
+``{"error": {"code", "message"}}``. Served by gunicorn with ``2 × CONCURRENCY + 1`` threads, so that ``GET /ok``
+is answered while every slot is busy (and while requests whose caller gave up still compute).
 
 Environment: ``HOST`` (127.0.0.1), ``PORT`` (8000), ``CONCURRENCY`` (4), ``MODEL_CLASS``
 (``model.model:Model``), ``MAX_BODY_BYTES`` (10 MiB).
@@ -113,7 +114,9 @@ def main() -> None:
             self.cfg.set("bind", f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}")
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("workers", 1)
-            self.cfg.set("threads", int(os.environ.get("CONCURRENCY", "4")))
+            # a thread per slot, as many for requests whose caller gave up (a slow input still computing), and
+            # one more: readiness is answered however busy the model is
+            self.cfg.set("threads", 2 * int(os.environ.get("CONCURRENCY", "4")) + 1)
             self.cfg.set("keepalive", 75)
             self.cfg.set("graceful_timeout", 5)
             self.cfg.set("accesslog", None)

@@ -2,29 +2,36 @@
 dead replicas, and replicas that say "not now". The runner's own functions on a real Redis, against replicas that
 misbehave on real sockets; one test on the platform's real processes."""
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 import requests
 
-from tests.integration.platform import Platform
+from tests.integration.platform import TEST_MODELS, Platform
 from tests.integration.test_holes import job, model_view, post, sleepy
 from tests.integration.wire import Request, WireServer, response, trickle
 from workers.config import ModelConfig
 from workers.execution.runner import LeaseKeeper, Summary, WorkerContext, run_job, run_started
 from workers.protocols.transport import http_pool
+from workers.scaling.backends import free_port
 from workers.store import Store, keys
 from workers.store.records import JobStatus, Outcome, ReplicaState, Started
 
 pytestmark = pytest.mark.integration
 OK = Outcome(JobStatus.SUCCEEDED, output='{"y": 1}')
 READY = response(200, b'{"status": "READY"}')
+ROOT = Path(__file__).resolve().parents[2]
+RESET = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # SO_LINGER on, 0 s: closing resets the connection
 
 
 @pytest.fixture
@@ -33,6 +40,32 @@ def stop() -> Iterator[threading.Event]:
     event = threading.Event()
     yield event
     event.set()
+
+
+@pytest.fixture
+def sleepy_replica() -> Iterator[str]:
+    """The platform's own replica server (gunicorn gthread) with the Sleepy model at the default concurrency 1."""
+    port = free_port()
+    env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(port), "CONCURRENCY": "1",
+           "MODEL_CLASS": "testmodels:Sleepy",
+           "PYTHONPATH": os.pathsep.join([str(TEST_MODELS), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-m", "model.server"], cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if requests.get(f"{url}/ok", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        else:
+            pytest.fail("the replica did not become ready")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 def replica(store: Store, url: str, replica_id: str = "r1", token: str = "") -> str:
@@ -50,9 +83,9 @@ def context(store: Store, **model: Any) -> WorkerContext:
     return WorkerContext(models={"m": config}, store=store, http=http_pool(), leases=LeaseKeeper(store, 5.0))
 
 
-def submitted(store: Store) -> str:
+def submitted(store: Store, payload: Any = None) -> str:
     """A recorded job of model ``m``."""
-    job = store.jobs.submit(store.jobs.new("m", {"x": 1}))
+    job = store.jobs.submit(store.jobs.new("m", payload or {"x": 1}))
     assert job is not None
     return job.id
 
@@ -195,3 +228,94 @@ def test_review2_hole04_a_slow_input_fails_alone_and_its_replica_serves_on(
     events = requests.get(f"{platform.url}/v1/events", params={"model": "sleepy"}, timeout=10).json()["events"]
     assert not [e for e in events if e["kind"] == "replica_failed"], events
     assert job(platform, answers[1]["id"])["replica"] == warm["replica"]
+
+
+def test_review2_hole04_a_slow_input_on_a_one_slot_replica_fails_alone(store: Store, sleepy_replica: str) -> None:
+    replica(store, sleepy_replica)  # the platform's own replica server, concurrency 1 (the default)
+    slow, after = submitted(store, {"sleep": 6}), submitted(store, {"sleep": 0})
+    ctx = context(store, request_timeout=2.0, max_attempts=2)
+    assert run_in_thread(ctx, slow, within=20).status == "FAILED"
+    done = store.jobs.get(slow)
+    assert done is not None and done.error is not None and (done.error.code, done.attempts) == ("timeout", 1)
+    assert [r.state for r in store.replicas.of("m")] == [ReplicaState.READY]  # it answered its probe meanwhile
+    assert run_in_thread(ctx, after, within=20).status == "SUCCEEDED"  # beside the slow input still computing
+
+
+def test_review2_a_keep_alive_connection_the_replica_closed_is_replaced_at_once(store: Store) -> None:
+    served: dict[int, int] = {}
+
+    def answer(connection: socket.socket, request: Request) -> None:
+        if request.path == "/ok":
+            connection.sendall(READY)
+            return
+        served[id(connection)] = served.get(id(connection), 0) + 1
+        if served[id(connection)] > 1:  # its idle timer fired as the request came: closed, the request unread
+            connection.close()
+            raise OSError("closed idle")
+        connection.sendall(response(200, b'{"y": 1}'))
+
+    server = WireServer(answer)
+    replica(store, server.url)
+    ctx = context(store, request_timeout=5.0, max_attempts=1)
+    first, second = submitted(store), submitted(store)
+    assert run_in_thread(ctx, first, within=10).status == "SUCCEEDED"
+    assert run_in_thread(ctx, second, within=10).status == "SUCCEEDED"  # on a new connection, the same attempt
+    server.close()
+
+
+@pytest.mark.parametrize("fault", ["reset", "hang"])
+def test_review2_a_replica_that_fails_every_exchange_but_answers_its_probe_leaves_routing_after_three(
+        store: Store, fault: str) -> None:
+    def answer(connection: socket.socket, request: Request) -> None:
+        if request.path == "/ok":
+            connection.sendall(READY)
+        elif fault == "hang":
+            time.sleep(3)
+        else:
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, RESET)
+            connection.close()
+            raise OSError("reset")
+
+    server = WireServer(answer)
+    replica(store, server.url)
+    ctx = context(store, request_timeout=0.5, max_attempts=3)
+    for _ in range(3):
+        run_in_thread(ctx, submitted(store), within=10)
+        store.jobs.dispatch("m", 1)
+    [gone] = store.replicas.of("m")
+    assert gone.state is ReplicaState.FAILED and "3 failed exchanges in a row" in gone.reason
+    assert len([r for r in server.requests if r.path == "/"]) == 3
+    server.close()
+
+
+def test_review2_an_answer_that_does_not_decode_fails_bad_response(store: Store) -> None:
+    server = WireServer(lambda connection, request: connection.sendall(
+        READY if request.path == "/ok" else response(200, b"not gzip at all", "Content-Encoding: gzip\r\n")))
+    replica(store, server.url)
+    job_id = submitted(store)
+    assert run_in_thread(context(store, max_attempts=2), job_id, within=10).status == "FAILED"
+    done = store.jobs.get(job_id)
+    assert done is not None and done.error is not None and (done.error.code, done.attempts) == ("bad_response", 1)
+    server.close()
+
+
+def test_review2_a_slot_freed_by_a_failed_call_goes_to_a_parked_job(store: Store) -> None:
+    def answer(connection: socket.socket, request: Request) -> None:
+        if request.path == "/ok":
+            connection.sendall(READY)
+            return
+        connection.close()
+        raise OSError("closed unanswered")
+
+    server = WireServer(answer)
+    replica(store, server.url)
+    ctx = context(store, request_timeout=5.0, max_attempts=3)
+    first, second = submitted(store), submitted(store)
+    started = store.jobs.start(first, "t", 5, "w", 1, True)
+    assert isinstance(started, Started) and store.jobs.start(second, "u", 5, "w", 1, True) == "PARKED"
+    queue = keys.celery_queue("m")
+    before = store.jobs.redis.llen(queue)
+    with ctx.leases.holding(first, "t", 60):
+        assert run_started(ctx, ctx.models["m"], started, "t").status == "PARKED"
+    assert store.jobs.redis.llen(queue) - before == 1  # the parked job was sent to the freed slot
+    server.close()

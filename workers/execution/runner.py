@@ -28,7 +28,7 @@ import urllib3
 
 from workers.config import ModelConfig
 from workers.protocols import Readiness, protocol_for, transport
-from workers.protocols.base import ReplicaBusy, transient
+from workers.protocols.base import ReplicaBusy, bad_response, transient
 from workers.store import Store
 from workers.store.records import JobError, JobStatus, Outcome, Started
 
@@ -63,7 +63,7 @@ class LeaseKeeper:
             yield
         finally:
             with self.lock:
-                del self.claims[token]
+                self.claims.pop(token, None)
 
     def renew(self) -> int:
         """Renew every claim held now; how many Redis renewed (a claim taken back stays unrenewed)."""
@@ -129,10 +129,12 @@ def run_job(ctx: WorkerContext, job_id: str, model_name: str) -> Summary:
 
 @dataclass(frozen=True)
 class Fault:
-    """The call failed on the replica's side: why, and whether the replica is gone (it failed a probe too)."""
+    """The exchange with the replica failed: why; whether the replica is gone (it failed a probe too), or alive
+    and merely slow (the request ran out of time)."""
 
     reason: str
-    gone: bool
+    gone: bool = False
+    slow: bool = False
 
 
 def run_started(ctx: WorkerContext, model: ModelConfig, started: Started, token: str) -> Summary:
@@ -141,10 +143,15 @@ def run_started(ctx: WorkerContext, model: ModelConfig, started: Started, token:
         began = time.monotonic()
         outcome = call(ctx, model, started)
         seconds = time.monotonic() - began
+        if isinstance(outcome, Fault) and outcome.slow:  # the job fails alone; the replica goes on
+            outcome = Outcome(JobStatus.FAILED, error=JobError("timeout", outcome.reason))
+            timed_out = True
+        else:
+            timed_out = False
         if isinstance(outcome, Outcome):
             if outcome.status is JobStatus.SUCCEEDED:  # the replica's own time, if it said, but never more than ours
                 outcome = replace(outcome, service_time=min(seconds, outcome.service_time or seconds))
-            committed = ctx.store.jobs.finish(started.job.id, token, outcome)
+            committed = ctx.store.jobs.finish(started.job.id, token, outcome, timed_out)
             status = outcome.status.value if committed in ("OK", outcome.status.value) else committed
             return Summary(started.job.id, status, started.slot.replica_id, outcome.error, seconds)
         log.warning("job %s: replica %s %s: %s", started.job.id, started.slot.replica_id,
@@ -167,11 +174,12 @@ def call(ctx: WorkerContext, model: ModelConfig, started: Started) -> Outcome | 
         try:
             response, body = transport.ask(ctx.http, request.method, started.slot.endpoint + request.path, until,
                                            ctx.max_output_bytes, body=request.body, headers=dict(request.headers))
+        except urllib3.exceptions.DecodeError as exc:  # it answered, in an encoding that does not decode
+            return bad_response(f"the replica's answer does not decode: {exc}")
         except transport.CALL_FAILURES as exc:
             return judge(ctx, model, started.slot.endpoint, exc, time.monotonic() >= until)
         if body is None:
-            return Outcome(JobStatus.FAILED, error=JobError(
-                "bad_response", f"the replica's answer is over {ctx.max_output_bytes} bytes"))
+            return bad_response(f"the replica's answer is over {ctx.max_output_bytes} bytes")
         try:
             if busy := transient(response.status, response.headers):
                 raise busy
@@ -179,21 +187,20 @@ def call(ctx: WorkerContext, model: ModelConfig, started: Started) -> Outcome | 
         except ReplicaBusy as busy:
             pause = max(BUSY_PAUSE, busy.retry_after or 0.0)
             if time.monotonic() + pause > until:
-                return Fault(f"busy until the request timeout: {busy}", gone=False)
+                return Fault(f"busy until the request timeout: {busy}")
             time.sleep(pause)
         except Exception as exc:  # an answer no adapter foresaw fails the job, never the worker
-            return Outcome(JobStatus.FAILED, error=JobError("bad_response", f"{type(exc).__name__}: {exc}"[:2000]))
+            return bad_response(f"{type(exc).__name__}: {exc}")
 
 
-def judge(ctx: WorkerContext, model: ModelConfig, endpoint: str, exc: Exception, timed_out: bool) -> Outcome | Fault:
+def judge(ctx: WorkerContext, model: ModelConfig, endpoint: str, exc: Exception, timed_out: bool) -> Fault:
     """What a failed exchange says, asked of a probe: a replica that answers it is alive, so a request that ran out
-    of time was slow (the job fails ``timeout``; the replica and its other jobs go on), and a broken connection is
-    tried elsewhere without condemning it; a replica that does not answer is gone."""
+    of time was slow, and a broken connection is tried elsewhere without condemning it; a replica that does not
+    answer is gone."""
     reason = f"{type(exc).__name__}: {exc}"[:1000]
     readiness, _ = transport.probe(ctx.http, protocol_for(model), endpoint, min(PROBE_TIMEOUT, model.request_timeout))
     if readiness is not Readiness.READY:
         return Fault(f"{reason}; and no answer to a readiness probe", gone=True)
     if timed_out:
-        return Outcome(JobStatus.FAILED, error=JobError("timeout", f"no complete answer within the request timeout "
-                                                                   f"of {model.request_timeout:g} s"))
-    return Fault(reason, gone=False)
+        return Fault(f"no complete answer within the request timeout of {model.request_timeout:g} s", slow=True)
+    return Fault(reason)

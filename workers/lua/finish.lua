@@ -1,11 +1,14 @@
 -- Commit a run's outcome under its claim: the final status and fields, the slot given back (one parked job is
 -- sent to it), the replica's service time folded into the model's moving average, the lease dropped.
+-- The exchange is judged on the replica: an answer clears its count of failed exchanges in a row; one that timed
+-- out (the replica alive, the request slow) adds to it.
 -- ARGV[3..]: id, claim token, status (SUCCEEDED or FAILED), service seconds ('' = none), average weight,
--- then field/value pairs (output, or error).
+-- timed out ('1' or '0'), then field/value pairs (output, or error).
 -- Returns OK; STALE when the claim is no longer this task's (the reaper took the job back); MISSING; or the
 -- status found (CANCELLED while it ran: the slot is given back all the same; the status itself when this call
 -- runs again after its answer was lost).
 local id, token, status, service, weight = ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
+local timed_out = ARGV[8] == '1'
 local current = redis.call('HMGET', K.job .. id, 'status', 'claim', 'model')
 if not current[1] then return 'MISSING' end
 if current[2] ~= token then return 'STALE' end
@@ -15,9 +18,10 @@ if current[1] ~= 'RUNNING' then
   retire(id)
   return current[1]
 end
-free_slot(id)
+local replica = free_slot(id)
+if replica then judged(replica, timed_out, 'no answer within the request timeout') end
 local fields = {}
-for i = 8, #ARGV do table.insert(fields, ARGV[i]) end
+for i = 9, #ARGV do table.insert(fields, ARGV[i]) end
 conclude(id, model, status, fields)
 if service ~= '' then fold(model, 'service_time', service, weight) end
 dispatch(model, 1)

@@ -81,6 +81,25 @@ local function free_slot(id)  -- give back the slot the job holds; the replica i
   return slot
 end
 
+local FAILURES_IN_A_ROW = 3  -- failed exchanges in a row after which a replica that still answers its probe goes
+
+local function condemn(rid, reason)  -- a READY replica leaves routing: FAILED, stamped; stopped once let go of
+  if redis.call('HGET', K.replica .. rid, 'state') == 'READY' then
+    redis.call('HSET', K.replica .. rid, 'state', 'FAILED', 'reason', reason, 'failed_at', stamp(NOW))
+  end
+end
+
+local function judged(rid, failed, reason)  -- an exchange ended: a failed one counts, an answered one clears
+  if not failed then
+    redis.call('HDEL', K.replica .. rid, 'failures')
+    return
+  end
+  if redis.call('EXISTS', K.replica .. rid) == 0 then return end
+  if redis.call('HINCRBY', K.replica .. rid, 'failures', 1) >= FAILURES_IN_A_ROW then
+    condemn(rid, reason .. ' (' .. FAILURES_IN_A_ROW .. ' failed exchanges in a row)')
+  end
+end
+
 local function park(id, model)  -- wait for capacity, holding nothing: no message out, no claim
   redis.call('ZREM', K.queued .. model, id)
   redis.call('ZREM', K.leases, id)

@@ -1,8 +1,9 @@
 -- A call to a replica failed under a run (connection lost, no answer in time, busy until the deadline). A replica
--- that is gone (it failed a readiness probe too) leaves routing: FAILED, stamped, stopped once the slots of its other
--- jobs are given back. The slot is given back, and the job runs at once on a free slot of another replica, is
--- parked until one frees, or fails with replica_failed (into the dead letters) after its last attempt. Run again
--- after its answer was lost, it finds the job no longer on the failed replica and changes nothing.
+-- that is gone (it failed a readiness probe too), or failed this many exchanges in a row, leaves routing: FAILED,
+-- stamped, stopped once the slots of its other jobs are given back. The slot is given back (to a parked job, if
+-- the replica stays), and the job runs at once on a free slot of another replica, is parked until one frees, or
+-- fails with replica_failed (into the dead letters) after its last attempt. Run again after its answer was lost,
+-- it finds the job no longer on the failed replica and changes nothing.
 -- ARGV[3..]: id, claim token, the failed replica, reason, gone ('1' or '0'), max attempts, concurrency, lease
 -- seconds, worker.
 -- Returns {'RUNNING', replica, endpoint, job fields ...}, PARKED, FAILED, STALE, MISSING, or the status found.
@@ -16,10 +17,11 @@ local model, slot = current[3], current[4]
 if current[1] == 'RUNNING' and slot and slot ~= failed then  -- this call again: it already moved
   return running_reply(id, {slot, redis.call('HGET', K.replica .. slot, 'endpoint')})
 end
-if gone and redis.call('HGET', K.replica .. failed, 'state') == 'READY' then
-  redis.call('HSET', K.replica .. failed, 'state', 'FAILED', 'reason', reason, 'failed_at', stamp(NOW))
+if slot == failed then
+  if gone then condemn(failed, reason) else judged(failed, true, reason) end
+  free_slot(id)
+  if redis.call('HGET', K.replica .. failed, 'state') == 'READY' then dispatch(model, 1) end
 end
-if slot == failed then free_slot(id) end
 if current[1] ~= 'RUNNING' then
   if not redis.call('HGET', job, 'slot') then retire(id) end
   return current[1]

@@ -13,6 +13,7 @@ import contextvars
 import socket
 import time
 from collections.abc import Iterator
+from http.client import RemoteDisconnected
 from typing import TYPE_CHECKING, Any
 
 import urllib3
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 PROBE_LIMIT = 65536  # bytes of a readiness answer read at most
 CALL_FAILURES = (urllib3.exceptions.HTTPError, OSError)  # what a call to a replica raises when the wire fails
+UNANSWERED = (RemoteDisconnected, BrokenPipeError)  # a connection closed before any answer (not reset)
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("replica_request_deadline", default=None)
 
 
@@ -66,7 +68,10 @@ class DeadlineConnection(HTTPConnection):
 
     def _new_conn(self) -> socket.socket:
         plain = super()._new_conn()
-        return DeadlineSocket(plain.family, plain.type, plain.proto, fileno=plain.detach())
+        timeout = plain.gettimeout()
+        bounded = DeadlineSocket(plain.family, plain.type, plain.proto, fileno=plain.detach())
+        bounded.settimeout(timeout)
+        return bounded
 
 
 class DeadlinePool(HTTPConnectionPool):
@@ -111,10 +116,17 @@ def read_body(response: urllib3.BaseHTTPResponse, limit: int) -> bytes | None:
 def ask(http: urllib3.PoolManager, method: str, url: str, until: float, limit: int,
         **options: Any) -> tuple[urllib3.BaseHTTPResponse, bytes | None]:
     """One request whose whole answer (at most ``limit`` bytes: else the body is None) comes by ``until``;
-    raises one of ``CALL_FAILURES`` when the wire fails or the deadline passes."""
+    raises one of ``CALL_FAILURES`` when the wire fails or the deadline passes. A pooled connection that the
+    replica closed just as the request went out (the race of every keep-alive timeout) is replaced once."""
     with deadline(until):
-        response = http.request(method, url, timeout=max(0.01, until - time.monotonic()), preload_content=False,
-                                **options)
+        try:
+            response = http.request(method, url, timeout=max(0.01, until - time.monotonic()),
+                                    preload_content=False, **options)
+        except urllib3.exceptions.ProtocolError as exc:
+            if not any(isinstance(cause, UNANSWERED) for cause in exc.args):
+                raise
+            response = http.request(method, url, timeout=max(0.01, until - time.monotonic()),
+                                    preload_content=False, **options)
         return response, read_body(response, limit)
 
 

@@ -82,11 +82,12 @@ class JobStore:
         return Started.of(self.scripts("start", job_id, token, lease, worker, concurrency,
                                        int(fail_on_start_failure)))
 
-    def finish(self, job_id: str, token: str, outcome: Outcome) -> str:
-        """Commit the outcome under the claim and give the slot back: OK, or why not (STALE, CANCELLED …)."""
+    def finish(self, job_id: str, token: str, outcome: Outcome, timed_out: bool = False) -> str:
+        """Commit the outcome under the claim and give the slot back: OK, or why not (STALE, CANCELLED …).
+        ``timed_out``: the replica gave no answer in time (it counts against the replica)."""
         service = "" if outcome.service_time is None else repr(outcome.service_time)
         return str(self.scripts("finish", job_id, token, outcome.status.value, service, self.weight,
-                                *outcome.fields()))
+                                int(timed_out), *outcome.fields()))
 
     def retry(self, job_id: str, token: str, failed: str, reason: str, gone: bool, max_attempts: int,
               concurrency: int, lease: float, worker: str) -> Started | str:
