@@ -3,7 +3,7 @@
 Every replica speaks this contract whatever model it serves. ``GET /ok`` answers 503 while the
 model's ``setup()`` runs (or after it failed, with the reason) and 200 once it finished. Bad input
 (``ValueError`` from ``predict``) is a 422, any other model exception a 500, both as JSON
-``{"error": {"code", "message"}}``. Served by gunicorn with ``2 × CONCURRENCY + 1`` threads, so that ``GET /ok``
+``{"error": {"code", "message"}}``. Served by gunicorn with ``2 * CONCURRENCY + 1`` threads, so that ``GET /ok``
 is answered while every slot is busy (and while requests whose caller gave up still compute).
 
 Environment: ``HOST`` (127.0.0.1), ``PORT`` (8000), ``CONCURRENCY`` (4), ``MODEL_CLASS``
