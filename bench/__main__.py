@@ -67,7 +67,8 @@ def hot_path(processes: Processes, ours: Platform, args: argparse.Namespace) -> 
 
 def trees(processes: Processes, ours: Platform) -> dict[str, list[int]]:
     """The process trees whose memory is reported."""
-    replicas = [int(r.handle) for r in ProcessBackend(Path("."), Path("."), "bench").running().values()]
+    found = ProcessBackend(ROOT, processes.workdir / "data" / "logs", "bench").running()
+    replicas = [int(r.handle) for r in found.values()]
     replica_pids = [p for r in replicas for p in measure.descendants(r)]
     named = {"redis": [processes.pid("redis")], "direct replica": measure.descendants(processes.pid("direct-replica")),
              "reference worker": measure.descendants(processes.pid("reference-worker")), "replicas": replica_pids}
@@ -146,7 +147,7 @@ def main() -> None:
             print("hot path (sequential latency, then throughput):", flush=True)
             hot = hot_path(processes, ours, args)
             print("cold starts:", flush=True)
-            backend = ProcessBackend(ROOT, Path(tmp) / "bare", BARE)
+            backend = ProcessBackend(ROOT, Path(tmp) / "data" / "logs", BARE)
             cold = {"process": cold_starts(backend, ours, args.cold_rounds)}
             print("scale reaction:", flush=True)
             scale = burst(ours, client, args.burst)

@@ -196,7 +196,7 @@ def environment(workdir: Path, fsync: str = "always") -> Iterator[tuple[Processe
     finally:
         processes.stop(*[n for n in processes.started if n != "redis"])
         for namespace in (NAMESPACE, BARE):
-            for replica in ProcessBackend(ROOT, ROOT, namespace).running().values():
+            for replica in ProcessBackend(ROOT, workdir / "data" / "logs", namespace).running().values():
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(int(replica.handle), signal.SIGKILL)
         remove_containers()
@@ -220,7 +220,7 @@ def bare_start(backend: ReplicaBackend, model: ModelConfig) -> float:
     It polls as often as the autoscaler does: polling faster slows the starting replica down.
     """
     started = time.perf_counter()
-    launched = backend.start(model, f"bare-{uuid.uuid4().hex[:8]}")
+    launched = backend.start(model, uuid.uuid4().hex[:12])
     try:
         wait_until(lambda: answers(f"{launched.endpoint}/ok"), 60, "the bare replica", interval=READY_POLL)
         return time.perf_counter() - started

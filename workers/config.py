@@ -14,6 +14,7 @@ from pydantic import (
     PositiveInt,
     StrictInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -50,7 +51,7 @@ class ModelConfig(BaseModel):
     gpus: StrictInt | list[str] = Field(0)  # docker: how many GPUs, or which device ids (a device request, gpu)
     concurrency: PositiveInt = 1  # requests one replica serves at once
     min_replicas: int = Field(0, ge=0)  # replicas kept warm
-    max_replicas: PositiveInt = 1  # replicas at most
+    max_replicas: PositiveInt = Field(1, validate_default=True)  # replicas at most (min_replicas or more)
     idle_timeout: PositiveFloat = 60  # seconds an idle replica lives before it is stopped
     request_timeout: PositiveFloat = 30  # seconds one inference request may take, answer included
     start_timeout: float = Field(60, gt=0, le=3600)  # seconds a replica may take to become ready (up to an hour)
@@ -83,6 +84,15 @@ class ModelConfig(BaseModel):
             if name in PLATFORM_ENV:
                 raise ValueError(f"{name} is set by the platform; allowed: any other name")
         return env
+
+    @field_validator("max_replicas")
+    @classmethod
+    def room_for_the_minimum(cls, most: int, info: ValidationInfo) -> int:
+        """At least ``min_replicas`` (replicas kept warm never exceed the maximum)."""
+        least = info.data.get("min_replicas", 0)
+        if most < least:
+            raise ValueError(f"max_replicas {most} is below min_replicas {least}; allowed: {least} or more")
+        return most
 
     @field_validator("volumes")
     @classmethod
@@ -141,7 +151,7 @@ class Settings(BaseSettings):
     max_wait: PositiveFloat = 300  # longest ?wait= a client may ask for
     scale_interval: PositiveFloat = 0.5  # seconds between autoscaler ticks
     data_dir: Path = Path(".serverless-model")  # embedded Redis data and replica logs
-    namespace: str = "default"  # tells this platform's replicas from another's on the same host
+    namespace: str = ""  # tells this platform's replicas from another's on one host; "" = an id kept in its Redis
     job_lease: PositiveFloat = 5.0  # seconds a worker's claim on a job lives unless renewed
     leader_lease: PositiveFloat = 3.0  # seconds the autoscaler lease lives unless renewed (failover time)
     redis_fsync: Literal["always", "everysec", "no"] = "always"  # embedded Redis: "always" loses no acknowledged write

@@ -114,7 +114,7 @@ class Platform:
     def clean_up(self) -> None:
         """Stop the processes, then kill the replicas they left (an autoscaler leaves serving replicas)."""
         self.stop()
-        for launched in ProcessBackend(Path("."), Path("."), self.namespace).running().values():
+        for launched in ProcessBackend(self.workdir, self.workdir / "data" / "logs", self.namespace).running().values():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(int(launched.handle), signal.SIGKILL)
         remove_containers(f"{NAMESPACE_LABEL}={self.namespace}")

@@ -17,6 +17,7 @@ from tests.integration.platform import TEST_IMAGE, Platform
 from workers.store import keys
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration]
+STRAY = "57a7000000aa"  # a stray of the autoscaler's id scheme (only such containers are ever removed)
 
 SLEEPY = f"""
 [models.sleepy]
@@ -159,7 +160,7 @@ def test_autoscaler_killed_and_restarted_adopts_its_replicas(make_platform: Call
         platform.stop("autoscaler", sig=signal.SIGKILL)
         before = replica_ids(docker_client)
         stray = docker_client.containers.create(TEST_IMAGE, command=["sleep", "60"], labels={
-            "serverless-model": "sleepy", "serverless-model.replica": "stray0",
+            "serverless-model": "sleepy", "serverless-model.replica": STRAY,
             "serverless-model.namespace": platform.namespace})
         restarted = time.time()
         platform.start("autoscaler")
@@ -179,7 +180,7 @@ def test_autoscaler_killed_and_restarted_adopts_its_replicas(make_platform: Call
     strays = {replica for kind, replica in kinds if kind == "stray_removed"}
     assert adopted, kinds
     assert before <= adopted | strays  # a container created just before the kill was never registered
-    assert ("stray_removed", "stray0") in kinds
+    assert ("stray_removed", STRAY) in kinds
     with pytest.raises(docker.errors.NotFound):
         stray.reload()
     registry = set(client.smembers(keys.replicas("sleepy")))

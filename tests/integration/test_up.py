@@ -21,11 +21,12 @@ pytestmark = pytest.mark.integration
 
 
 def processes_marked(marker: str) -> list[int]:
-    """Pids of processes whose environment or command line mentions ``marker``."""
+    """Pids of processes whose working directory, environment or command line mentions ``marker`` (a process
+    that set its title, as gunicorn and Celery do with setproctitle, keeps only its working directory)."""
     found = []
     for process in psutil.process_iter():
         with contextlib.suppress(psutil.Error):
-            if any(marker in part for part in [*process.cmdline(), *process.environ().values()]):
+            if any(marker in part for part in [process.cwd(), *process.cmdline(), *process.environ().values()]):
                 found.append(process.pid)
     return found
 

@@ -198,8 +198,9 @@ def judge(ctx: WorkerContext, model: ModelConfig, endpoint: str, exc: Exception,
     of time was slow, and a broken connection is tried elsewhere without condemning it; a replica that does not
     answer is gone."""
     reason = f"{type(exc).__name__}: {exc}"[:1000]
-    readiness, _ = transport.probe(ctx.http, protocol_for(model), endpoint, min(PROBE_TIMEOUT, model.request_timeout))
-    if readiness is not Readiness.READY:
+    found = transport.probe(ctx.http, protocol_for(model), endpoint,
+                            time.monotonic() + min(PROBE_TIMEOUT, model.request_timeout))
+    if found is None or found[0] is not Readiness.READY:
         return Fault(f"{reason}; and no answer to a readiness probe", gone=True)
     if timed_out:
         return Fault(f"no complete answer within the request timeout of {model.request_timeout:g} s", slow=True)

@@ -131,13 +131,19 @@ def ask(http: urllib3.PoolManager, method: str, url: str, until: float, limit: i
 
 
 def probe(http: urllib3.PoolManager, protocol: ReplicaProtocol, endpoint: str,
-          timeout: float) -> tuple[Readiness, str]:
-    """One readiness probe, its whole answer within ``timeout`` seconds and ``PROBE_LIMIT`` bytes: what it says,
-    with the reason when FAILED; STARTING when there is no such answer."""
+          until: float) -> tuple[Readiness, str] | None:
+    """One readiness probe, its whole answer by ``until`` and within ``PROBE_LIMIT`` bytes (the rest is not
+    read): what it says, with the reason when FAILED; None when no answer came by then."""
     try:
-        response, body = ask(http, "GET", endpoint + protocol.ready_path, time.monotonic() + timeout, PROBE_LIMIT)
+        with deadline(until):
+            response = http.request("GET", endpoint + protocol.ready_path,
+                                    timeout=max(0.01, until - time.monotonic()), preload_content=False)
+            try:
+                body = response.read(PROBE_LIMIT)
+                if response.length_remaining != 0:  # not read to its known end: the connection cannot be reused
+                    response.close()
+            finally:
+                response.release_conn()
     except CALL_FAILURES:
-        return Readiness.STARTING, ""
-    if body is None:
-        return Readiness.STARTING, ""
+        return None
     return protocol.readiness(response.status, body)

@@ -19,12 +19,12 @@ import logging
 import math
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable
 
 from workers.config import ModelConfig
 from workers.scaling.actions import ActionRunner, Actions, Threads, reason_of
 from workers.scaling.backends import Launched, ReplicaBackend
+from workers.scaling.pidfiles import new_replica_id
 from workers.scaling.policy import Observation, Policy, ReplicaSnapshot, ScalingState, decide
 from workers.scaling.readiness import Probe
 from workers.store import Lease, LogRequest, Store
@@ -161,7 +161,7 @@ class Autoscaler:
 
     def start(self, model: ModelConfig, token: str) -> None:
         """Record a replica STARTING (busy from before its record exists), then start it off the loop."""
-        replica_id = uuid.uuid4().hex[:12]
+        replica_id = new_replica_id()
         self.actions.reserve(replica_id)
         if self.store.replicas.add(token, replica_id, model.name, self.backend.name):
             self.actions.run_reserved(replica_id, lambda: self.launch(model, replica_id, token))
@@ -221,7 +221,8 @@ class Autoscaler:
         self.store.replicas.remove(token, replica)
 
     def sweep(self, token: str, adopting: bool) -> None:
-        """Match the registry with what runs: forget the vanished, note the adopted, stop strays (an action)."""
+        """Match the registry with what runs: forget the vanished (never one whose handle still runs), note the
+        adopted, stop strays (an action)."""
         self.last_sweep = time.monotonic()
         running = self.backend.running()
         known = {r.id: r for name in self.models for r in self.store.replicas.of(name)}
@@ -234,7 +235,7 @@ class Autoscaler:
                     self.store.events.record(replica.model, "adopted", replica.id, replica.state.value)
                 if not launched.alive and replica.state is ReplicaState.READY:
                     self.store.replicas.failed(token, replica.id, "exited while ready")
-            elif not self.actions.busy(replica.id):
+            elif not self.actions.busy(replica.id) and not (replica.handle and self.backend.alive(replica.handle)):
                 gone = "exited while ready" if replica.state is ReplicaState.READY else "not running"
                 if self.store.replicas.remove(token, replica):
                     self.store.events.record(replica.model, "lost", replica.id, f"in the registry but {gone}")
@@ -260,11 +261,29 @@ class Autoscaler:
             self.store.replicas.answer_logs(request.reply, lines)
 
     def stop_all(self, token: str) -> None:
-        """Stop every replica of every model (``up`` shutting down)."""
-        for name in self.models:
-            for replica in self.store.replicas.of(name):
-                self.stop(replica, token)
-                self.store.events.record(name, "scale_down", replica.id, "the platform is shutting down")
+        """Stop every replica of every model, and strays of ours, all at once (``up`` shutting down): it takes
+        one replica's grace, not the sum of them."""
+        replicas = [replica for name in self.models for replica in self.store.replicas.of(name)]
+        stops = [threading.Thread(target=self.shut_down, args=(replica, token)) for replica in replicas]
+        try:
+            strays = [launched.handle for replica_id, launched in self.backend.running().items()
+                      if replica_id not in {replica.id for replica in replicas}]
+        except Exception as exc:
+            log.error("cannot look for strays: %s", reason_of(exc))
+            strays = []
+        stops += [threading.Thread(target=self.backend.stop, args=(handle,)) for handle in strays]
+        for stop in stops:
+            stop.start()
+        for stop in stops:
+            stop.join()
+
+    def shut_down(self, replica: Replica, token: str) -> None:
+        """Stop one replica because the platform is shutting down."""
+        try:
+            self.stop(replica, token)
+            self.store.events.record(replica.model, "scale_down", replica.id, "the platform is shutting down")
+        except Exception as exc:
+            log.error("cannot stop replica %s: %s", replica.id, reason_of(exc))
 
 
 def draining(model: ModelConfig, replica: Replica, now: float) -> bool:

@@ -1,8 +1,10 @@
 """Replica backends: how a replica process or container is started, found and stopped.
 
 Both implement ``ReplicaBackend``. ``process`` (the default) runs the model's command as a local process on a free
-127.0.0.1 port, with a clean environment; ``docker`` runs the model's image with docker-py, labelled so that the
-containers themselves say which are ours. Neither ever pulls an image.
+127.0.0.1 port, with a clean environment, and finds it again by its pid file (``workers.scaling.pidfiles``);
+``docker`` runs the model's image with docker-py, labelled so that the containers themselves say which are ours.
+Neither ever pulls an image, and neither stops a process or container that is not provably ours: of this
+namespace and with an id of the autoscaler's making.
 """
 
 import contextlib
@@ -20,15 +22,17 @@ import psutil
 from workers.config import ModelConfig, fill
 from workers.polling import wait_until
 from workers.protocols import protocol_for
+from workers.scaling import pidfiles
 
 LABEL = "serverless-model"  # every container we start carries this label (value: the model)
 REPLICA_LABEL = "serverless-model.replica"
 NAMESPACE_LABEL = "serverless-model.namespace"
 ENDPOINT_LABEL = "serverless-model.endpoint"
-REPLICA_ENV = "SM_REPLICA_ID"  # process replicas carry their id and namespace in their environment
+REPLICA_ENV = "SM_REPLICA_ID"  # a process replica is told its id and namespace (it is found by its pid file)
 NAMESPACE_ENV = "SM_REPLICA_NAMESPACE"
 INHERITED = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "PYTHONPATH",
              "VIRTUAL_ENV")  # all a process replica gets of the platform's environment: never its secrets
+STOP_GRACE = 5.0  # seconds a process replica has to exit on SIGTERM before it is killed
 
 
 class StartFailed(Exception):
@@ -95,15 +99,16 @@ def last_lines(text: str, tail: int) -> list[str]:
 
 
 class ProcessBackend:
-    """Replicas as local processes, each the leader of its own process group."""
+    """Replicas as local processes, each the leader of its own process group, found again by their pid files."""
 
     name = "process"
 
-    def __init__(self, workdir: Path, log_dir: Path, namespace: str = "default") -> None:
+    def __init__(self, workdir: Path, log_dir: Path, namespace: str = "default", grace: float = STOP_GRACE) -> None:
         self.workdir = workdir
-        self.log_dir = log_dir
+        self.log_dir = log_dir  # each replica's log and pid file
         self.namespace = namespace
-        self.children: dict[int, subprocess.Popen[bytes]] = {}  # waited for when stopped (no zombies)
+        self.grace = grace  # seconds a replica has to exit on SIGTERM before it is killed
+        self.children: dict[int, subprocess.Popen[bytes]] = {}  # reaped once they exit (no zombies)
 
     def start(self, model: ModelConfig, replica_id: str) -> Launched:
         """Run the model's command with ``PORT`` set to a free port and only the environment it needs."""
@@ -123,29 +128,57 @@ class ProcessBackend:
         except OSError as exc:
             raise StartFailed(f"cannot run {command[0]!r} with its log in {self.log_dir}: {exc}") from exc
         self.children[child.pid] = child
+        try:
+            pidfiles.record_of(child.pid, port, replica_id, self.namespace).write(self.log_dir)
+        except (OSError, psutil.Error) as exc:  # a replica nobody could find again is not started
+            self.stop(str(child.pid))
+            raise StartFailed(f"cannot write the pid file of {replica_id} in {self.log_dir}: {exc}") from exc
         return Launched(endpoint=f"http://127.0.0.1:{port}", handle=str(child.pid))
 
     def stop(self, handle: str) -> None:
-        """SIGTERM the replica's process group, SIGKILL it after 5 s."""
+        """SIGTERM the replica's process group, SIGKILL it after the grace; a process that is not provably
+        ours (our child, or our pid file's pid, start time and group) is left alone."""
         pid = int(handle)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGTERM)
-        if not wait_until(lambda: not self.alive(handle), 5, interval=0.02):
+        child = self.children.get(pid)
+        process = self.process_of(pid)
+        if process is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-        child = self.children.pop(pid, None)
+                os.killpg(pid, signal.SIGTERM)
+            if not wait_until(lambda: exited(child, process), self.grace, interval=0.02):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+                wait_until(lambda: exited(child, process), self.grace, interval=0.02)
         if child is not None:
             child.wait()
+            self.children.pop(pid, None)
+        self.forget(pid)
 
     def alive(self, handle: str) -> bool:
-        """Whether the process still runs (a zombie does not)."""
-        child = self.children.get(int(handle))
+        """Whether the replica's process still runs (a zombie does not)."""
+        return self.process_of(int(handle)) is not None
+
+    def process_of(self, pid: int) -> psutil.Process | None:
+        """The running process ``pid`` if it is one of our replicas: our child, or our pid file's process."""
+        child = self.children.get(pid)
         if child is not None:
-            return child.poll() is None
-        try:
-            return psutil.Process(int(handle)).status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
+            with contextlib.suppress(psutil.Error):
+                return psutil.Process(pid) if child.poll() is None else None
+            return None
+        return next((process for record in pidfiles.pid_files(self.log_dir, self.namespace)
+                     if record.pid == pid and (process := record.process()) is not None), None)
+
+    def forget(self, pid: int) -> None:
+        """Remove the pid file of a replica process that was stopped or exited."""
+        for record in pidfiles.pid_files(self.log_dir, self.namespace):
+            if record.pid == pid:
+                record.remove(self.log_dir)
+
+    def reap(self) -> None:
+        """Wait for children that exited (no zombie stays) and remove their pid files."""
+        for pid, child in list(self.children.items()):
+            if child.poll() is not None:
+                self.children.pop(pid, None)
+                self.forget(pid)
 
     def logs(self, replica_id: str, handle: str, tail: int) -> list[str]:
         """The end of the replica's log file."""
@@ -158,15 +191,26 @@ class ProcessBackend:
             return []
 
     def running(self) -> dict[str, Launched]:
-        """Replica processes of this namespace, found by the marks in their environment."""
+        """Replica processes of this namespace, found by their pid files; children that exited are reaped and
+        pid files whose process is gone removed."""
+        self.reap()
         found = {}
-        for process in psutil.process_iter():
-            with contextlib.suppress(psutil.Error):
-                env = process.environ()
-                if env.get(NAMESPACE_ENV) == self.namespace and REPLICA_ENV in env and \
-                        os.getpgid(process.pid) == process.pid and process.status() != psutil.STATUS_ZOMBIE:
-                    found[env[REPLICA_ENV]] = Launched(f"http://127.0.0.1:{env.get('PORT')}", str(process.pid))
+        for record in pidfiles.pid_files(self.log_dir, self.namespace):
+            if record.process() is not None:
+                found[record.replica_id] = Launched(f"http://127.0.0.1:{record.port}", str(record.pid))
+            elif record.pid not in self.children:
+                record.remove(self.log_dir)
         return found
+
+
+def exited(child: subprocess.Popen[bytes] | None, process: psutil.Process) -> bool:
+    """Whether a replica process is gone: a child reaped, any other no longer running (or a zombie)."""
+    if child is not None:
+        return child.poll() is not None
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
 
 
 def container_options(model: ModelConfig, host: str, port: int) -> dict[str, Any]:
@@ -231,11 +275,13 @@ class DockerBackend:
         return Launched(endpoint=endpoint, handle=str(container.id))
 
     def stop(self, handle: str) -> None:
-        """Remove the container (SIGKILL after a short grace)."""
+        """Remove the container (SIGKILL after a short grace), if it is provably ours."""
         import docker.errors
 
         try:
             container = self.client.containers.get(handle)
+            if not self.ours(container.labels):
+                return
             with contextlib.suppress(docker.errors.APIError):  # a paused (frozen) one cannot stop cleanly
                 container.stop(timeout=3)
             container.remove(force=True)
@@ -243,13 +289,14 @@ class DockerBackend:
             pass
 
     def alive(self, handle: str) -> bool:
-        """Whether the container is running."""
+        """Whether the container is running (and ours)."""
         import docker.errors
 
         try:
-            return bool(self.client.containers.get(handle).status == "running")
+            container = self.client.containers.get(handle)
         except docker.errors.NotFound:
             return False
+        return bool(container.status == "running" and self.ours(container.labels))
 
     def logs(self, replica_id: str, handle: str, tail: int) -> list[str]:
         """The end of the container's output."""
@@ -262,7 +309,13 @@ class DockerBackend:
         return last_lines(output.decode(errors="replace"), tail)
 
     def running(self) -> dict[str, Launched]:
-        """Containers of this namespace, running or not, by their labels."""
+        """Containers of this namespace, running or not, by their labels (only those that are provably ours)."""
         found = self.client.api.containers(all=True, filters={"label": f"{NAMESPACE_LABEL}={self.namespace}"})
         return {c["Labels"][REPLICA_LABEL]: Launched(c["Labels"].get(ENDPOINT_LABEL, ""), str(c["Id"]),
-                                                     alive=c.get("State") in ("running", "paused")) for c in found}
+                                                     alive=c.get("State") in ("running", "paused"))
+                for c in found if self.ours(c.get("Labels") or {})}
+
+    def ours(self, labels: dict[str, str]) -> bool:
+        """Whether a container's labels say it is a replica of this namespace: our namespace and our id scheme."""
+        return labels.get(NAMESPACE_LABEL) == self.namespace and LABEL in labels and \
+            pidfiles.is_replica_id(labels.get(REPLICA_LABEL, ""))

@@ -1,5 +1,11 @@
-"""Readiness: polling a starting replica until it is ready, fails, exits, or runs out of time."""
+"""Readiness: polling a starting replica until it is ready, fails, exits, or runs out of time.
 
+Every probe is bounded as a whole (connect, status line, headers and body by one deadline, never past the start
+timeout) and by size, so a replica that trickles its answer cannot hold the wait: it stays not ready, and its start
+fails at the start timeout.
+"""
+
+import math
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -7,11 +13,12 @@ from typing import Protocol
 import urllib3
 
 from workers.config import ModelConfig
-from workers.polling import wait_until
-from workers.protocols import Readiness, ReplicaProtocol, protocol_for
+from workers.protocols import Readiness, ReplicaProtocol, protocol_for, transport
 
 READY_POLL = 0.02  # seconds between probes (polling faster slows a starting replica down)
 PROGRESS = 2.0  # seconds between reports of a starting replica's progress
+PROBE_TIMEOUT = 2.0  # seconds one probe may take, whole answer included (its first 64 KiB read)
+ALIVE_EVERY = 0.5  # seconds at least between asking the backend whether a replica that does not answer still runs
 
 
 class Probe(Protocol):
@@ -26,39 +33,36 @@ class Probe(Protocol):
 class ReadinessProbe:
     """Polls the model's protocol's readiness path over HTTP."""
 
-    def __init__(self, http: urllib3.PoolManager, poll: float = READY_POLL,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.http = http
+    def __init__(self, http: urllib3.PoolManager | None = None, poll: float = READY_POLL,
+                 sleep: Callable[[float], None] = time.sleep, probe_timeout: float = PROBE_TIMEOUT) -> None:
+        self.http = http or transport.http_pool(pool_size=2)
         self.poll = poll
         self.sleep = sleep
+        self.probe_timeout = probe_timeout
 
     def wait(self, model: ModelConfig, endpoint: str, alive: Callable[[], bool], timeout: float,
              progress: Callable[[], None] = lambda: None) -> str:
         """"" once the replica answers ready; else it exited, its setup failed, or ``timeout`` passed.
-        ``progress`` is called every ``PROGRESS`` seconds meanwhile."""
+        ``progress`` is called every ``PROGRESS`` seconds meanwhile. The backend is asked whether the replica
+        still runs only when it did not answer, at most every ``ALIVE_EVERY`` seconds."""
         protocol = protocol_for(model)
-        verdict = ""
-        last_progress = time.monotonic()
-
-        def settled() -> bool:
-            nonlocal verdict, last_progress
-            if time.monotonic() - last_progress >= PROGRESS:
+        deadline = time.monotonic() + timeout
+        reported, asked = time.monotonic(), -math.inf
+        while (now := time.monotonic()) < deadline:
+            if now - reported >= PROGRESS:
                 progress()
-                last_progress = time.monotonic()
-            if not alive():
-                verdict = "exited before it was ready"
-                return True
-            readiness, verdict = self.check(protocol, endpoint)
-            return readiness is not Readiness.STARTING
+                reported = now
+            found = self.check(protocol, endpoint, min(now + self.probe_timeout, deadline))
+            if found is None:  # no answer: is it still there?
+                if time.monotonic() - asked >= ALIVE_EVERY:
+                    asked = time.monotonic()
+                    if not alive():
+                        return "exited before it was ready"
+            elif found[0] is not Readiness.STARTING:
+                return found[1]
+            self.sleep(self.poll)
+        return f"not ready within the start timeout of {model.start_timeout:g} s"
 
-        if not wait_until(settled, timeout, self.poll, self.sleep):
-            return f"not ready within the start timeout of {model.start_timeout:g} s"
-        return verdict
-
-    def check(self, protocol: ReplicaProtocol, endpoint: str) -> tuple[Readiness, str]:
-        """One probe."""
-        try:
-            response = self.http.request("GET", endpoint + protocol.ready_path, timeout=1.0)
-        except urllib3.exceptions.HTTPError:
-            return Readiness.STARTING, ""
-        return protocol.readiness(response.status, response.data[:65536])
+    def check(self, protocol: ReplicaProtocol, endpoint: str, deadline: float) -> tuple[Readiness, str] | None:
+        """One probe, answered whole by ``deadline``: the protocol's verdict; None if no answer came by then."""
+        return transport.probe(self.http, protocol, endpoint, deadline)

@@ -31,6 +31,8 @@ host), read inside the scripts.
 - ``sm:logs:waiting:{reply}`` string set while the asker waits; the leader answers only requests still waited for.
 - ``sm:events``              stream scaling decisions and lifecycle events, capped at ~10,000.
 - ``sm:autoscaler``          string the leading autoscaler's token (a redis-py Lock); every leader write checks it.
+- ``sm:namespace``           string the deployment's namespace (a random id made once): its replicas' mark, unless
+                                    ``SM_NAMESPACE`` names another.
 - ``sm:rate:{key}:{second}`` string requests of one API key in one second.
 - ``sm:authfail:{source}:{minute}`` string failed authentications from one client address in one minute.
 - ``model.{model}``          list   Celery's queue of the model (kombu's Redis transport): the job's message is
@@ -62,6 +64,7 @@ LOG_REPLY = "sm:logs:reply:"
 LOG_WAITING = "sm:logs:waiting:"
 EVENTS = "sm:events"
 LEADER = "sm:autoscaler"
+NAMESPACE = "sm:namespace"
 
 PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
     "job": JOB, "queued": QUEUED, "parked": PARKED, "running": RUNNING, "done": DONE, "stats": STATS,

@@ -94,6 +94,11 @@ class ReplicaRegistry:
         """Whether whoever asked for log lines still waits for them."""
         return bool(self.redis.exists(keys.log_waiting(reply)))
 
+    def namespace(self) -> str:
+        """The deployment's namespace: an id made by the first caller and kept in this Redis."""
+        self.redis.set(keys.NAMESPACE, uuid.uuid4().hex[:12], nx=True)
+        return str(self.redis.get(keys.NAMESPACE))
+
     def save_scaling(self, token: str, model: str, state: dict[str, str]) -> bool:
         """Keep the policy's state of a model (it survives a failover)."""
         return bool(self.scripts("save_scaling", token, model, *[v for item in state.items() for v in item]))

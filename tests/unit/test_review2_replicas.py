@@ -1,0 +1,125 @@
+"""Replicas, second review: impossible replica bounds, whose replicas are ours, stopping them all at once."""
+
+import threading
+from typing import Any
+
+import fakeredis
+import pytest
+
+from workers.config import ConfigError, ModelConfig, Settings, parse_models
+from workers.scaling.autoscaler import Autoscaler
+from workers.scaling.backends import LABEL, NAMESPACE_LABEL, REPLICA_LABEL, DockerBackend, Launched
+from workers.store import Store
+
+pytestmark = pytest.mark.unit
+OURS = "0123456789ab"  # an id of the autoscaler's scheme
+
+
+def test_review2_hole17_min_replicas_above_max_replicas_is_refused_at_start() -> None:
+    for table in ({"min_replicas": 3, "max_replicas": 2}, {"min_replicas": 2}):  # the maximum given, or its default
+        with pytest.raises(ConfigError) as refused:
+            parse_models({"models": {"warm": {"command": ["serve"], **table}}})
+        assert "model 'warm'" in str(refused.value)
+        assert "max_replicas" in str(refused.value) and "min_replicas" in str(refused.value)
+    assert parse_models({"models": {"warm": {"command": ["serve"], "min_replicas": 2, "max_replicas": 2}}})
+
+
+def test_review2_hole06_each_redis_gives_its_platform_a_namespace_of_its_own() -> None:
+    assert Settings().namespace == ""  # no fixed default: derived from the platform's Redis
+    one, other = (Store.of(fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True))
+                  for _ in range(2))
+    first = one.replicas.namespace()
+    assert first and first == one.replicas.namespace()  # kept: every autoscaler of the platform agrees
+    assert other.replicas.namespace() != first
+
+
+class Container:
+    """What docker-py's containers.get answers."""
+
+    def __init__(self, labels: dict[str, str]) -> None:
+        self.labels = labels
+        self.status = "running"
+        self.removed = False
+
+    def stop(self, timeout: int) -> None:
+        self.status = "exited"
+
+    def remove(self, force: bool) -> None:
+        self.removed = True
+
+
+class Engine:
+    """A Docker engine's containers, by id (the parts of docker-py's client the backend uses)."""
+
+    def __init__(self, found: dict[str, Container]) -> None:
+        self.found = found
+        self.containers = self
+        self.api = Listing(found)
+
+    def get(self, handle: str) -> Container:
+        return self.found[handle]
+
+
+class Listing:
+    """docker-py's low-level ``api.containers``."""
+
+    def __init__(self, found: dict[str, Container]) -> None:
+        self.found = found
+
+    def containers(self, all: bool, filters: dict[str, str]) -> list[dict[str, Any]]:
+        key, _, value = filters["label"].partition("=")
+        return [{"Id": handle, "Labels": c.labels, "State": c.status} for handle, c in self.found.items()
+                if c.labels.get(key) == value]
+
+
+def test_review2_hole06_containers_that_are_not_provably_ours_are_neither_listed_nor_removed() -> None:
+    mark = {LABEL: "m", NAMESPACE_LABEL: "mine"}
+    engine = Engine({"ours": Container({**mark, REPLICA_LABEL: OURS}),
+                     "odd-id": Container({**mark, REPLICA_LABEL: "my-own-thing"}),
+                     "theirs": Container({LABEL: "m", NAMESPACE_LABEL: "theirs", REPLICA_LABEL: "fedcba987654"})})
+    backend = DockerBackend(engine, namespace="mine")
+    assert list(backend.running()) == [OURS]
+    for handle in ("odd-id", "theirs"):
+        backend.stop(handle)
+        assert not engine.found[handle].removed and not backend.alive(handle)
+    backend.stop("ours")
+    assert engine.found["ours"].removed
+
+
+class SlowToStop:
+    """Replicas that each take a while to stop: a stop returns only once every replica is being stopped."""
+
+    name = "slow"
+
+    def __init__(self, count: int) -> None:
+        self.together = threading.Barrier(count, timeout=20)
+        self.stopped: list[str] = []
+
+    def start(self, model: ModelConfig, replica_id: str) -> Launched:
+        raise AssertionError("not started here")
+
+    def stop(self, handle: str) -> None:
+        self.together.wait()  # one at a time, the first stop would wait here forever (BrokenBarrierError)
+        self.stopped.append(handle)
+
+    def alive(self, handle: str) -> bool:
+        return handle not in self.stopped
+
+    def running(self) -> dict[str, Launched]:
+        return {}
+
+    def logs(self, replica_id: str, handle: str, tail: int) -> list[str]:
+        return []
+
+
+def test_review2_hole15_shutting_down_stops_every_replica_at_once() -> None:
+    store = Store.of(fakeredis.FakeRedis(decode_responses=True))
+    token = store.lease(3).hold() or ""
+    for replica_id in ("aaaaaaaaaaa1", "aaaaaaaaaaa2", "aaaaaaaaaaa3", "aaaaaaaaaaa4"):
+        assert store.replicas.add(token, replica_id, "m", "slow")
+        store.replicas.launched(token, replica_id, "http://x", f"handle-{replica_id}")
+    backend = SlowToStop(4)
+    Autoscaler({"m": ModelConfig(name="m", command=["serve"], max_replicas=4)}, store, backend,
+               probe=None).stop_all(token)  # type: ignore[arg-type]
+    assert sorted(backend.stopped) == [f"handle-aaaaaaaaaaa{i}" for i in range(1, 5)]
+    assert store.replicas.of("m") == []
