@@ -11,7 +11,6 @@ from gunicorn.http.errors import LimitRequestLine
 from gateway import errors
 from gateway.app import create_app
 from gateway.auth import Guard, digest
-from gateway.server import as_json, complete
 from workers.config import Settings
 from workers.protocols.base import parse_json
 from workers.store.limits import Limits
@@ -36,6 +35,8 @@ def test_review2_hole18_an_integer_past_a_float_is_a_bad_replica_answer() -> Non
 
 
 def test_review2_hole18_gunicorns_html_error_becomes_the_api_error() -> None:
+    from gateway.server import as_json
+
     html = b"HTTP/1.1 414 URI Too Long\r\nConnection: close\r\nContent-Type: text/html\r\n\r\n<html>...</html>"
     head, _, body = as_json(html, LimitRequestLine(9000, 8190)).partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 414 URI Too Long\r\n") and b"Content-Type: application/json" in head
@@ -46,6 +47,8 @@ def test_review2_hole18_gunicorns_html_error_becomes_the_api_error() -> None:
 
 
 def test_review2_hole10_a_head_is_complete_at_its_blank_line() -> None:
+    from gateway.server import complete
+
     assert not complete(b"GET / HTTP/1.1\r\nHost: x\r\n")
     assert complete(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n{body")
 
