@@ -46,7 +46,7 @@ JOBS = Tag(name="jobs", description="submit, read and cancel inference jobs")
 MODELS = Tag(name="models", description="served models, their queues and replicas")
 ERRORS: dict[Any, Any] = {400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 413: ErrorBody, 415: ErrorBody,
                           422: ErrorBody, 429: ErrorBody, 503: ErrorBody, 507: ErrorBody}
-WITHDRAW_FOR = 10.0  # seconds a submit whose answer was lost keeps trying to take its job back
+WITHDRAW_FOR = 10.0  # seconds from its start a submit whose answer was lost keeps trying to take its job back
 LONGEST_ID = 128  # a longer job id is unknown without a lookup
 
 

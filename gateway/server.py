@@ -96,6 +96,8 @@ class GatewayWorker(ThreadWorker):  # type: ignore[misc]
 
     def on_head_bytes(self, conn: Any, sock: socket.socket) -> None:
         """More of a request head: once complete, the connection goes to a thread."""
+        if conn not in self.reading:  # closed earlier in this round of events (its descriptor may be reused)
+            return
         try:
             data = sock.recv(MAX_HEAD)
         except (BlockingIOError, InterruptedError):
