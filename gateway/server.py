@@ -83,16 +83,19 @@ class GatewayWorker(ThreadWorker):  # type: ignore[misc]
         self.read_head(TConn(self.cfg, client, address, listener.getsockname()), b"")
 
     def on_client_socket_readable(self, conn: Any, client: socket.socket) -> None:
-        """A kept-alive connection sends its next request: read its head in the main loop too."""
-        self.poller.unregister(client)
+        """A kept-alive connection sends its next request: read its head in the main loop too, at once."""
         self.keepalived_conns.remove(conn)
-        self.read_head(conn, b"")
+        self.read_head(conn, b"", registered=True)
+        self.on_head_bytes(conn, client)
 
-    def read_head(self, conn: Any, ahead: bytes) -> None:
+    def read_head(self, conn: Any, ahead: bytes, registered: bool = False) -> None:
         """Collect the connection's request head (``ahead``: bytes of it already read) without a thread."""
         conn.sock.setblocking(False)
         self.reading[conn] = (time.monotonic() + self.header_timeout, bytearray(ahead))
-        self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_head_bytes, conn))
+        if registered:  # still on the poller from its keep-alive: only what a readable socket calls changes
+            self.poller.modify(conn.sock, selectors.EVENT_READ, partial(self.on_head_bytes, conn))
+        else:
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_head_bytes, conn))
 
     def on_head_bytes(self, conn: Any, sock: socket.socket) -> None:
         """More of a request head: once complete, the connection goes to a thread."""
