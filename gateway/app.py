@@ -14,6 +14,7 @@ from flask_openapi3 import Info, OpenAPI, Tag
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway import errors
 from gateway.auth import Guard, Waiters, parse_digests
@@ -37,25 +38,27 @@ from gateway.schemas import (
 )
 from workers.config import ModelConfig, Settings
 from workers.store import Store
-from workers.store.jobs import JobStore
+from workers.store.jobs import JobStore, Refusal
 from workers.store.records import Job, JobStatus
 
 SECURED: list[dict[str, list[str]]] = [{"bearer": []}]  # API keys, when SM_API_KEYS is set
 JOBS = Tag(name="jobs", description="submit, read and cancel inference jobs")
 MODELS = Tag(name="models", description="served models, their queues and replicas")
 ERRORS: dict[Any, Any] = {400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 413: ErrorBody, 415: ErrorBody,
-                          422: ErrorBody, 429: ErrorBody, 503: ErrorBody}
-WITHDRAW_FOR = 10.0  # seconds a submit whose answer was lost keeps trying to take its job back
+                          422: ErrorBody, 429: ErrorBody, 503: ErrorBody, 507: ErrorBody}
+WITHDRAW_FOR = 10.0  # seconds from its start a submit whose answer was lost keeps trying to take its job back
 LONGEST_ID = 128  # a longer job id is unknown without a lookup
 
 
 class Gateway:
     """The gateway's handlers over its clients."""
 
-    def __init__(self, settings: Settings, models: dict[str, ModelConfig], store: Store) -> None:
+    def __init__(self, settings: Settings, models: dict[str, ModelConfig], store: Store,
+                 waits: Store | None = None) -> None:
         self.settings = settings
         self.models = models
-        self.store = store
+        self.store = store  # every command but the waits: short timeouts (a hung Redis answers soon)
+        self.waits = waits or store  # blocking waits, whose timeout is the wait's own
         self.guard = Guard(store.limits, parse_digests(settings.api_keys), settings.auth_failures_per_minute,
                            settings.rate_limit)
         self.waiters = Waiters(settings.max_waiters, settings.max_waiters_per_key)
@@ -77,28 +80,34 @@ class Gateway:
     def submit(self, model: ModelConfig, payload: dict[str, Any], wait: float, owner: str) -> Job:
         """Record the job and push its message (one script: both or neither), then wait up to ``wait`` seconds."""
         job = JobStore.new(model.name, payload, owner)
+        began = time.monotonic()
         try:
-            recorded = self.store.jobs.submit(job, model.max_queued)
+            recorded = self.store.jobs.submit(job, model.max_queued, model.max_queued_per_key)
+        except redis.OutOfMemoryError as exc:  # refused at its first write: nothing was recorded
+            raise errors.StoreFull(f"the job store is full ({exc}); retry once finished jobs expire") from exc
         except redis.RedisError as exc:
-            recorded = self.settle(job, exc)
-        if recorded is None:
+            recorded = self.settle(job, exc, began + WITHDRAW_FOR)
+        if recorded is Refusal.FULL:
             raise errors.QueueFull(f"{model.name!r} has {model.max_queued} jobs waiting; retry later")
+        if recorded is Refusal.KEY_FULL:
+            raise errors.QueueFull(f"{model.max_queued_per_key} jobs of this key wait for {model.name!r}; "
+                                   f"retry once some have started")
         if wait <= 0:
             return recorded
         with self.waiters.admit(owner) as admitted:
             if not admitted:  # too many waits at once: answer now, the client polls the job
                 return recorded
             try:
-                return self.store.jobs.wait(recorded.id, min(wait, self.settings.max_wait)) or recorded
+                return self.waits.jobs.wait(recorded.id, min(wait, self.settings.max_wait)) or recorded
             except redis.RedisError:  # the job is accepted: never a 503 for it now
                 return recorded
 
-    def settle(self, job: Job, error: redis.RedisError) -> Job:
+    def settle(self, job: Job, error: redis.RedisError, deadline: float) -> Job:
         """A submit that failed: 503 only once the job surely will not run (it was never recorded, or it was taken
-        back); the job if it stays (a worker has it); 504 if Redis stays away so that nobody can tell."""
+        back); the job if it stays (a worker has it); 504 if Redis stays away until ``deadline`` (monotonic) so
+        that nobody can tell."""
         if isinstance(error, redis.ConnectionError) and "connecting to" in str(error):
             raise errors.Unavailable(f"the job store is unreachable: {error}")  # nothing was sent
-        deadline = time.monotonic() + WITHDRAW_FOR
         while True:
             try:
                 kept = self.store.jobs.withdraw(job)
@@ -156,7 +165,7 @@ class StrictJSON(DefaultJSONProvider):
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         """Parse, refusing what is not a finite number."""
-        return json.loads(s, parse_constant=refuse_constant, parse_float=finite, **kwargs)
+        return json.loads(s, parse_constant=refuse_constant, parse_float=finite, parse_int=float_sized, **kwargs)
 
 
 def refuse_constant(name: str) -> Any:
@@ -172,19 +181,30 @@ def finite(text: str) -> float:
     return number
 
 
+def float_sized(text: str) -> int:
+    """``json.loads``'s hook for an integer: one within a float's range, or ValueError (1 and 400 zeros)."""
+    number = int(text)
+    try:
+        float(number)
+    except OverflowError:
+        raise ValueError(f"{text[:20]}... is out of range") from None
+    return number
+
+
 def create_app(settings: Settings | None = None) -> OpenAPI:
     """The gateway app for the given settings (from the environment by default)."""
     settings = settings or Settings()
-    # no retries inside redis-py: a submit must know whether its one call reached Redis (see Gateway.settle)
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, encoding_errors="replace",
-                                  socket_timeout=settings.max_wait + 5, socket_connect_timeout=2,
-                                  retry=Retry(NoBackoff(), 0))
-    gateway = Gateway(settings, settings.load_models(), Store.of(client, settings.job_retention))
+    commands = Store.of(gateway_client(settings.redis_url, settings.redis_timeout), settings.job_retention)
+    waits = Store.of(gateway_client(settings.redis_url, settings.max_wait + 5), settings.job_retention)
+    gateway = Gateway(settings, settings.load_models(), commands, waits)
     app = OpenAPI(__name__, info=Info(title="serverless-model", version="0.1.0"),
                   security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
                   validation_error_status=422, validation_error_model=ErrorBody,
                   validation_error_callback=errors.validation_error)
     app.json = StrictJSON(app)
+    if settings.trusted_proxies:  # the client is who the last trusted proxies say (else anyone could say so)
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies,  # type: ignore[method-assign]
+                                x_proto=settings.trusted_proxies)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.before_request(lambda: authenticate(gateway))
     app.before_request(parse_json_body)
@@ -231,7 +251,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         if not gateway.log_requests.acquire(blocking=False):
             raise errors.RateLimited("too many log requests at once; retry")
         try:
-            lines = gateway.store.replicas.ask_logs(replica.id, query.tail, timeout=5)
+            lines = gateway.waits.replicas.ask_logs(replica.id, query.tail, timeout=5)
         finally:
             gateway.log_requests.release()
         if lines is None:
@@ -269,3 +289,10 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         return jsonify(app.api_doc)
 
     return app
+
+
+def gateway_client(url: str, timeout: float) -> redis.Redis:
+    """A client of the gateway whose commands give up after ``timeout`` seconds. No retries inside redis-py: a
+    submit must know whether its one call reached Redis (see Gateway.settle)."""
+    return redis.Redis.from_url(url, decode_responses=True, encoding_errors="replace", socket_timeout=timeout,
+                                socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))

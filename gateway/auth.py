@@ -1,16 +1,16 @@
-"""API keys (bearer tokens, accepted by their SHA-256 digest), the per-key rate limit, the cap on failed
-authentications per client address, and the cap on requests blocked in ``?wait``."""
+"""API keys (bearer tokens, accepted by their SHA-256 digest), the rate limit (per key, or per client address
+without keys), the cap on failed authentications per client address, and the cap on requests blocked in
+``?wait``."""
 
 import contextlib
 import hashlib
 import threading
-import time
 from collections.abc import Iterator
 
 from gateway import errors
 from workers.store.limits import Limits
 
-SUSPECT_FOR = 120.0  # seconds a client address is checked against the failure count after a failure here
+ADDRESS = "from:"  # before a client address where a principal is expected (a principal is hex)
 
 
 def digest(api_key: str) -> str:
@@ -37,42 +37,36 @@ def principal(authorization: str | None, accepted: frozenset[str]) -> str:
 
 
 class Guard:
-    """Authenticates requests: a client address past ``failures_per_minute`` failed keys gets 429 for every key
-    (right or wrong, so the answers tell a guesser nothing) until the minute passes. Only an address that failed
-    recently in this process costs a Redis read."""
+    """Authenticates requests. A valid key is always served (within its rate limit): failures never count
+    against it. A wrong or missing key is 401 until its client address has failed ``failures_per_minute`` times
+    in the minute, then 429. Without API keys, the rate limit applies per client address. Only a failure costs a
+    Redis write; a valid key costs none beyond its rate limit."""
 
     def __init__(self, limits: Limits, accepted: frozenset[str], failures_per_minute: int, per_second: float) -> None:
         self.limits = limits
         self.accepted = accepted
         self.failures_per_minute = failures_per_minute
         self.per_second = per_second
-        self.suspects: dict[str, float] = {}  # address → until when it is checked
-        self.lock = threading.Lock()
 
     def check(self, authorization: str | None, source: str) -> str:
-        """The caller's principal, within its rate limit; 401 or 429 otherwise."""
+        """The caller's principal ("" without API keys), within its rate limit; 401 or 429 otherwise."""
         if not self.accepted:
+            self.limit(ADDRESS + source, "from this address")
             return ""
-        if self.suspect(source) and self.limits.auth_failures(source) >= self.failures_per_minute:
-            raise errors.TooManyFailures("too many failed authentications from this address; wait a minute")
         try:
             who = principal(authorization, self.accepted)
         except errors.Unauthorized:
-            with self.lock:
-                now = time.monotonic()
-                if len(self.suspects) > 10_000:
-                    self.suspects = {k: until for k, until in self.suspects.items() if until > now}
-                self.suspects[source] = now + SUSPECT_FOR
-            self.limits.auth_failed(source)
+            if self.limits.auth_failed(source) > self.failures_per_minute:
+                raise errors.TooManyFailures("too many failed authentications from this address; wait a "
+                                             "minute (a valid key is still served)") from None
             raise
-        if self.per_second > 0 and self.limits.request(who) > self.per_second:
-            raise errors.RateLimited(f"more than {self.per_second:g} requests per second with this key")
+        self.limit(who, "with this key")
         return who
 
-    def suspect(self, source: str) -> bool:
-        """Whether the address failed here lately."""
-        with self.lock:
-            return self.suspects.get(source, 0.0) > time.monotonic()
+    def limit(self, who: str, whose: str) -> None:
+        """RateLimited if ``who`` made more than ``per_second`` requests in this second."""
+        if self.per_second > 0 and self.limits.request(who) > self.per_second:
+            raise errors.RateLimited(f"more than {self.per_second:g} requests per second {whose}")
 
 
 class Waiters:

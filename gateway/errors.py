@@ -94,6 +94,12 @@ class OutcomeUnknown(ApiError):
     status, code, retry_after = 504, "outcome_unknown", 5
 
 
+class StoreFull(ApiError):
+    """Redis is at its memory bound: it refuses writes (nothing was recorded) until finished jobs expire."""
+
+    status, code, retry_after = 507, "store_full", 30
+
+
 def error_response(status: int, code: str, message: str, retry_after: int | None = None) -> Response:
     """The one error body of the API."""
     response = jsonify(error={"code": code, "message": message})
@@ -118,6 +124,11 @@ def register(app: Flask) -> None:
         if isinstance(exc, Unauthorized):
             response.headers["WWW-Authenticate"] = "Bearer"
         return response
+
+    @app.errorhandler(redis.OutOfMemoryError)
+    def redis_full(exc: redis.OutOfMemoryError) -> Response:
+        return error_response(StoreFull.status, StoreFull.code, f"the job store is full: {exc}",
+                              StoreFull.retry_after)
 
     @app.errorhandler(redis.RedisError)
     def redis_down(exc: redis.RedisError) -> Response:

@@ -29,7 +29,8 @@ def start_redis(settings: Settings) -> tuple[str, subprocess.Popen[bytes] | None
     from workers.embedded import start_embedded_redis
 
     folder = settings.data_dir / "redis"
-    url, process = start_embedded_redis(folder, fsync=settings.redis_fsync, password=secrets.token_urlsafe(24))
+    url, process = start_embedded_redis(folder, fsync=settings.redis_fsync, password=secrets.token_urlsafe(24),
+                                        max_memory=settings.redis_max_memory)
     secret = folder / "url"
     secret.touch(mode=0o600)
     secret.chmod(0o600)
@@ -113,8 +114,9 @@ def up(args: argparse.Namespace) -> int:
 
 def gateway(args: argparse.Namespace) -> int:
     """Serve the gateway with gunicorn."""
-    argv = ["gunicorn", "--worker-class", "gthread", "--workers", str(args.workers), "--threads", "32",
-            "--bind", f"{args.host}:{args.port}", "--limit-request-line", "8190", "--graceful-timeout", "10",
+    argv = ["gunicorn", "--worker-class", "gateway.server.GatewayWorker", "--workers", str(args.workers),
+            "--threads", "32", "--bind", f"{args.host}:{args.port}", "--limit-request-line", "8190",
+            "--graceful-timeout", "10",
             *(["--worker-tmp-dir", "/dev/shm"] if os.path.isdir("/dev/shm") else []),  # heartbeat off the disk
             "gateway.app:create_app()"]
     os.execvp(sys.executable, [sys.executable, "-m", *argv])

@@ -58,6 +58,7 @@ class ModelConfig(BaseModel):
     queue_timeout: PositiveFloat = 600  # seconds a job may wait for a replica (none starting) before it fails
     max_attempts: PositiveInt = 3  # tries of a job whose replica or worker died under it
     max_queued: PositiveInt = 10_000  # jobs waiting at most; past it submits get 429
+    max_queued_per_key: PositiveInt = 1_000  # jobs of one API key not started yet at most; past it its submits 429
     on_start_failure: Literal["fail", "wait"] = "fail"  # waiting jobs when a replica fails to start
     cold_start_seed: PositiveFloat = 5.0  # seconds assumed for a cold start until one is measured
     service_time_seed: PositiveFloat = 1.0  # seconds assumed per request until one is measured
@@ -155,9 +156,13 @@ class Settings(BaseSettings):
     job_lease: PositiveFloat = 5.0  # seconds a worker's claim on a job lives unless renewed
     leader_lease: PositiveFloat = 3.0  # seconds the autoscaler lease lives unless renewed (failover time)
     redis_fsync: Literal["always", "everysec", "no"] = "always"  # embedded Redis: "always" loses no acknowledged write
+    redis_max_memory: str = Field("1gb", pattern=r"^[1-9]\d*(kb|mb|gb)$")  # embedded Redis: its memory bound
+    redis_timeout: PositiveFloat = 3.0  # seconds a gateway's Redis command may take (a ?wait: its wait + 5 s)
     api_keys: str = ""  # comma-separated SHA-256 hex digests of the accepted API keys; empty: no auth
     rate_limit: float = Field(0, ge=0)  # requests per second per API key; 0: unlimited
     auth_failures_per_minute: PositiveInt = 20  # failed authentications per client address; past it 429
+    trusted_proxies: int = Field(0, ge=0)  # proxies in front of the gateway whose X-Forwarded-For is believed
+    header_timeout: PositiveFloat = 10.0  # seconds a client may take to send a request's line and headers
     max_waiters: PositiveInt = 24  # requests of one gateway process (32 threads) in ?wait at once; past it 202 at once
     max_waiters_per_key: PositiveInt = 16  # the same, per API key
     max_output_bytes: PositiveInt = 10 * 1024 * 1024  # largest answer taken from a replica

@@ -5,6 +5,7 @@ Redis 7 cannot read Valkey 9's append-only files. When the server fails to start
 lines of its log.
 """
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -42,7 +43,27 @@ def claim_folder(data_dir: Path, binary: str) -> None:
             raise RuntimeError(f"{data_dir} was written by {recorded_name} {recorded_version}, which {binary} "
                                f"({name} {'.'.join(map(str, version))}) may not read; use that server, or move "
                                f"the folder away to start afresh")
-    marker.write_text(f"{name} {'.'.join(map(str, version))}\n")
+    with open(marker, "w", opener=private) as record:
+        record.write(f"{name} {'.'.join(map(str, version))}\n")
+
+
+def private(path: str, flags: int) -> int:
+    """``open``'s opener for a file only its owner may read and write (0600, also when it was there before)."""
+    descriptor = os.open(path, flags, 0o600)
+    os.fchmod(descriptor, 0o600)
+    return descriptor
+
+
+def write_config(path: Path, password: str, max_memory: str) -> Path:
+    """The server's config file (0600): its password and memory bound (noeviction: a write past it is refused
+    with OOM, and nothing is dropped)."""
+    if any(not char.isprintable() or char in '"\\' for char in password):
+        raise ValueError("the Redis password must be printable, without quotes or backslashes")
+    lines = [f'requirepass "{password}"'] if password else []
+    lines += [f"maxmemory {max_memory}"] if max_memory else []
+    with open(path, "w", opener=private) as config:
+        config.write("".join(line + "\n" for line in lines))
+    return path
 
 
 def tail(path: Path, lines: int = 15) -> str:
@@ -54,20 +75,23 @@ def tail(path: Path, lines: int = 15) -> str:
 
 
 def start_embedded_redis(data_dir: Path, port: int | None = None, fsync: str = "always", password: str = "",
-                         binary: str | None = None) -> tuple[str, subprocess.Popen[bytes]]:
-    """Start a loopback Redis with append-only persistence in ``data_dir``: its URL and process."""
+                         binary: str | None = None, max_memory: str = "") -> tuple[str, subprocess.Popen[bytes]]:
+    """Start a loopback Redis with append-only persistence in ``data_dir``: its URL and process. Its password
+    and memory bound are in a config file only you can read (never on its command line, which every local user
+    can read), and its folder and files are yours alone (0700, 0600)."""
     binary = binary or bundled_server()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
     claim_folder(data_dir, binary)
     port = port or free_port()
     log = data_dir / "server.log"
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir.resolve()),
-            "--appendonly", "yes", "--appendfsync", fsync, "--save", "", "--maxmemory-policy", "noeviction",
-            "--protected-mode", "yes", "--daemonize", "no"]
-    if password:
-        argv += ["--requirepass", password]
-    with open(log, "ab") as output:
-        process = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    config = write_config(data_dir / "redis.conf", password, max_memory)
+    argv = [binary, str(config.resolve()), "--port", str(port), "--bind", "127.0.0.1", "--dir",
+            str(data_dir.resolve()), "--appendonly", "yes", "--appendfsync", fsync, "--save", "",
+            "--maxmemory-policy", "noeviction", "--protected-mode", "yes", "--daemonize", "no"]
+    with open(log, "ab", opener=private) as output:
+        process = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+                                   umask=0o077)
     url = f"redis://:{password}@127.0.0.1:{port}/0" if password else f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url, socket_connect_timeout=1)
 

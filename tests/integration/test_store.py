@@ -10,6 +10,7 @@ from celery import Celery
 
 from workers.store import Store, keys
 from workers.store.envelope import TASK_NAME, template
+from workers.store.jobs import Refusal
 from workers.store.records import Job, JobError, JobStatus, Outcome, ReplicaState, Started
 
 pytestmark = pytest.mark.integration
@@ -192,7 +193,7 @@ def test_the_reaper_requeues_then_buries_a_job_whose_workers_are_lost(store: Sto
 def test_submit_refuses_past_the_cap_and_withdraw_takes_back_record_and_message(store: Store,
                                                                               client: "redis.Redis") -> None:
     kept = submit(store, cap=1)
-    assert store.jobs.submit(store.jobs.new("m", {}), 1) is None  # FULL: nothing recorded
+    assert store.jobs.submit(store.jobs.new("m", {}), 1) is Refusal.FULL  # nothing recorded
     assert client.llen(keys.celery_queue("m")) == 1
     assert store.jobs.withdraw(kept) == "WITHDRAWN" and store.jobs.withdraw(kept) == "NONE"
     assert client.llen(keys.celery_queue("m")) == 0 and store.jobs.get(kept.id) is None

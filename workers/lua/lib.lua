@@ -119,6 +119,18 @@ local function dispatch(model, count)  -- send up to count parked jobs, oldest f
   return sent
 end
 
+local function unstarted(model, owner)  -- the owner's jobs of the model not started yet; nil without an owner
+  if not owner or owner == '' then return nil end
+  return K.unstarted .. model .. ':' .. owner
+end
+
+local function leave_queue(id, model)  -- the one place a job stops waiting: it starts, ends, or is taken back
+  redis.call('ZREM', K.queued .. model, id)
+  redis.call('ZREM', K.parked .. model, id)
+  local mine = unstarted(model, redis.call('HGET', K.job .. id, 'owner'))
+  if mine then redis.call('ZREM', mine, id) end
+end
+
 local function running_reply(id, slot)  -- {'RUNNING', replica, endpoint, job fields ...}
   local reply = {'RUNNING', slot[1], slot[2]}
   for _, v in ipairs(redis.call('HGETALL', K.job .. id)) do table.insert(reply, v) end
@@ -130,8 +142,7 @@ local function begin_run(id, model, token, worker, lease, slot)  -- RUNNING on t
   redis.call('HSET', job, 'status', 'RUNNING', 'claim', token, 'lease_until', stamp(NOW + lease),
              'worker', worker, 'started_at', stamp(NOW), 'replica', slot[1])
   redis.call('HINCRBY', job, 'attempts', 1)
-  redis.call('ZREM', K.queued .. model, id)
-  redis.call('ZREM', K.parked .. model, id)
+  leave_queue(id, model)
   redis.call('SADD', K.running .. model, id)
   redis.call('ZADD', K.leases, NOW + lease, id)
   return running_reply(id, slot)
@@ -147,8 +158,7 @@ local function conclude(id, model, status, fields)  -- a job's last write: final
   redis.call('HSET', job, 'status', status, 'finished_at', stamp(NOW))
   if #fields > 0 then redis.call('HSET', job, unpack(fields)) end
   redis.call('HINCRBY', job, 'commits', 1)
-  redis.call('ZREM', K.queued .. model, id)
-  redis.call('ZREM', K.parked .. model, id)
+  leave_queue(id, model)
   redis.call('SREM', K.running .. model, id)
   if not redis.call('HGET', job, 'slot') then retire(id) end  -- a held slot keeps lease and record until given back
   redis.call('RPUSH', K.done .. id, 1)

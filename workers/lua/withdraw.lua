@@ -10,7 +10,6 @@ local model = current[3]
 for n = 1, tonumber(current[4] or '0') do
   redis.call('LREM', K.celery .. model, 0, message(id, model, id .. '.' .. n))
 end
-redis.call('ZREM', K.queued .. model, id)
-redis.call('ZREM', K.parked .. model, id)
+leave_queue(id, model)
 redis.call('DEL', job)
 return 'WITHDRAWN'

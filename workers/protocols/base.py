@@ -90,10 +90,19 @@ def bad_response(reason: str) -> Outcome:
 
 def parse_json(body: bytes) -> tuple[Any, str]:
     """The decoded body and its text, or raise ValueError: not UTF-8, not JSON, a number that is not finite
-    (NaN, Infinity, 1e400), or nested deeper than ``MAX_DEPTH``."""
+    (NaN, Infinity, 1e400, 1 and 400 zeros), or nested deeper than ``MAX_DEPTH``."""
+
+    def float_sized(digits: str) -> int:
+        number = int(digits)
+        try:
+            float(number)
+        except OverflowError:
+            raise ValueError(f"{digits[:20]}... is out of range") from None
+        return number
+
     text = body.decode("utf-8")
     try:
-        found = json.loads(text, parse_constant=_no_constant)
+        found = json.loads(text, parse_constant=_no_constant, parse_int=float_sized)
     except RecursionError as exc:
         raise ValueError("nested too deeply") from exc
     check_tree(found)

@@ -121,8 +121,9 @@ class ProcessBackend:
         env = {**inherited, **replica_env(model, "127.0.0.1", port), REPLICA_ENV: replica_id,
                NAMESPACE_ENV: self.namespace}
         try:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.log_dir / f"{replica_id}.log", "ab") as log:
+            self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path = self.log_dir / f"{replica_id}.log"  # the replica's output: its owner's alone (0600)
+            with open(path, "ab", opener=lambda name, flags: os.open(name, flags, 0o600)) as log:
                 child = subprocess.Popen(command, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
                                          start_new_session=True, env=env)
         except OSError as exc:

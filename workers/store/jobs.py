@@ -8,6 +8,7 @@ answer was lost).
 
 import json
 import uuid
+from enum import StrEnum
 from typing import Any, NamedTuple, cast
 
 import redis
@@ -26,6 +27,13 @@ class Reaped(NamedTuple):
     owner: str
 
 
+class Refusal(StrEnum):
+    """Why a submit recorded nothing: the model's queue is at its cap, or the key's share of it is."""
+
+    FULL = "FULL"
+    KEY_FULL = "KEY_FULL"
+
+
 class JobStore:
     """Job records in Redis: the source of truth for every job."""
 
@@ -40,12 +48,13 @@ class JobStore:
         return Job(id=uuid.uuid4().hex, model=model, status=JobStatus.QUEUED, input=payload, created_at=0.0,
                    owner=owner)
 
-    def submit(self, job: Job, max_queued: int = 0) -> Job | None:
-        """Record the job and push its Celery message, both or neither; None if ``max_queued`` jobs already wait."""
-        created = self.scripts("submit", job.id, job.model, max_queued, "input", json.dumps(job.input),
-                               "owner", job.owner)
-        if created == "FULL":
-            return None
+    def submit(self, job: Job, max_queued: int = 0, max_per_owner: int = 0) -> Job | Refusal:
+        """Record the job and push its Celery message, both or neither; a Refusal if ``max_queued`` jobs of the
+        model already wait, or ``max_per_owner`` of its owner's have not started (0: no cap; no owner: none)."""
+        created = self.scripts("submit", job.id, job.model, max_queued, max_per_owner, job.owner, "input",
+                               json.dumps(job.input))
+        if created in (Refusal.FULL, Refusal.KEY_FULL):
+            return Refusal(created)
         return Job(id=job.id, model=job.model, status=JobStatus.QUEUED, input=job.input, created_at=float(created),
                    owner=job.owner)
 

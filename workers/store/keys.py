@@ -11,6 +11,9 @@ host), read inside the scripts.
 - ``sm:parked:{model}``      zset   QUEUED jobs waiting for a free replica slot, with no message and no claim,
                                     oldest first; one is sent again each time a slot frees or a replica turns
                                     READY. Queue depth = both sets.
+- ``sm:unstarted:{model}:{owner}`` zset the owner's (an API key's) jobs of the model not started yet, by when
+                                    submitted: added on submit, removed where a job stops waiting (it starts,
+                                    ends or is withdrawn); a job taken back from a lost run is not added again.
 - ``sm:running:{model}``     set    RUNNING jobs.
 - ``sm:leases``              zset   claimed jobs by lease expiry; the reaper takes back the expired.
 - ``sm:dead``                list   jobs that failed after their last attempt (dead letters), newest first.
@@ -46,6 +49,7 @@ JOB = "sm:job:"
 QUEUED = "sm:queued:"
 PARKED = "sm:parked:"
 RUNNING = "sm:running:"
+UNSTARTED = "sm:unstarted:"
 DONE = "sm:done:"
 STATS = "sm:stats:"
 REPLICAS = "sm:replicas:"
@@ -67,8 +71,8 @@ LEADER = "sm:autoscaler"
 NAMESPACE = "sm:namespace"
 
 PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
-    "job": JOB, "queued": QUEUED, "parked": PARKED, "running": RUNNING, "done": DONE, "stats": STATS,
-    "replicas": REPLICAS, "replica": REPLICA, "slots": SLOTS, "start_failure": START_FAILURE,
+    "job": JOB, "queued": QUEUED, "parked": PARKED, "running": RUNNING, "unstarted": UNSTARTED, "done": DONE,
+    "stats": STATS, "replicas": REPLICAS, "replica": REPLICA, "slots": SLOTS, "start_failure": START_FAILURE,
     "scaling": SCALING, "celery": CELERY_QUEUE, "leases": LEASES, "dead": DEAD, "scale": SCALE, "leader": LEADER,
 }
 

@@ -17,10 +17,6 @@ class Limits:
         """Count a request of ``principal`` in this second; how many it made in it."""
         return self._count(keys.rate(principal, int(time.time())), 2)
 
-    def auth_failures(self, source: str) -> int:
-        """Failed authentications from ``source`` in this minute."""
-        return int(self.redis.get(keys.auth_failures(source, int(time.time() // 60))) or 0)
-
     def auth_failed(self, source: str) -> int:
         """Count a failed authentication from ``source``; how many it made this minute."""
         return self._count(keys.auth_failures(source, int(time.time() // 60)), 120)

@@ -1,0 +1,179 @@
+"""The gateway's gunicorn worker (``--worker-class gateway.server.GatewayWorker``).
+
+gunicorn's threaded worker hands a connection to a thread as soon as a byte arrives, and the thread then blocks
+until the request's line and headers are complete: 32 clients sending headers slowly take every thread. Here the
+main loop reads each request's line and headers itself, without blocking and without a thread, and a thread gets
+the connection only once they are all there; a client that takes over ``SM_HEADER_TIMEOUT`` seconds is answered
+408, one whose headers pass ``MAX_HEAD`` bytes 431. gunicorn's own error answers (414, 431, a bad
+Content-Length's 400 ...) are the API's JSON error body, not HTML.
+"""
+
+import contextlib
+import errno
+import json
+import selectors
+import socket
+import time
+from concurrent.futures import Future
+from functools import partial
+from typing import Any
+
+from gunicorn import util
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+from workers.config import Settings
+
+MAX_HEAD = 64 * 1024  # bytes of request line and headers read at most (gunicorn's own limits are tighter per line)
+HEAD_ENDS = (b"\r\n\r\n", b"\n\n")  # the blank line after the headers
+
+
+def complete(head: bytes | bytearray) -> bool:
+    """Whether ``head`` holds a request's line and all its headers."""
+    return any(end in head for end in HEAD_ENDS)
+
+
+def error_answer(status: int, reason: str, code: str, message: str) -> bytes:
+    """A whole HTTP response carrying the API's error body; the connection closes after it."""
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    return (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1") + body
+
+
+class Captured:
+    """Stands in for a client socket to catch the answer gunicorn writes for its own errors."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def gettimeout(self) -> float:
+        """Non-blocking, as gunicorn's writer expects."""
+        return 0.0
+
+    def sendall(self, data: bytes) -> None:
+        """Keep what gunicorn would send."""
+        self.data += data
+
+
+def as_json(answer: bytes, exc: BaseException) -> bytes:
+    """gunicorn's HTML error answer as the API's JSON error: the same status, a code from its reason."""
+    _, status, reason = answer.split(b"\r\n", 1)[0].decode("latin-1").split(" ", 2)
+    if status == "500":
+        return error_answer(500, reason, "internal", "internal error; see the gateway's log")
+    code = reason.lower().replace(" ", "_").replace("-", "_")
+    return error_answer(int(status), reason, code, f"{reason}: {exc}"[:500])
+
+
+class GatewayWorker(ThreadWorker):  # type: ignore[misc]
+    """gunicorn's gthread worker whose main loop, not a thread, reads each request's line and headers."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout = Settings().header_timeout
+        self.reading: dict[Any, tuple[float, bytearray]] = {}  # connection → (deadline, what came so far)
+
+    def accept(self, listener: socket.socket) -> None:
+        """A new connection: read its request's head in the main loop."""
+        try:
+            client, address = listener.accept()
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        self.read_head(TConn(self.cfg, client, address, listener.getsockname()), b"")
+
+    def on_client_socket_readable(self, conn: Any, client: socket.socket) -> None:
+        """A kept-alive connection sends its next request: read its head in the main loop too, at once."""
+        self.keepalived_conns.remove(conn)
+        self.read_head(conn, b"", registered=True)
+        self.on_head_bytes(conn, client)
+
+    def read_head(self, conn: Any, ahead: bytes, registered: bool = False) -> None:
+        """Collect the connection's request head (``ahead``: bytes of it already read) without a thread."""
+        conn.sock.setblocking(False)
+        self.reading[conn] = (time.monotonic() + self.header_timeout, bytearray(ahead))
+        if registered:  # still on the poller from its keep-alive: only what a readable socket calls changes
+            self.poller.modify(conn.sock, selectors.EVENT_READ, partial(self.on_head_bytes, conn))
+        else:
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_head_bytes, conn))
+
+    def on_head_bytes(self, conn: Any, sock: socket.socket) -> None:
+        """More of a request head: once complete, the connection goes to a thread."""
+        if conn not in self.reading:  # closed earlier in this round of events (its descriptor may be reused)
+            return
+        try:
+            data = sock.recv(MAX_HEAD)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        head = self.reading[conn][1]
+        head += data
+        if not data:
+            self.stop_reading(conn)
+            self.close(conn)
+        elif complete(head):
+            self.stop_reading(conn)
+            conn.head, conn.data_ready = bytes(head), True
+            self.enqueue_req(conn)
+        elif len(head) > MAX_HEAD:
+            self.refuse(conn, 431, "Request Header Fields Too Large", f"request line and headers over {MAX_HEAD} "
+                                                                      f"bytes")
+
+    def murder_pending(self) -> None:
+        """Close what gunicorn closes, and answer 408 to the clients whose head is late (oldest first)."""
+        super().murder_pending()
+        now = time.monotonic()
+        for conn, (deadline, _) in list(self.reading.items()):
+            if deadline > now:
+                break
+            self.refuse(conn, 408, "Request Timeout", f"the request line and headers took over "
+                                                      f"{self.header_timeout:g} s")
+
+    def refuse(self, conn: Any, status: int, reason: str, message: str) -> None:
+        """Answer a connection still being read with an error, and close it."""
+        self.stop_reading(conn)
+        with contextlib.suppress(OSError):
+            conn.sock.send(error_answer(status, reason, reason.lower().replace(" ", "_"), message))
+        self.close(conn)
+
+    def stop_reading(self, conn: Any) -> None:
+        """The connection's head is no longer read by the main loop."""
+        del self.reading[conn]
+        self.poller.unregister(conn.sock)
+
+    def close(self, conn: Any) -> None:
+        """Close a connection no thread holds."""
+        self.nr_conns -= 1
+        conn.close()
+
+    def handle(self, conn: Any) -> Any:
+        """In a thread: give the parser the head the main loop read, then serve the request as gunicorn does."""
+        head, conn.head = getattr(conn, "head", b""), b""
+        if head:
+            conn.sock.setblocking(True)
+            conn.init()
+            conn.parser.unreader.unread(head)
+        return super().handle(conn)
+
+    def finish_request(self, conn: Any, fs: Future[Any]) -> None:
+        """After a kept-alive answer, part of the next request's head may already be read: read the rest in the
+        main loop too, not in a thread."""
+        kept = not fs.cancelled() and fs.exception() is None and fs.result() is True and conn.parser is not None
+        ahead = conn.parser.unreader.buf.getvalue() if kept else b""
+        if ahead and not complete(ahead) and self.alive:
+            conn.parser.unreader.take_buffered()
+            self.read_head(conn, ahead)
+            return
+        super().finish_request(conn, fs)
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        """gunicorn's answer to a request it could not parse or serve, as the API's JSON error."""
+        captured = Captured()
+        super().handle_error(req, captured, addr, exc)
+        if not captured.data:
+            return
+        try:
+            util.write_nonblock(client, as_json(captured.data, exc))
+        except (OSError, ValueError):
+            self.log.debug("Failed to send error message.")
