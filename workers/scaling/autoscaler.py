@@ -102,7 +102,8 @@ class Autoscaler:
             self.actions.spawn(SWEEP, functools.partial(self.sweep, token, adopting=False))
 
     def reap_jobs(self) -> None:
-        """Take back the jobs of lost workers, resend lost messages, expire long waits, fill free slots."""
+        """Take back the jobs of lost workers, resend lost messages, expire long waits, fill free slots, and fail
+        the waiting jobs of models no longer served."""
         jobs = self.store.jobs
         for reaped in jobs.reap({name: m.max_attempts for name, m in self.models.items()}):
             self.store.events.record(reaped.model, f"job_{reaped.outcome.lower()}", job=reaped.job_id,
@@ -115,6 +116,10 @@ class Autoscaler:
                 self.store.events.record(model.name, "jobs_expired", reason=f"{len(expired)} job(s) waited over "
                                                                             f"the queue timeout")
             jobs.dispatch(model.name, model.concurrency)
+        for name in jobs.models_with_jobs() - set(self.models):
+            if abandoned := jobs.abandon(name).failed:
+                self.store.events.record(name, "jobs_removed", reason=f"{len(abandoned)} waiting job(s) failed: "
+                                                                      f"the model is not in the models file")
 
     def observe(self, model: ModelConfig) -> ModelSnapshot:
         """The model now."""
