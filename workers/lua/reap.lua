@@ -1,10 +1,10 @@
 -- The reaper: jobs whose lease ran out (their worker died or froze). The slot such a job held is given back (and
 -- a parked job sent to it), also for a job cancelled while it ran. A RUNNING job waits again (parked), or fails
 -- with worker_lost into the dead letters after its last attempt. A job of a model not in the max attempts (gone
--- from the models file) fails with model_removed instead. The lost worker's late writes are refused: its claim
--- is gone.
+-- from the models file) waits parked: the janitor fails it (abandon.lua). The lost worker's late writes are
+-- refused: its claim is gone.
 -- ARGV[3..]: limit, JSON object of each model's max attempts.
--- Returns, per job taken back: id, outcome (REQUEUED, DEAD, REMOVED or FREED), model, owner.
+-- Returns, per job taken back: id, outcome (REQUEUED, DEAD or FREED), model, owner.
 local limit, max_attempts = tonumber(ARGV[3]), cjson.decode(ARGV[4])
 local reaped = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.leases, '-inf', NOW, 'LIMIT', 0, limit)) do
@@ -16,13 +16,9 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.leases, '-inf', NOW, 'LIMIT', 
     local freed = free_slot(id)
     redis.call('HDEL', job, 'claim', 'lease_until')
     local outcome = nil
-    if max_attempts[model] == nil and (current[1] == 'RUNNING' or current[1] == 'QUEUED') then
-      fail(id, model, 'model_removed', 'model ' .. model .. ' is no longer served (it is not in the models file)',
-           false)
-      outcome = 'REMOVED'
-    elseif current[1] == 'RUNNING' then
+    if current[1] == 'RUNNING' then
       redis.call('SREM', K.running .. model, id)
-      if tonumber(current[3] or '0') >= max_attempts[model] then
+      if max_attempts[model] and tonumber(current[3] or '0') >= max_attempts[model] then
         fail(id, model, 'worker_lost', 'the worker running it was lost on all ' .. current[3] .. ' attempts', true)
         outcome = 'DEAD'
       else

@@ -43,7 +43,7 @@ class Autoscaler:
 
     def __init__(self, models: dict[str, ModelConfig], store: Store, backend: ReplicaBackend, probe: Probe,
                  actions: Actions | None = None, clock: Callable[[], float] | None = None,
-                 orphan_after: float = 5.0, sweep_every: float = 1.0) -> None:
+                 orphan_after: float = 5.0, sweep_every: float = 1.0, removed_after: float = 60.0) -> None:
         self.models = models
         self.store = store
         self.backend = backend
@@ -52,6 +52,7 @@ class Autoscaler:
         self.clock = clock or store.now
         self.orphan_after = orphan_after  # seconds before a message nobody took counts as lost
         self.sweep_every = sweep_every
+        self.removed_after = removed_after  # seconds a job of a model not in the models file waits before it fails
         self.last_sweep = -math.inf
         self.log_readers = threading.BoundedSemaphore(4)  # backend log reads at once
 
@@ -117,7 +118,7 @@ class Autoscaler:
                                                                             f"the queue timeout")
             jobs.dispatch(model.name, model.concurrency)
         for name in jobs.models_with_jobs() - set(self.models):
-            if abandoned := jobs.abandon(name).failed:
+            if abandoned := jobs.abandon(name, self.removed_after).failed:
                 self.store.events.record(name, "jobs_removed", reason=f"{len(abandoned)} waiting job(s) failed: "
                                                                       f"the model is not in the models file")
 

@@ -31,7 +31,7 @@ def run_autoscaler(settings: Settings, stop_replicas: bool = False) -> None:
     store = Store.of(connect(settings.redis_url), settings.job_retention)
     models = settings.load_models()
     scaler = Autoscaler(models, store, make_backend(settings), ReadinessProbe(http_pool(8)),
-                        orphan_after=settings.job_lease)
+                        orphan_after=settings.job_lease, removed_after=settings.removed_model_grace)
     lease = store.lease(settings.leader_lease)
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -18,8 +18,7 @@ from workers.store.scripts import Scripts
 
 
 class Reaped(NamedTuple):
-    """A job the reaper took back: REQUEUED (it waits again), DEAD (out of attempts), REMOVED (its model is no longer
-    served) or FREED (its slot)."""
+    """A job the reaper took back: REQUEUED (it waits again), DEAD (out of attempts) or FREED (its slot)."""
 
     job_id: str
     outcome: str
@@ -130,9 +129,10 @@ class JobStore:
         """The models whose jobs were sent or parked since the model last had none."""
         return cast(set[str], self.redis.smembers(keys.MODELS))
 
-    def abandon(self, model: str, limit: int = 1000) -> Abandoned:
-        """Fail the waiting jobs of a model no longer served (``model_removed``); forget it once it has none."""
-        found = self.scripts("abandon", model, limit)
+    def abandon(self, model: str, grace: float, limit: int = 1000) -> Abandoned:
+        """Fail the jobs of a model no longer served that waited over ``grace`` seconds (``model_removed``);
+        forget the model once it has none."""
+        found = self.scripts("abandon", model, grace, limit)
         return Abandoned(failed=[str(job_id) for job_id in found[1:]], forgotten=bool(found[0]))
 
     def expire_parked(self, model: str, queue_timeout: float, limit: int = 1000) -> list[str]:
