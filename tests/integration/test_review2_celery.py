@@ -2,7 +2,9 @@
 a real worker, a real Flower and a real ``up``."""
 
 import contextlib
+import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -216,3 +218,45 @@ def test_review2_hole20_a_lost_message_is_sent_again_behind_a_backlog_over_1000(
         assert len(found) <= 100
         resent += found
     assert sorted(resent) == sorted(job.id for job in jobs[3:])  # each lost one once, none of those waiting
+
+
+def test_review2_hole20_lost_messages_are_found_exactly_whatever_the_backlog(
+        store: Store, client: "redis.Redis") -> None:
+    """Random submits, takes (a fifth by workers that die), withdrawals and resend passes: a resent job's message
+    had always left the queue, and after the last passes no QUEUED job is without a waiting message."""
+    queue = keys.celery_queue("m")
+    token = store.lease(30).hold()
+    assert token and store.replicas.add(token, "r1", "m", "process")
+    assert store.replicas.launched(token, "r1", "http://127.0.0.1:9/", "1")
+    assert store.replicas.ready(token, "r1", concurrency=10**6) is not None
+
+    def waiting() -> set[str]:
+        return {json.loads(message)["headers"]["id"] for message in client.lrange(queue, 0, -1)}
+
+    for seed in range(3):
+        rng = random.Random(seed)
+        for step in range(150):
+            roll = rng.random()
+            if roll < 0.35:
+                for _ in range(rng.randint(1, 40)):
+                    submit(store, "m")
+            elif roll < 0.7:
+                for message in filter(None, (client.rpop(queue) for _ in range(rng.randint(1, 30)))):
+                    if rng.random() >= 0.2:  # else its worker died with it
+                        store.jobs.start(json.loads(message)["headers"]["id"], f"t{seed}.{step}", 30, "w", 10**6,
+                                         False)
+            elif roll < 0.75 and (queued := client.zrange(keys.queued("m"), 0, -1)):
+                found = store.jobs.get(rng.choice(queued))
+                if found is not None:
+                    store.jobs.withdraw(found)
+            else:
+                still = waiting()
+                resent = store.jobs.resend_lost("m", after=0, limit=rng.choice([5, 100]))
+                assert not still & set(resent), f"seed {seed} step {step}: sent again while its message waits"
+        for _ in range(200):
+            if not store.jobs.resend_lost("m", after=0):
+                break
+        still = waiting()
+        stranded = [job_id for job_id in client.zrange(keys.queued("m"), 0, -1)
+                    if client.hget(keys.job(job_id), "status") == "QUEUED" and job_id not in still]
+        assert stranded == [], f"seed {seed}: {len(stranded)} queued job(s) with no message"

@@ -3,7 +3,7 @@
 -- parked, that long ago) fail with model_removed and stay readable until the retention ends. A RUNNING job is
 -- left to its worker, which commits it; if its lease runs out, the reaper parks it and it fails here. Once the
 -- model has no job left, it is forgotten with its Celery queue (every message still in it is of a finished job)
--- and its push count.
+-- and its push count (and withdrawn pushes).
 -- ARGV[3..]: model, grace (seconds), limit. Returns {1 if the model was forgotten else 0, the ids failed ...}.
 local model, grace, limit = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local text = 'model ' .. model .. ' is no longer served (it is not in the models file)'
@@ -23,6 +23,6 @@ if redis.call('ZCARD', K.queued .. model) + redis.call('ZCARD', K.parked .. mode
    + redis.call('SCARD', K.running .. model) > 0 then
   return {0, unpack(failed)}
 end
-redis.call('DEL', K.celery .. model, K.pushes .. model)
+redis.call('DEL', K.celery .. model, K.pushes .. model, K.withdrawn .. model)
 redis.call('SREM', K.models, model)
 return {1, unpack(failed)}

@@ -17,6 +17,8 @@ host), read inside the scripts.
 - ``sm:pushes:{model}``      string messages pushed onto the model's Celery queue so far; a job's ``push`` is the
                                     number of its latest message (workers take the oldest first, so it has left
                                     the queue once as many were pushed after it as the queue holds).
+- ``sm:withdrawn:{model}``   zset   withdrawn jobs whose message was taken out of the middle of the Celery queue,
+                                    by its push number (resend.lua counts them out); emptied when the queue is.
 - ``sm:leases``              zset   claimed jobs by lease expiry; the reaper takes back the expired.
 - ``sm:dead``                list   jobs that failed after their last attempt (dead letters), newest first.
 - ``sm:done:{id}``           list   one token pushed when the job finishes; waiters BLMOVE it onto itself.
@@ -49,6 +51,7 @@ QUEUED = "sm:queued:"
 PARKED = "sm:parked:"
 RUNNING = "sm:running:"
 PUSHES = "sm:pushes:"
+WITHDRAWN = "sm:withdrawn:"
 DONE = "sm:done:"
 STATS = "sm:stats:"
 REPLICAS = "sm:replicas:"
@@ -73,7 +76,7 @@ PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
     "job": JOB, "queued": QUEUED, "parked": PARKED, "running": RUNNING, "done": DONE, "stats": STATS,
     "replicas": REPLICAS, "replica": REPLICA, "slots": SLOTS, "start_failure": START_FAILURE,
     "scaling": SCALING, "celery": CELERY_QUEUE, "leases": LEASES, "dead": DEAD, "scale": SCALE, "leader": LEADER,
-    "models": MODELS, "pushes": PUSHES,
+    "models": MODELS, "pushes": PUSHES, "withdrawn": WITHDRAWN,
 }
 
 
