@@ -89,7 +89,7 @@ def up(args: argparse.Namespace) -> int:
     children = [("redis", redis_process)] if redis_process else []
     children += [
         ("gateway", spawn("gateway", [*me, "gateway", "--port", str(args.port)], env)),
-        ("worker", spawn("worker", [*me, "worker"], env)),
+        ("worker", spawn("worker", [*me, "worker", "--task-events"], env)),  # Flower sees even the first job
         ("autoscaler", spawn("autoscaler", [*me, "autoscaler", "--stop-replicas"], env)),
         ("flower", spawn("flower", [*me, "flower", "--port", str(args.flower_port)], env)),
     ]
@@ -127,7 +127,8 @@ def worker(args: argparse.Namespace) -> int:
     queues = ",".join(m.queue for m in Settings().load_models().values())
     argv = ["celery", "-A", CELERY_APP, "worker", "-Q", queues,
             "--concurrency", str(args.concurrency), "--loglevel", "INFO", "--without-gossip",
-            "--without-mingle", "--hostname", args.name, *args.celery_args]
+            "--without-mingle", "--hostname", args.name, *(["--task-events"] if args.task_events else []),
+            *args.celery_args]
     os.execvp(sys.executable, [sys.executable, "-m", *argv])
 
 
@@ -208,6 +209,8 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("worker", help="run a Celery worker on every model's queue")
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--name", default="worker@%h", help="the Celery node name (unique per host)")
+    p.add_argument("--task-events", action="store_true",
+                   help="send task events from the first task (else only once Flower turns them on)")
     p.add_argument("celery_args", nargs=argparse.REMAINDER, help="more arguments for celery worker")
     p.set_defaults(func=worker)
     p = sub.add_parser("autoscaler", help="run the scaling loop")

@@ -10,7 +10,8 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.exceptions import Ignore, Retry
+from celery.signals import task_revoked, worker_init
 
 from workers.config import Settings
 from workers.execution import runner
@@ -18,11 +19,23 @@ from workers.execution.pool import ThreadPool
 from workers.protocols import transport
 from workers.store import Store, connect
 from workers.store.envelope import TASK_NAME
-from workers.store.records import JobStatus
+from workers.store.records import JobError, JobStatus
 
 
 class JobFailed(Exception):
     """The task's job FAILED: the task ends as a FAILURE (in Flower) with the job's error code and message."""
+
+
+class JobCancelled(Exception):
+    """The task's job was CANCELLED: a FAILURE in Flower that says so, never a success."""
+
+
+class JobParked(Exception):
+    """The job waits for a free replica slot and will be sent again: the task is a RETRY in Flower until the
+    delivery that runs the job ends it."""
+
+
+REVOKED = JobError("revoked", "its Celery task was revoked (in Flower, or with celery control revoke)")
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -42,7 +55,7 @@ def create_celery(settings: Settings) -> Celery:
         worker_pool=f"{ThreadPool.__module__}:{ThreadPool.__name__}",  # threads: a task mostly waits on a replica
         worker_prefetch_multiplier=1,
         worker_disable_prefetch=True,  # take a message only when a thread is free to run it at once
-        worker_send_task_events=False,  # Flower turns them on while it runs
+        worker_send_task_events=False,  # Flower turns them on while it runs; `worker --task-events` from the start
         broker_connection_retry_on_startup=True,
         broker_transport_options={"ack_emulation": False, "socket_timeout": 5, "socket_connect_timeout": 2},
         broker_connection_timeout=2,
@@ -53,18 +66,46 @@ def create_celery(settings: Settings) -> Celery:
     )
     context = functools.cache(lambda: worker_context(settings))
 
-    @app.task(name=TASK_NAME, throws=(JobFailed,))  # type: ignore[untyped-decorator]
+    @app.task(name=TASK_NAME, throws=(JobFailed, JobCancelled))  # type: ignore[untyped-decorator]
     def run_job(job_id: str, model: str = "") -> dict[str, object]:
         """Run one job (a thin adapter over ``runner.run_job``)."""
-        summary = runner.run_job(context(), job_id, model)
-        if summary.status == JobStatus.FAILED:
-            job = context().store.jobs.get(job_id)
-            error = summary.error or (job.error if job else None)
-            raise JobFailed(f"{error.code}: {error.message}" if error else "the job failed")
-        return summary.as_result()
+        return report(runner.run_job(context(), job_id, model), context().store)
+
+    def revoked(sender: Any = None, request: Any = None, **_: Any) -> None:
+        """A revoked task's message was discarded: its job does not run, and ends CANCELLED saying so."""
+        if getattr(sender, "app", None) is app and sender.name == TASK_NAME and request is not None and request.id:
+            cancel_revoked(context().store, str(request.id))
 
     worker_init.connect(quiet_task_logs, weak=False, dispatch_uid="serverless-model-quiet-logs")
+    task_revoked.connect(revoked, weak=False, dispatch_uid=f"serverless-model-revoked-{id(app)}")
     return app
+
+
+def report(summary: runner.Summary, store: Store) -> dict[str, object]:
+    """The task's end as Flower shows it, which is the job's: a SUCCESS with its summary, or a FAILURE with why.
+    A parked job's delivery is a RETRY (a later event overrides it), and a delivery that did not run the job
+    (another holds or held it) ends with no event, so it never overrides the job's own end."""
+    if summary.status == JobStatus.SUCCEEDED:
+        return summary.as_result()
+    if summary.status == "PARKED":
+        parked = JobParked("no free replica slot: the job waits and is sent again when one frees")
+        raise Retry(str(parked), exc=parked)
+    if summary.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+        raise Ignore()
+    job = store.jobs.get(summary.job_id)
+    if summary.status == JobStatus.CANCELLED:
+        during = job.cancelled_while if job and job.cancelled_while else JobStatus.QUEUED
+        why = f" ({job.error.code}: {job.error.message})" if job and job.error else ""
+        raise JobCancelled(f"the job was cancelled while {during}{why}")
+    error = summary.error or (job.error if job else None)
+    raise JobFailed(f"{error.code}: {error.message}" if error else "the job failed")
+
+
+def cancel_revoked(store: Store, job_id: str) -> None:
+    """Cancel the job of a revoked task (the task id is the job id), with an event that says so."""
+    job = store.jobs.get(job_id)
+    if job is not None and store.jobs.cancel(job_id, REVOKED) == "OK":
+        store.events.record(job.model, "job_cancelled", job=job_id, owner=job.owner, reason=REVOKED.message)
 
 
 def worker_context(settings: Settings) -> runner.WorkerContext:

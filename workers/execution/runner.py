@@ -115,9 +115,12 @@ class Summary:
 def run_job(ctx: WorkerContext, job_id: str, model_name: str) -> Summary:
     """Run the job if it can run now; park it if no slot is free; nothing if another task holds it."""
     model = ctx.models.get(model_name)
-    if model is None:
+    if model is None:  # its message would come back here if dropped: the job fails, saying why
         log.warning("job %s names model %r, which this worker does not serve", job_id, model_name)
-        return Summary(job_id, "UNKNOWN_MODEL")
+        why = JobError("model_not_served", f"worker {ctx.worker} does not serve model {model_name!r} (it is not in "
+                                           f"its models file)")
+        refused = ctx.store.jobs.refuse(job_id, why)
+        return Summary(job_id, refused, error=why if refused == JobStatus.FAILED else None)
     token = uuid.uuid4().hex
     started = ctx.store.jobs.start(job_id, token, ctx.leases.lease, ctx.worker, model.concurrency,
                                    model.on_start_failure == "fail")

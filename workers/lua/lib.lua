@@ -23,10 +23,12 @@ local function message(id, model, tag)  -- the job's Celery message
   return (string.gsub(text, '@tag@', tag))
 end
 
-local function send(id, model)  -- push the job's message onto the model's Celery queue
+local function send(id, model)  -- push the job's message onto the model's Celery queue, numbered (push)
   local n = redis.call('HINCRBY', K.job .. id, 'sends', 1)
   redis.call('LPUSH', K.celery .. model, message(id, model, id .. '.' .. n))
+  redis.call('HSET', K.job .. id, 'push', redis.call('INCR', K.pushes .. model))
   redis.call('ZADD', K.queued .. model, NOW, id)
+  redis.call('SADD', K.models, model)
 end
 
 local function wake(model)  -- tell the leading autoscaler the model may need capacity
@@ -105,6 +107,7 @@ local function park(id, model)  -- wait for capacity, holding nothing: no messag
   redis.call('ZREM', K.leases, id)
   redis.call('HDEL', K.job .. id, 'claim', 'lease_until')
   redis.call('ZADD', K.parked .. model, redis.call('HGET', K.job .. id, 'created_at'), id)
+  redis.call('SADD', K.models, model)
   wake(model)
 end
 

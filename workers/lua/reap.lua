@@ -1,7 +1,8 @@
 -- The reaper: jobs whose lease ran out (their worker died or froze). The slot such a job held is given back (and
 -- a parked job sent to it), also for a job cancelled while it ran. A RUNNING job waits again (parked), or fails
--- with worker_lost into the dead letters after its last attempt. The lost worker's late writes are refused:
--- its claim is gone.
+-- with worker_lost into the dead letters after its last attempt. A job of a model not in the max attempts (gone
+-- from the models file) waits parked: the janitor fails it (abandon.lua). The lost worker's late writes are
+-- refused: its claim is gone.
 -- ARGV[3..]: limit, JSON object of each model's max attempts.
 -- Returns, per job taken back: id, outcome (REQUEUED, DEAD or FREED), model, owner.
 local limit, max_attempts = tonumber(ARGV[3]), cjson.decode(ARGV[4])
@@ -17,14 +18,14 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.leases, '-inf', NOW, 'LIMIT', 
     local outcome = nil
     if current[1] == 'RUNNING' then
       redis.call('SREM', K.running .. model, id)
-      if tonumber(current[3] or '0') >= (max_attempts[model] or 1) then
+      if max_attempts[model] and tonumber(current[3] or '0') >= max_attempts[model] then
         fail(id, model, 'worker_lost', 'the worker running it was lost on all ' .. current[3] .. ' attempts', true)
         outcome = 'DEAD'
       else
         redis.call('HSET', job, 'status', 'QUEUED')
       end
     end
-    if current[1] == 'QUEUED' or (current[1] == 'RUNNING' and not outcome) then
+    if not outcome and (current[1] == 'QUEUED' or current[1] == 'RUNNING') then
       redis.call('HSET', job, 'requeued_at', stamp(NOW))
       park(id, model)
       outcome = 'REQUEUED'

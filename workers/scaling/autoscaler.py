@@ -44,7 +44,7 @@ class Autoscaler:
 
     def __init__(self, models: dict[str, ModelConfig], store: Store, backend: ReplicaBackend, probe: Probe,
                  actions: Actions | None = None, clock: Callable[[], float] | None = None,
-                 orphan_after: float = 5.0, sweep_every: float = 1.0) -> None:
+                 orphan_after: float = 5.0, sweep_every: float = 1.0, removed_after: float = 60.0) -> None:
         self.models = models
         self.store = store
         self.backend = backend
@@ -53,6 +53,7 @@ class Autoscaler:
         self.clock = clock or store.now
         self.orphan_after = orphan_after  # seconds before a message nobody took counts as lost
         self.sweep_every = sweep_every
+        self.removed_after = removed_after  # seconds a job of a model not in the models file waits before it fails
         self.last_sweep = -math.inf
         self.log_readers = threading.BoundedSemaphore(4)  # backend log reads at once
 
@@ -103,7 +104,8 @@ class Autoscaler:
             self.actions.spawn(SWEEP, functools.partial(self.sweep, token, adopting=False))
 
     def reap_jobs(self) -> None:
-        """Take back the jobs of lost workers, resend lost messages, expire long waits, fill free slots."""
+        """Take back the jobs of lost workers, resend lost messages, expire long waits, fill free slots, and fail
+        the waiting jobs of models no longer served."""
         jobs = self.store.jobs
         for reaped in jobs.reap({name: m.max_attempts for name, m in self.models.items()}):
             self.store.events.record(reaped.model, f"job_{reaped.outcome.lower()}", job=reaped.job_id,
@@ -116,6 +118,10 @@ class Autoscaler:
                 self.store.events.record(model.name, "jobs_expired", reason=f"{len(expired)} job(s) waited over "
                                                                             f"the queue timeout")
             jobs.dispatch(model.name, model.concurrency)
+        for name in jobs.models_with_jobs() - set(self.models):
+            if abandoned := jobs.abandon(name, self.removed_after).failed:
+                self.store.events.record(name, "jobs_removed", reason=f"{len(abandoned)} waiting job(s) failed: "
+                                                                      f"the model is not in the models file")
 
     def observe(self, model: ModelConfig) -> ModelSnapshot:
         """The model now."""

@@ -37,7 +37,7 @@ def run_autoscaler(settings: Settings, stop_replicas: bool = False) -> None:
     if namespace is None:
         return
     scaler = Autoscaler(models, store, make_backend(settings, namespace), ReadinessProbe(),
-                        orphan_after=settings.job_lease)
+                        orphan_after=settings.job_lease, removed_after=settings.removed_model_grace)
     lease = store.lease(settings.leader_lease)
     log.info("autoscaler up (%s backend, namespace %s) for %s", settings.backend, namespace, ", ".join(models))
     try:

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, cast
 import redis
 
 from workers.store import keys
-from workers.store.records import Job, JobStatus, Outcome, Started
+from workers.store.records import Job, JobError, JobStatus, Outcome, Started
 from workers.store.scripts import Scripts
 
 
@@ -32,6 +32,13 @@ class Refusal(StrEnum):
 
     FULL = "FULL"
     KEY_FULL = "KEY_FULL"
+
+
+class Abandoned(NamedTuple):
+    """What the janitor did with a model no longer served: the jobs it failed, and whether the model is forgotten."""
+
+    failed: list[str]
+    forgotten: bool
 
 
 class JobStore:
@@ -81,9 +88,15 @@ class JobStore:
             fields = pipe.execute()[-1]
         return Job.from_hash(fields) if fields else None
 
-    def cancel(self, job_id: str) -> str:
-        """Cancel a QUEUED job, or a RUNNING one best-effort: OK, MISSING, or the status of a finished job."""
-        return str(self.scripts("cancel", job_id))
+    def cancel(self, job_id: str, why: JobError | None = None) -> str:
+        """Cancel a QUEUED job, or a RUNNING one best-effort, keeping ``why`` if given: OK, MISSING, or the status
+        of a finished job."""
+        reason = [why.code, why.message] if why else []
+        return str(self.scripts("cancel", job_id, *reason))
+
+    def refuse(self, job_id: str, why: JobError) -> str:
+        """Fail a QUEUED job nobody holds, whose model this worker does not serve: FAILED, or why not."""
+        return str(self.scripts("refuse", job_id, why.code, why.message))
 
     def start(self, job_id: str, token: str, lease: float, worker: str, concurrency: int,
               fail_on_start_failure: bool) -> Started | str:
@@ -121,6 +134,16 @@ class JobStore:
         """Send again the model's jobs whose message was lost (see resend.lua): id → owner."""
         found = self.scripts("resend", model, after, limit)
         return dict(zip(found[::2], found[1::2], strict=True))
+
+    def models_with_jobs(self) -> set[str]:
+        """The models whose jobs were sent or parked since the model last had none."""
+        return cast(set[str], self.redis.smembers(keys.MODELS))
+
+    def abandon(self, model: str, grace: float, limit: int = 1000) -> Abandoned:
+        """Fail the jobs of a model no longer served that waited over ``grace`` seconds (``model_removed``);
+        forget the model once it has none."""
+        found = self.scripts("abandon", model, grace, limit)
+        return Abandoned(failed=[str(job_id) for job_id in found[1:]], forgotten=bool(found[0]))
 
     def expire_parked(self, model: str, queue_timeout: float, limit: int = 1000) -> list[str]:
         """Fail the model's parked jobs older than its queue timeout; their ids."""

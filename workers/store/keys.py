@@ -5,7 +5,7 @@ host), read inside the scripts.
 
 - ``sm:job:{id}``            hash   the job record: id, model, status, input, output, error, owner, created_at,
                                     started_at, finished_at, replica, attempts, cancelled_while, claim,
-                                    lease_until, worker, slot, commits, sends, requeued_at. Expires
+                                    lease_until, worker, slot, commits, sends, push, requeued_at. Expires
                                     ``job_retention`` seconds after it finishes.
 - ``sm:queued:{model}``      zset   QUEUED jobs whose Celery message is out (or being run), by when it was sent.
 - ``sm:parked:{model}``      zset   QUEUED jobs waiting for a free replica slot, with no message and no claim,
@@ -15,6 +15,13 @@ host), read inside the scripts.
                                     submitted: added on submit, removed where a job stops waiting (it starts,
                                     ends or is withdrawn); a job taken back from a lost run is not added again.
 - ``sm:running:{model}``     set    RUNNING jobs.
+- ``sm:models``              set    models whose jobs were sent or parked since the model last had none; the
+                                    janitor finds the jobs of a model gone from the models file here.
+- ``sm:pushes:{model}``      string messages pushed onto the model's Celery queue so far; a job's ``push`` is the
+                                    number of its latest message (workers take the oldest first, so it has left
+                                    the queue once as many were pushed after it as the queue holds).
+- ``sm:withdrawn:{model}``   zset   withdrawn jobs whose message was taken out of the middle of the Celery queue,
+                                    by its push number (resend.lua counts them out); emptied when the queue is.
 - ``sm:leases``              zset   claimed jobs by lease expiry; the reaper takes back the expired.
 - ``sm:dead``                list   jobs that failed after their last attempt (dead letters), newest first.
 - ``sm:done:{id}``           list   one token pushed when the job finishes; waiters BLMOVE it onto itself.
@@ -50,6 +57,8 @@ QUEUED = "sm:queued:"
 PARKED = "sm:parked:"
 RUNNING = "sm:running:"
 UNSTARTED = "sm:unstarted:"
+PUSHES = "sm:pushes:"
+WITHDRAWN = "sm:withdrawn:"
 DONE = "sm:done:"
 STATS = "sm:stats:"
 REPLICAS = "sm:replicas:"
@@ -61,6 +70,7 @@ RATE = "sm:rate:"
 AUTH_FAILURES = "sm:authfail:"
 CELERY_QUEUE = "model."
 LEASES = "sm:leases"
+MODELS = "sm:models"
 DEAD = "sm:dead"
 SCALE = "sm:scale"
 LOGS = "sm:logs"
@@ -74,6 +84,7 @@ PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
     "job": JOB, "queued": QUEUED, "parked": PARKED, "running": RUNNING, "unstarted": UNSTARTED, "done": DONE,
     "stats": STATS, "replicas": REPLICAS, "replica": REPLICA, "slots": SLOTS, "start_failure": START_FAILURE,
     "scaling": SCALING, "celery": CELERY_QUEUE, "leases": LEASES, "dead": DEAD, "scale": SCALE, "leader": LEADER,
+    "models": MODELS, "pushes": PUSHES, "withdrawn": WITHDRAWN,
 }
 
 
