@@ -21,6 +21,7 @@ from gateway.app import create_app
 from tests.integration.platform import MODELS_TOML, Platform, eventually
 from workers.config import Settings
 from workers.execution import runner
+from workers.protocols import transport
 from workers.scaling.autoscaler import Autoscaler
 from workers.scaling.backends import ProcessBackend, free_port
 from workers.scaling.readiness import ReadinessProbe
@@ -97,7 +98,7 @@ def test_review2_hole05_jobs_of_a_removed_model_fail_model_removed_and_stay_read
 
 def test_review2_hole05_a_worker_that_does_not_serve_the_model_fails_the_job_saying_so(store: Store) -> None:
     job = submit(store, "gone")
-    ctx = runner.WorkerContext(models={}, store=store, http=runner.http_pool(1),
+    ctx = runner.WorkerContext(models={}, store=store, http=transport.http_pool(1),
                                leases=runner.LeaseKeeper(store, 3600))
     summary = runner.run_job(ctx, job.id, "gone")
     assert summary.status == "FAILED" and status(store, job) == "FAILED"
