@@ -37,6 +37,7 @@ from gateway.schemas import (
     iso,
 )
 from workers.config import ModelConfig, Settings
+from workers.protocols.base import float_sized
 from workers.store import Store
 from workers.store.jobs import JobStore, Refusal
 from workers.store.records import Job, JobStatus
@@ -178,16 +179,6 @@ def finite(text: str) -> float:
     number = float(text)
     if not math.isfinite(number):
         raise ValueError(f"{text} is out of range")
-    return number
-
-
-def float_sized(text: str) -> int:
-    """``json.loads``'s hook for an integer: one within a float's range, or ValueError (1 and 400 zeros)."""
-    number = int(text)
-    try:
-        float(number)
-    except OverflowError:
-        raise ValueError(f"{text[:20]}... is out of range") from None
     return number
 
 

@@ -88,18 +88,19 @@ def bad_response(reason: str) -> Outcome:
     return Outcome(JobStatus.FAILED, error=JobError("bad_response", reason[:MESSAGE_LIMIT]))
 
 
+def float_sized(text: str) -> int:
+    """``json.loads``'s hook for an integer: one within a float's range, or ValueError (1 and 400 zeros)."""
+    number = int(text)
+    try:
+        float(number)
+    except OverflowError:
+        raise ValueError(f"{text[:20]}... is out of range") from None
+    return number
+
+
 def parse_json(body: bytes) -> tuple[Any, str]:
     """The decoded body and its text, or raise ValueError: not UTF-8, not JSON, a number that is not finite
     (NaN, Infinity, 1e400, 1 and 400 zeros), or nested deeper than ``MAX_DEPTH``."""
-
-    def float_sized(digits: str) -> int:
-        number = int(digits)
-        try:
-            float(number)
-        except OverflowError:
-            raise ValueError(f"{digits[:20]}... is out of range") from None
-        return number
-
     text = body.decode("utf-8")
     try:
         found = json.loads(text, parse_constant=_no_constant, parse_int=float_sized)
