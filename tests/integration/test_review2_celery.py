@@ -132,6 +132,33 @@ def test_review2_hole11_revoking_a_queued_jobs_task_cancels_the_job_saying_so(
     assert any(e.kind == "job_cancelled" and e.job == job.id for e in store.events.recent("iris"))
 
 
+SLEEPY = """
+[models.sleepy]
+command = ["python", "-m", "model.server"]
+concurrency = 2
+idle_timeout = 60
+env = { MODEL_CLASS = "testmodels:Sleepy" }
+"""
+
+
+def test_review2_hole11_revoking_a_running_jobs_task_cancels_the_job_within_a_lease_renewal(
+        make_platform: Callable[..., Platform], store: Store) -> None:
+    platform = make_platform(models=SLEEPY)
+    platform.env.update(SM_JOB_LEASE="3")  # renewed, and so watched, every second
+    platform.start("autoscaler", "worker")
+    job = store.jobs.submit(store.jobs.new("sleepy", {"sleep": 60}))
+    assert job is not None
+    eventually(lambda: status(store, job) == "RUNNING", 90, f"the job never ran: {store.jobs.get(job.id)}")
+    eventually(lambda: revoke(platform, job.id), 60, "no worker acknowledged the revoke")
+
+    eventually(lambda: status(store, job) != "RUNNING", 30, f"the revoked job runs on: {store.jobs.get(job.id)}")
+    cancelled = store.jobs.get(job.id)
+    assert cancelled is not None and cancelled.status is JobStatus.CANCELLED, cancelled
+    assert cancelled.cancelled_while is JobStatus.RUNNING and cancelled.attempts == 1
+    assert cancelled.error is not None and cancelled.error.code == "revoked"
+    assert [e.kind for e in store.events.recent("sleepy") if e.job == job.id].count("job_cancelled") == 1
+
+
 @contextlib.contextmanager
 def up(tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[int, int]]:
     """``serverless-model up`` in ``tmp_path`` on its embedded Redis: the gateway's and Flower's ports; Ctrl-C

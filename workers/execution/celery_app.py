@@ -12,6 +12,7 @@ from typing import Any
 from celery import Celery
 from celery.exceptions import Ignore, Retry
 from celery.signals import task_revoked, worker_init
+from celery.worker import state as worker_state
 
 from workers.config import Settings
 from workers.execution import runner
@@ -108,12 +109,20 @@ def cancel_revoked(store: Store, job_id: str) -> None:
         store.events.record(job.model, "job_cancelled", job=job_id, owner=job.owner, reason=REVOKED.message)
 
 
+def cancel_revoked_running(store: Store, held: list[str]) -> None:
+    """Cancel the running jobs whose task was revoked meanwhile (Celery keeps revokes in each worker's memory and
+    does not stop a running task): they end CANCELLED within a renewal, like a cancel through the API."""
+    for job_id in held:
+        if job_id in worker_state.revoked:
+            cancel_revoked(store, job_id)
+
+
 def worker_context(settings: Settings) -> runner.WorkerContext:
     """The clients of this worker process."""
     store = Store.of(connect(settings.redis_url), settings.job_retention)
+    leases = runner.LeaseKeeper(store, settings.job_lease, watch=functools.partial(cancel_revoked_running, store))
     return runner.WorkerContext(models=settings.load_models(), store=store, http=transport.http_pool(),
-                                leases=runner.LeaseKeeper(store, settings.job_lease),
-                                max_output_bytes=settings.max_output_bytes)
+                                leases=leases, max_output_bytes=settings.max_output_bytes)
 
 
 @functools.cache

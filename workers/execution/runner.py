@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import redis
@@ -42,12 +42,15 @@ class LeaseKeeper:
 
     Claims are held by token, never by job id alone: two tasks of one worker may hold claims on the same job
     (the first one's lapsed, the reaper sent the job again, and the second started it), and the first leaving
-    must not drop the second's claim.
+    must not drop the second's claim. Before each renewal ``watch`` is given the ids of the jobs held (the Celery
+    app cancels those whose task was revoked while they ran).
     """
 
-    def __init__(self, store: Store, lease: float, renewing: bool = True) -> None:
+    def __init__(self, store: Store, lease: float, renewing: bool = True,
+                 watch: Callable[[list[str]], None] = lambda _: None) -> None:
         self.store = store
         self.lease = lease
+        self.watch = watch
         self.claims: dict[str, tuple[str, float]] = {}  # claim token → (job id, renewed until: monotonic)
         self.lock = threading.Lock()
         if renewing:
@@ -70,6 +73,11 @@ class LeaseKeeper:
         now = time.monotonic()
         with self.lock:
             held = [(job_id, token) for token, (job_id, until) in self.claims.items() if until > now]
+        if held:
+            try:
+                self.watch([job_id for job_id, _ in held])
+            except Exception:  # a failing watch must never stop the renewals
+                log.exception("watching the held jobs failed")
         return self.store.jobs.renew(held, self.lease)
 
     def renew_forever(self) -> None:
