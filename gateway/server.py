@@ -5,7 +5,8 @@ until the request's line and headers are complete: 32 clients sending headers sl
 main loop reads each request's line and headers itself, without blocking and without a thread, and a thread gets
 the connection only once they are all there; a client that takes over ``SM_HEADER_TIMEOUT`` seconds is answered
 408, one whose headers pass ``MAX_HEAD`` bytes 431. gunicorn's own error answers (414, 431, a bad
-Content-Length's 400 ...) are the API's JSON error body, not HTML.
+Content-Length's 400 ...) are the API's JSON error body, not HTML. A stopping worker answers 503 to heads still
+incomplete after gunicorn's keep-alive linger (2 s): nothing was accepted from them.
 """
 
 import contextlib
@@ -19,7 +20,7 @@ from functools import partial
 from typing import Any
 
 from gunicorn import util
-from gunicorn.workers.gthread import TConn, ThreadWorker
+from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
 from workers.config import Settings
 
@@ -30,6 +31,16 @@ HEAD_ENDS = (b"\r\n\r\n", b"\n\n")  # the blank line after the headers
 def complete(head: bytes | bytearray) -> bool:
     """Whether ``head`` holds a request's line and all its headers."""
     return any(end in head for end in HEAD_ENDS)
+
+
+def receive(sock: socket.socket) -> bytes | None:
+    """What a non-blocking socket has for us: b"" once closed (or broken), None if nothing yet."""
+    try:
+        return sock.recv(MAX_HEAD)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
 
 
 def error_answer(status: int, reason: str, code: str, message: str) -> bytes:
@@ -70,6 +81,7 @@ class GatewayWorker(ThreadWorker):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.header_timeout = Settings().header_timeout
         self.reading: dict[Any, tuple[float, bytearray]] = {}  # connection → (deadline, what came so far)
+        self.stop_by: float | None = None  # once stopping: when heads still incomplete are refused
 
     def accept(self, listener: socket.socket) -> None:
         """A new connection: read its request's head in the main loop."""
@@ -80,15 +92,40 @@ class GatewayWorker(ThreadWorker):  # type: ignore[misc]
                 raise
             return
         self.nr_conns += 1
-        self.read_head(TConn(self.cfg, client, address, listener.getsockname()), b"")
+        client.setblocking(False)
+        conn = TConn(self.cfg, client, address, listener.getsockname())
+        self.arrived(conn, bytearray(), receive(client), registered=False)
 
     def on_client_socket_readable(self, conn: Any, client: socket.socket) -> None:
         """A kept-alive connection sends its next request: read its head in the main loop too, at once."""
         self.keepalived_conns.remove(conn)
-        self.read_head(conn, b"", registered=True)
-        self.on_head_bytes(conn, client)
+        self.arrived(conn, bytearray(), receive(client), registered=True)
 
-    def read_head(self, conn: Any, ahead: bytes, registered: bool = False) -> None:
+    def on_head_bytes(self, conn: Any, sock: socket.socket) -> None:
+        """More of a request head, on a connection being read."""
+        if conn not in self.reading:  # closed earlier in this round of events (its descriptor may be reused)
+            return
+        self.arrived(conn, self.reading[conn][1], receive(sock), registered=True)
+
+    def arrived(self, conn: Any, head: bytearray, data: bytes | None, registered: bool) -> None:
+        """``data`` came after ``head`` (None: nothing yet): once the head is complete the connection goes to a
+        thread (usually at once: a head mostly comes in one read), else the main loop waits for more."""
+        if data is not None:
+            head += data
+        if data == b"":
+            self.stop_reading(conn, registered)
+            self.close(conn)
+        elif complete(head):
+            self.stop_reading(conn, registered)
+            conn.head, conn.data_ready = bytes(head), True
+            self.enqueue_req(conn)
+        elif len(head) > MAX_HEAD:
+            self.refuse(conn, 431, "Request Header Fields Too Large", f"request line and headers over {MAX_HEAD} "
+                                                                      f"bytes", registered)
+        elif conn not in self.reading:
+            self.read_head(conn, head, registered)
+
+    def read_head(self, conn: Any, ahead: bytes | bytearray, registered: bool = False) -> None:
         """Collect the connection's request head (``ahead``: bytes of it already read) without a thread."""
         conn.sock.setblocking(False)
         self.reading[conn] = (time.monotonic() + self.header_timeout, bytearray(ahead))
@@ -97,50 +134,34 @@ class GatewayWorker(ThreadWorker):  # type: ignore[misc]
         else:
             self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_head_bytes, conn))
 
-    def on_head_bytes(self, conn: Any, sock: socket.socket) -> None:
-        """More of a request head: once complete, the connection goes to a thread."""
-        if conn not in self.reading:  # closed earlier in this round of events (its descriptor may be reused)
-            return
-        try:
-            data = sock.recv(MAX_HEAD)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        head = self.reading[conn][1]
-        head += data
-        if not data:
-            self.stop_reading(conn)
-            self.close(conn)
-        elif complete(head):
-            self.stop_reading(conn)
-            conn.head, conn.data_ready = bytes(head), True
-            self.enqueue_req(conn)
-        elif len(head) > MAX_HEAD:
-            self.refuse(conn, 431, "Request Header Fields Too Large", f"request line and headers over {MAX_HEAD} "
-                                                                      f"bytes")
-
     def murder_pending(self) -> None:
-        """Close what gunicorn closes, and answer 408 to the clients whose head is late (oldest first)."""
+        """Close what gunicorn closes, and answer 408 to the clients whose head is late (oldest first); once
+        stopping, 503 to every head still incomplete after the linger."""
         super().murder_pending()
         now = time.monotonic()
+        if not self.alive and self.stop_by is None:
+            self.stop_by = now + STOP_KEEPALIVE_LINGER
         for conn, (deadline, _) in list(self.reading.items()):
-            if deadline > now:
+            if self.stop_by is not None and self.stop_by <= now:
+                self.refuse(conn, 503, "Service Unavailable", "the gateway is stopping; send the request again")
+            elif deadline <= now:
+                self.refuse(conn, 408, "Request Timeout", f"the request line and headers took over "
+                                                          f"{self.header_timeout:g} s")
+            else:
                 break
-            self.refuse(conn, 408, "Request Timeout", f"the request line and headers took over "
-                                                      f"{self.header_timeout:g} s")
 
-    def refuse(self, conn: Any, status: int, reason: str, message: str) -> None:
-        """Answer a connection still being read with an error, and close it."""
-        self.stop_reading(conn)
+    def refuse(self, conn: Any, status: int, reason: str, message: str, registered: bool = True) -> None:
+        """Answer a connection whose head is being read with an error, and close it."""
+        self.stop_reading(conn, registered)
         with contextlib.suppress(OSError):
             conn.sock.send(error_answer(status, reason, reason.lower().replace(" ", "_"), message))
         self.close(conn)
 
-    def stop_reading(self, conn: Any) -> None:
-        """The connection's head is no longer read by the main loop."""
-        del self.reading[conn]
-        self.poller.unregister(conn.sock)
+    def stop_reading(self, conn: Any, registered: bool) -> None:
+        """The connection's head is no longer read by the main loop (``registered``: it is on the poller)."""
+        self.reading.pop(conn, None)
+        if registered:
+            self.poller.unregister(conn.sock)
 
     def close(self, conn: Any) -> None:
         """Close a connection no thread holds."""
@@ -158,10 +179,10 @@ class GatewayWorker(ThreadWorker):  # type: ignore[misc]
 
     def finish_request(self, conn: Any, fs: Future[Any]) -> None:
         """After a kept-alive answer, part of the next request's head may already be read: read the rest in the
-        main loop too, not in a thread."""
+        main loop too, not in a thread (a stopping worker as well: it refuses the head if it stays incomplete)."""
         kept = not fs.cancelled() and fs.exception() is None and fs.result() is True and conn.parser is not None
         ahead = conn.parser.unreader.buf.getvalue() if kept else b""
-        if ahead and not complete(ahead) and self.alive:
+        if ahead and not complete(ahead):
             conn.parser.unreader.take_buffered()
             self.read_head(conn, ahead)
             return

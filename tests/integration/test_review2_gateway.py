@@ -226,6 +226,20 @@ def test_review2_hole10_a_client_late_with_its_headers_is_answered_408_and_close
     assert json.loads(body)["error"]["code"] == "request_timeout"
 
 
+def test_review2_hole10_a_stopping_gateway_answers_503_to_heads_still_incomplete(
+        make_platform: Callable[..., Platform]) -> None:
+    platform = make_platform().start("gateway", env={"SM_HEADER_TIMEOUT": "120"})
+    with slow_clients(platform.port, 1) as (sock,):
+        assert requests.get(f"{platform.url}/healthz", timeout=10).status_code == 200  # the head is being read
+        platform.processes["gateway"].send_signal(signal.SIGTERM)
+        answer = b""
+        while chunk := sock.recv(65536):  # the server closes it; the socket's own timeout is 10 s
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503"), answer
+    assert json.loads(body)["error"]["code"] == "service_unavailable"
+
+
 # 12: a hung Redis answers a submit's 504 in seconds
 
 
