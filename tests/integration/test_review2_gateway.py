@@ -19,7 +19,7 @@ from flask.testing import FlaskClient
 
 from gateway.app import create_app
 from gateway.auth import digest
-from tests.integration.platform import Platform
+from tests.integration.platform import Platform, eventually
 from workers.config import ModelConfig, Settings
 from workers.embedded import start_embedded_redis
 from workers.scaling.backends import ProcessBackend
@@ -76,6 +76,8 @@ def test_review2_hole07_redis_password_is_not_on_its_command_line_and_files_are_
     client = redis.Redis.from_url(url, decode_responses=True)
     client.set("job", "input of a job")
     client.execute_command("BGREWRITEAOF")  # the data files exist and are written
+    eventually(lambda: not any(int(client.info("persistence")[f"aof_rewrite_{what}"])
+                               for what in ("in_progress", "scheduled")), 30, "the AOF rewrite did not end")
     command_line = Path(f"/proc/{process.pid}/cmdline").read_bytes()  # the server may retitle itself, so
     assert password.encode() not in command_line, command_line
     assert not any(password in str(word) for word in process.args), process.args  # ... and what it was started with
