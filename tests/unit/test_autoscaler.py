@@ -11,6 +11,7 @@ import pytest
 from workers.config import ModelConfig
 from workers.scaling.autoscaler import Autoscaler
 from workers.scaling.backends import Launched, StartFailed
+from workers.scaling.spec import ReplicaSpec
 from workers.store import Store, keys
 from workers.store.records import ReplicaState
 
@@ -46,12 +47,12 @@ class FakeBackend:
         self.stops: list[str] = []
         self.failing_scan: Exception | None = None
 
-    def start(self, model: ModelConfig, replica_id: str) -> Launched:
+    def start(self, spec: ReplicaSpec) -> Launched:
         self.starts += 1
-        if model.name in self.broken:
-            raise self.broken[model.name]
-        self.live[replica_id] = Launched(f"http://fake/{replica_id}", f"handle-{replica_id}")
-        return self.live[replica_id]
+        if spec.model in self.broken:
+            raise self.broken[spec.model]
+        self.live[spec.replica_id] = Launched(f"http://fake/{spec.replica_id}", f"handle-{spec.replica_id}")
+        return self.live[spec.replica_id]
 
     def stop(self, handle: str) -> None:
         self.stops.append(handle)

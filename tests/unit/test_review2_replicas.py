@@ -9,6 +9,7 @@ import pytest
 from workers.config import ConfigError, ModelConfig, Settings, parse_models
 from workers.scaling.autoscaler import Autoscaler
 from workers.scaling.backends import LABEL, NAMESPACE_LABEL, REPLICA_LABEL, DockerBackend, Launched
+from workers.scaling.spec import ReplicaSpec
 from workers.store import Store
 
 pytestmark = pytest.mark.unit
@@ -95,7 +96,7 @@ class SlowToStop:
         self.together = threading.Barrier(count, timeout=20)
         self.stopped: list[str] = []
 
-    def start(self, model: ModelConfig, replica_id: str) -> Launched:
+    def start(self, spec: ReplicaSpec) -> Launched:
         raise AssertionError("not started here")
 
     def stop(self, handle: str) -> None:

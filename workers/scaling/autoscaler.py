@@ -27,6 +27,7 @@ from workers.scaling.backends import Launched, ReplicaBackend
 from workers.scaling.pidfiles import new_replica_id
 from workers.scaling.policy import Observation, Policy, ReplicaSnapshot, ScalingState, decide
 from workers.scaling.readiness import Probe
+from workers.scaling.spec import ReplicaSpec
 from workers.store import Lease, LogRequest, Store
 from workers.store.records import ModelSnapshot, Replica, ReplicaState
 from workers.store.replicas import cut
@@ -177,7 +178,7 @@ class Autoscaler:
     def launch(self, model: ModelConfig, replica_id: str, token: str) -> None:
         """Start the replica and wait for it to be ready (an action)."""
         try:
-            launched = self.backend.start(model, replica_id)
+            launched = self.backend.start(ReplicaSpec.of(model, replica_id))
         except Exception as exc:
             self.start_failed(model, replica_id, reason_of(exc), token)
             return

@@ -1,9 +1,10 @@
 """Replica backends: how a replica process or container is started, found and stopped.
 
-Both implement ``ReplicaBackend``. ``process`` (the default) runs the model's command as a local process on a free
-127.0.0.1 port, with a clean environment, and finds it again by its pid file (``workers.scaling.pidfiles``);
-``docker`` runs the model's image with docker-py, labelled so that the containers themselves say which are ours.
-Neither ever pulls an image, and neither stops a process or container that is not provably ours: of this
+Both implement ``ReplicaBackend`` and start replicas from a ``ReplicaSpec`` (``workers.scaling.spec``).
+``process`` (the default) runs the command as a local process on a free 127.0.0.1 port, with a clean
+environment, and finds it again by its pid file (``workers.scaling.pidfiles``); ``docker`` runs the image with
+docker-py, labelled so that the containers themselves say which are ours. Neither ever pulls an image, and
+neither stops a process or container that is not provably ours: of this
 namespace and with an id of the autoscaler's making.
 """
 
@@ -19,10 +20,9 @@ from typing import Any, Protocol
 
 import psutil
 
-from workers.config import ModelConfig, fill
 from workers.polling import wait_until
-from workers.protocols import protocol_for
 from workers.scaling import pidfiles
+from workers.scaling.spec import ReplicaSpec
 
 LABEL = "serverless-model"  # every container we start carries this label (value: the model)
 REPLICA_LABEL = "serverless-model.replica"
@@ -53,7 +53,7 @@ class ReplicaBackend(Protocol):
 
     name: str
 
-    def start(self, model: ModelConfig, replica_id: str) -> Launched:
+    def start(self, spec: ReplicaSpec) -> Launched:
         """Start a replica; it still has to become ready."""
         ...
 
@@ -81,18 +81,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def replica_env(model: ModelConfig, host: str, port: int) -> dict[str, str]:
-    """What every replica is told: where to listen, how many requests at once, what its protocol needs, and the
-    model's own settings ({port} and {host} filled in)."""
-    return {"HOST": host, "PORT": str(port), "CONCURRENCY": str(model.concurrency),
-            **protocol_for(model).environment(port), **{k: fill(v, port, host) for k, v in model.env.items()}}
-
-
-def command_line(words: list[str], host: str, port: int) -> list[str]:
-    """A command or its arguments with {port} and {host} filled in."""
-    return [fill(word, port, host) for word in words]
-
-
 def last_lines(text: str, tail: int) -> list[str]:
     """The last ``tail`` lines of ``text``."""
     return text.splitlines()[-tail:] if tail > 0 else []
@@ -110,15 +98,15 @@ class ProcessBackend:
         self.grace = grace  # seconds a replica has to exit on SIGTERM before it is killed
         self.children: dict[int, subprocess.Popen[bytes]] = {}  # reaped once they exit (no zombies)
 
-    def start(self, model: ModelConfig, replica_id: str) -> Launched:
+    def start(self, spec: ReplicaSpec) -> Launched:
         """Run the model's command with ``PORT`` set to a free port and only the environment it needs."""
-        if not model.command:
-            raise StartFailed(f"model {model.name!r} declares no command for the process backend")
-        port = free_port()
-        command = command_line([*model.command, *model.args], "127.0.0.1", port)
+        if not spec.command:
+            raise StartFailed(f"model {spec.model!r} declares no command for the process backend")
+        port, replica_id = free_port(), spec.replica_id
+        command = [*spec.entrypoint("127.0.0.1", port), *spec.arguments("127.0.0.1", port)]
         command[0] = sys.executable if command[0] == "python" else command[0]
         inherited = {name: os.environ[name] for name in INHERITED if name in os.environ}
-        env = {**inherited, **replica_env(model, "127.0.0.1", port), REPLICA_ENV: replica_id,
+        env = {**inherited, **spec.environment("127.0.0.1", port), REPLICA_ENV: replica_id,
                NAMESPACE_ENV: self.namespace}
         try:
             self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -214,21 +202,21 @@ def exited(child: subprocess.Popen[bytes] | None, process: psutil.Process) -> bo
         return True
 
 
-def container_options(model: ModelConfig, host: str, port: int) -> dict[str, Any]:
-    """What the model's table adds to a container: entrypoint and command, read-only volumes, /dev/shm, GPUs."""
+def container_options(spec: ReplicaSpec, host: str, port: int) -> dict[str, Any]:
+    """What the spec adds to a container: entrypoint and command, read-only volumes, /dev/shm, GPUs."""
     import docker.types
 
     options: dict[str, Any] = {}
-    if model.command:
-        options["entrypoint"] = command_line(model.command, host, port)
-    if model.args:
-        options["command"] = command_line(model.args, host, port)
-    if model.volumes:
-        options["volumes"] = [f"{volume}:ro" for volume in model.volumes]
-    if model.shm_size:
-        options["shm_size"] = model.shm_size
-    if model.gpus:
-        chosen = {"device_ids": model.gpus} if isinstance(model.gpus, list) else {"count": model.gpus}
+    if spec.command:
+        options["entrypoint"] = spec.entrypoint(host, port)
+    if spec.args:
+        options["command"] = spec.arguments(host, port)
+    if spec.volumes:
+        options["volumes"] = [f"{volume}:ro" for volume in spec.volumes]
+    if spec.limits.shm_size:
+        options["shm_size"] = spec.limits.shm_size
+    if spec.gpus:
+        chosen = {"device_ids": list(spec.gpus)} if isinstance(spec.gpus, tuple) else {"count": spec.gpus}
         options["device_requests"] = [docker.types.DeviceRequest(capabilities=[["gpu"]], **chosen)]
     return options
 
@@ -243,36 +231,37 @@ class DockerBackend:
         self.network = network
         self.namespace = namespace
 
-    def start(self, model: ModelConfig, replica_id: str) -> Launched:
-        """Create and start a container of the model's image (never pulls)."""
+    def start(self, spec: ReplicaSpec) -> Launched:
+        """Create and start a container of the spec's image (never pulls)."""
         import docker.errors
 
         host_network = self.network == "host"
-        port = free_port() if host_network else model.port
+        port = free_port() if host_network else spec.port
         host = "127.0.0.1" if host_network else "0.0.0.0"
-        name = f"sm-{model.name}-{replica_id}"
+        name = f"sm-{spec.model}-{spec.replica_id}"
         endpoint = f"http://{'127.0.0.1' if host_network else name}:{port}"
-        labels = {LABEL: model.name, REPLICA_LABEL: replica_id, NAMESPACE_LABEL: self.namespace,
+        labels = {LABEL: spec.model, REPLICA_LABEL: spec.replica_id, NAMESPACE_LABEL: self.namespace,
                   ENDPOINT_LABEL: endpoint}
+        limits = spec.limits
         try:
             container = self.client.containers.create(
-                model.image, name=name, detach=True, network_mode=self.network, labels=labels,
-                environment={"HOME": "/tmp", **replica_env(model, host, port)},
+                spec.image, name=name, detach=True, network_mode=self.network, labels=labels,
+                environment={"HOME": "/tmp", **spec.environment(host, port)},
                 read_only=True, tmpfs={"/tmp": "size=64m"}, cap_drop=["ALL"],
                 security_opt=["no-new-privileges"], user="65534:65534",
-                mem_limit=model.memory, nano_cpus=int(model.cpus * 1e9), pids_limit=model.pids,
-                **container_options(model, host, port),
+                mem_limit=limits.memory, nano_cpus=int(limits.cpus * 1e9), pids_limit=limits.pids,
+                **container_options(spec, host, port),
             )
         except docker.errors.ImageNotFound as exc:
-            raise StartFailed(f"image {model.image!r} not found locally (build it; images are never pulled)") from exc
+            raise StartFailed(f"image {spec.image!r} not found locally (build it; images are never pulled)") from exc
         except docker.errors.APIError as exc:
-            raise StartFailed(f"docker could not create a container of {model.image!r}: "
+            raise StartFailed(f"docker could not create a container of {spec.image!r}: "
                               f"{exc.explanation or exc}") from exc
         try:
             container.start()
         except docker.errors.APIError as exc:
             container.remove(force=True)
-            raise StartFailed(f"docker could not start {model.image!r}: {exc.explanation or exc}") from exc
+            raise StartFailed(f"docker could not start {spec.image!r}: {exc.explanation or exc}") from exc
         return Launched(endpoint=endpoint, handle=str(container.id))
 
     def stop(self, handle: str) -> None:
