@@ -9,6 +9,7 @@ namespace and with an id of the autoscaler's making.
 """
 
 import contextlib
+import enum
 import os
 import signal
 import socket
@@ -39,13 +40,39 @@ class StartFailed(Exception):
     """A replica could not be started at all (image missing, command not found, log not writable)."""
 
 
+class Phase(enum.Enum):
+    """Where a replica's process or container is in its life, as its backend sees it."""
+
+    PENDING = "pending"  # accepted, not running yet (waiting for a node, an image, resources)
+    RUNNING = "running"
+    EXITED = "exited"  # it ran (or was created) and will not run again
+    GONE = "gone"  # nothing of it is left, or nothing that is provably ours
+
+
+@dataclass(frozen=True)
+class Status:
+    """A replica's phase, and why it is in it (an exit code, what it waits for)."""
+
+    phase: Phase
+    reason: str = ""
+
+    @property
+    def live(self) -> bool:
+        """Whether it runs or is on its way to running."""
+        return self.phase in (Phase.PENDING, Phase.RUNNING)
+
+
+RUNNING = Status(Phase.RUNNING)
+GONE = Status(Phase.GONE)
+
+
 @dataclass(frozen=True)
 class Launched:
     """Where a started replica runs."""
 
     endpoint: str  # base URL of the replica's HTTP server
     handle: str  # the backend's own id: a pid or a container id
-    alive: bool = True  # False for a container that exists but exited (or was never started)
+    status: Status = RUNNING
 
 
 class ReplicaBackend(Protocol):
@@ -61,8 +88,8 @@ class ReplicaBackend(Protocol):
         """Stop a replica and free what it held; idempotent."""
         ...
 
-    def alive(self, handle: str) -> bool:
-        """Whether the replica's process or container still runs."""
+    def status(self, handle: str) -> Status:
+        """Where the replica's process or container is now."""
         ...
 
     def running(self) -> dict[str, Launched]:
@@ -142,9 +169,16 @@ class ProcessBackend:
             self.children.pop(pid, None)
         self.forget(pid)
 
-    def alive(self, handle: str) -> bool:
-        """Whether the replica's process still runs (a zombie does not)."""
-        return self.process_of(int(handle)) is not None
+    def status(self, handle: str) -> Status:
+        """RUNNING while the replica's process runs (a zombie does not); EXITED with its exit code once our child
+        exited; else GONE."""
+        pid = int(handle)
+        if self.process_of(pid) is not None:
+            return RUNNING
+        child = self.children.get(pid)
+        if child is not None and child.returncode is not None:
+            return Status(Phase.EXITED, exit_reason(child.returncode))
+        return GONE
 
     def process_of(self, pid: int) -> psutil.Process | None:
         """The running process ``pid`` if it is one of our replicas: our child, or our pid file's process."""
@@ -192,6 +226,14 @@ class ProcessBackend:
         return found
 
 
+def exit_reason(code: int) -> str:
+    """A process's exit code, told as a person would."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
 def exited(child: subprocess.Popen[bytes] | None, process: psutil.Process) -> bool:
     """Whether a replica process is gone: a child reaped, any other no longer running (or a zombie)."""
     if child is not None:
@@ -219,6 +261,20 @@ def container_options(spec: ReplicaSpec, host: str, port: int) -> dict[str, Any]
         chosen = {"device_ids": list(spec.gpus)} if isinstance(spec.gpus, tuple) else {"count": spec.gpus}
         options["device_requests"] = [docker.types.DeviceRequest(capabilities=[["gpu"]], **chosen)]
     return options
+
+
+def container_status(state: dict[str, Any]) -> Status:
+    """A container's state as a replica's: a paused one runs (frozen); one created but never started never will
+    (this backend starts what it creates at once)."""
+    status = state.get("Status") or ""
+    if status in ("running", "paused", "restarting"):
+        return RUNNING
+    if status == "created":
+        return Status(Phase.EXITED, "created, never started")
+    why = [f"exit code {state['ExitCode']}"] if isinstance(state.get("ExitCode"), int) else []
+    why += ["out of memory"] if state.get("OOMKilled") else []
+    why += [str(state["Error"])] if state.get("Error") else []
+    return Status(Phase.EXITED, ", ".join(why) or status or "not running")
 
 
 class DockerBackend:
@@ -278,15 +334,17 @@ class DockerBackend:
         except docker.errors.NotFound:
             pass
 
-    def alive(self, handle: str) -> bool:
-        """Whether the container is running (and ours)."""
+    def status(self, handle: str) -> Status:
+        """The container's state, if it is ours (else GONE)."""
         import docker.errors
 
         try:
             container = self.client.containers.get(handle)
         except docker.errors.NotFound:
-            return False
-        return bool(container.status == "running" and self.ours(container.labels))
+            return GONE
+        if not self.ours(container.labels):
+            return GONE
+        return container_status(container.attrs.get("State") or {})
 
     def logs(self, replica_id: str, handle: str, tail: int) -> list[str]:
         """The end of the container's output."""
@@ -302,7 +360,7 @@ class DockerBackend:
         """Containers of this namespace, running or not, by their labels (only those that are provably ours)."""
         found = self.client.api.containers(all=True, filters={"label": f"{NAMESPACE_LABEL}={self.namespace}"})
         return {c["Labels"][REPLICA_LABEL]: Launched(c["Labels"].get(ENDPOINT_LABEL, ""), str(c["Id"]),
-                                                     alive=c.get("State") in ("running", "paused"))
+                                                     container_status({"Status": c.get("State")}))
                 for c in found if self.ours(c.get("Labels") or {})}
 
     def ours(self, labels: dict[str, str]) -> bool:
