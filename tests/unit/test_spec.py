@@ -1,7 +1,7 @@
 """The backend-neutral replica spec: what every backend tells a replica, filled in where it listens."""
 
 from workers.config import ModelConfig
-from workers.scaling.spec import Limits, ReplicaSpec
+from workers.scaling.spec import ReplicaSpec, Resources
 
 
 def test_a_spec_tells_the_replica_where_to_listen_once_the_backend_chose() -> None:
@@ -22,5 +22,5 @@ def test_a_spec_carries_the_models_limits_volumes_and_gpus() -> None:
                         pids=64, shm_size="1g", port=7000)
     spec = ReplicaSpec.of(model, "r1")
     assert (spec.image, spec.volumes, spec.gpus, spec.port) == ("i:1", ("/w:/weights",), ("0", "2"), 7000)
-    assert spec.limits == Limits(cpus=2, memory="4g", pids=64, shm_size="1g")
+    assert spec.resources == Resources(cpus=2, memory="4g", pids=64, shm_size="1g")
     assert ReplicaSpec.of(ModelConfig(name="m", gpus=2), "r2").gpus == 2

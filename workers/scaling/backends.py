@@ -255,8 +255,8 @@ def container_options(spec: ReplicaSpec, host: str, port: int) -> dict[str, Any]
         options["command"] = spec.arguments(host, port)
     if spec.volumes:
         options["volumes"] = [f"{volume}:ro" for volume in spec.volumes]
-    if spec.limits.shm_size:
-        options["shm_size"] = spec.limits.shm_size
+    if spec.resources.shm_size:
+        options["shm_size"] = spec.resources.shm_size
     if spec.gpus:
         chosen = {"device_ids": list(spec.gpus)} if isinstance(spec.gpus, tuple) else {"count": spec.gpus}
         options["device_requests"] = [docker.types.DeviceRequest(capabilities=[["gpu"]], **chosen)]
@@ -298,14 +298,14 @@ class DockerBackend:
         endpoint = f"http://{'127.0.0.1' if host_network else name}:{port}"
         labels = {LABEL: spec.model, REPLICA_LABEL: spec.replica_id, NAMESPACE_LABEL: self.namespace,
                   ENDPOINT_LABEL: endpoint}
-        limits = spec.limits
+        resources = spec.resources
         try:
             container = self.client.containers.create(
                 spec.image, name=name, detach=True, network_mode=self.network, labels=labels,
                 environment={"HOME": "/tmp", **spec.environment(host, port)},
                 read_only=True, tmpfs={"/tmp": "size=64m"}, cap_drop=["ALL"],
                 security_opt=["no-new-privileges"], user="65534:65534",
-                mem_limit=limits.memory, nano_cpus=int(limits.cpus * 1e9), pids_limit=limits.pids,
+                mem_limit=resources.memory, nano_cpus=int(resources.cpus * 1e9), pids_limit=resources.pids,
                 **container_options(spec, host, port),
             )
         except docker.errors.ImageNotFound as exc:

@@ -13,7 +13,7 @@ from workers.protocols import protocol_for
 
 
 @dataclass(frozen=True)
-class Limits:
+class Resources:
     """What one replica may use at most."""
 
     cpus: float  # cores
@@ -33,7 +33,7 @@ class ReplicaSpec:
     args: tuple[str, ...] = ()  # arguments after the command (a container: instead of the image's CMD)
     env: Mapping[str, str] = field(default_factory=dict)  # everything the replica is told, {port}/{host} unfilled
     volumes: tuple[str, ...] = ()  # "/host/path:/container/path", mounted read-only
-    limits: Limits = Limits(cpus=1.0, memory="1g", pids=256)
+    resources: Resources = Resources(cpus=1.0, memory="1g", pids=256)
     gpus: int | tuple[str, ...] = 0  # how many GPUs, or which device ids
     port: int = 8000  # where the server listens in a container with a network of its own
 
@@ -45,7 +45,7 @@ class ReplicaSpec:
                **protocol_for(model).environment(), **model.env}
         return cls(model=model.name, replica_id=replica_id, image=model.image, command=tuple(model.command),
                    args=tuple(model.args), env=env, volumes=tuple(model.volumes),
-                   limits=Limits(cpus=model.cpus, memory=model.memory, pids=model.pids, shm_size=model.shm_size),
+                   resources=Resources(cpus=model.cpus, memory=model.memory, pids=model.pids, shm_size=model.shm_size),
                    gpus=model.gpus if isinstance(model.gpus, int) else tuple(model.gpus), port=model.port)
 
     def environment(self, host: str, port: int) -> dict[str, str]:

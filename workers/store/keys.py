@@ -85,7 +85,7 @@ PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
     "job": JOB, "queued": QUEUED, "parked": PARKED, "running": RUNNING, "unstarted": UNSTARTED, "done": DONE,
     "stats": STATS, "replicas": REPLICAS, "replica": REPLICA, "slots": SLOTS, "start_failure": START_FAILURE,
     "scaling": SCALING, "celery": CELERY_QUEUE, "leases": LEASES, "dead": DEAD, "scale": SCALE, "leader": LEADER,
-    "models": MODELS, "pushes": PUSHES, "withdrawn": WITHDRAWN,
+    "models": MODELS, "pushes": PUSHES, "withdrawn": WITHDRAWN, "rate": RATE, "auth_failures": AUTH_FAILURES,
 }
 
 
