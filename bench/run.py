@@ -25,6 +25,7 @@ from workers.config import ModelConfig
 from workers.embedded import start_embedded_redis
 from workers.scaling.backends import NAMESPACE_LABEL, ProcessBackend, ReplicaBackend
 from workers.scaling.readiness import READY_POLL
+from workers.scaling.spec import ReplicaSpec
 from workers.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -220,7 +221,7 @@ def bare_start(backend: ReplicaBackend, model: ModelConfig) -> float:
     It polls as often as the autoscaler does: polling faster slows the starting replica down.
     """
     started = time.perf_counter()
-    launched = backend.start(model, uuid.uuid4().hex[:12])
+    launched = backend.start(ReplicaSpec.of(model, uuid.uuid4().hex[:12]))
     try:
         wait_until(lambda: answers(f"{launched.endpoint}/ok"), 60, "the bare replica", interval=READY_POLL)
         return time.perf_counter() - started

@@ -104,6 +104,7 @@ class ReplicaView(BaseModel):
     state: str
     endpoint: str
     in_flight: int
+    concurrency: int = Field(description="requests it serves at once (0 until READY)")
     started_at: datetime
     age: float = Field(description="seconds since it was started")
     ready_at: datetime | None = None
@@ -116,7 +117,8 @@ class ReplicaView(BaseModel):
         """The view of a replica."""
         starting = replica.state is ReplicaState.STARTING
         return cls(id=replica.id, state=replica.state.value, endpoint=replica.endpoint, in_flight=replica.in_flight,
-                   started_at=iso(replica.started_at), age=round(max(0.0, now - replica.started_at), 3),
+                   concurrency=replica.concurrency, started_at=iso(replica.started_at),
+                   age=round(max(0.0, now - replica.started_at), 3),
                    ready_at=iso(replica.ready_at) if replica.ready_at else None, reason=replica.reason,
                    log=replica.log_tail.splitlines() if starting and replica.log_tail else [],
                    links={"logs": f"/v1/models/{replica.model}/replicas/{replica.id}/logs"})

@@ -17,6 +17,7 @@ import requests
 from tests.integration.platform import TEST_IMAGE, Platform
 from workers.config import parse_models
 from workers.scaling.backends import DockerBackend, StartFailed
+from workers.scaling.spec import ReplicaSpec
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration]
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,7 +94,7 @@ def test_gpus_reach_the_engine_as_a_device_request(docker_client: Any) -> None:
     client = RecordingClient(docker_client)
     for model in models.values():  # no GPU here: the container is created, and its start fails
         with pytest.raises(StartFailed, match="gpu"):
-            DockerBackend(client, namespace="gpu-test").start(model, model.name)
+            DockerBackend(client, namespace="gpu-test").start(ReplicaSpec.of(model, model.name))
     one, chosen = ([request] for [request] in (c.attrs["HostConfig"]["DeviceRequests"] for c in client.created))
     assert (one[0]["Count"], one[0]["Capabilities"]) == (1, [["gpu"]])
     assert (chosen[0]["DeviceIDs"], chosen[0]["Capabilities"]) == (["0", "2"], [["gpu"]])

@@ -23,6 +23,7 @@ from tests.integration.platform import Platform, eventually
 from workers.config import ModelConfig, Settings
 from workers.embedded import start_embedded_redis
 from workers.scaling.backends import ProcessBackend
+from workers.scaling.spec import ReplicaSpec
 from workers.store import Store
 from workers.store.records import Job, Started
 
@@ -90,7 +91,7 @@ def test_review2_hole07_redis_password_is_not_on_its_command_line_and_files_are_
 
     backend = ProcessBackend(tmp_path, tmp_path / "logs")
     model = ModelConfig(name="sleeper", command=["python", "-c", "import time; time.sleep(60)"])
-    launched = backend.start(model, "r-log")
+    launched = backend.start(ReplicaSpec.of(model, "r-log"))
     try:
         log = tmp_path / "logs" / "r-log.log"
         assert private(log), oct(log.stat().st_mode)

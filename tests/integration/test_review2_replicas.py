@@ -23,7 +23,7 @@ from tests.integration.platform import TEST_MODELS, unavailable
 from workers.config import ModelConfig, Settings
 from workers.polling import wait_until
 from workers.scaling.autoscaler import Autoscaler
-from workers.scaling.backends import REPLICA_ENV, ProcessBackend, free_port
+from workers.scaling.backends import REPLICA_ENV, RUNNING, ProcessBackend, Status, free_port
 from workers.scaling.readiness import ReadinessProbe
 from workers.store import Store
 from workers.store.records import ReplicaState
@@ -97,11 +97,12 @@ def trickle(prefix: bytes) -> Callable[[socket.socket, threading.Event], None]:
     return answer
 
 
-def waited(probe: ReadinessProbe, endpoint: str, timeout: float, alive: Callable[[], bool] = lambda: True) -> str:
+def waited(probe: ReadinessProbe, endpoint: str, timeout: float,
+           status: Callable[[], Status] = lambda: RUNNING) -> str:
     """The probe's verdict on ``endpoint``; fails if the probe is still waiting long after ``timeout``."""
     verdict: list[str] = []
     model = ModelConfig(name="m", command=["serve"], start_timeout=timeout)
-    thread = threading.Thread(target=lambda: verdict.append(probe.wait(model, endpoint, alive, timeout)),
+    thread = threading.Thread(target=lambda: verdict.append(probe.wait(model, endpoint, status, timeout)),
                               daemon=True)
     thread.start()
     thread.join(timeout + 30)
@@ -142,7 +143,7 @@ def test_review2_hole02_readiness_asks_the_backend_nothing_while_the_replica_ans
 
     asked = []
     with Answers(starting_then_ready) as server:
-        assert waited(ReadinessProbe(), server.endpoint, 60, alive=lambda: asked.append(1) or True) == ""
+        assert waited(ReadinessProbe(), server.endpoint, 60, status=lambda: asked.append(1) or RUNNING) == ""
     assert answered[0] > 20 and asked == []  # every probe was answered: the replica runs, nobody asks the engine
 
 
@@ -224,7 +225,7 @@ def test_review2_hole06_two_platforms_on_one_host_leave_each_other_s_replicas_al
             scaler.sweep(token, adopting=False)
         for store, scaler, _ in scalers:
             [replica] = store.replicas.of("m")
-            assert replica.state is ReplicaState.READY and scaler.backend.alive(replica.handle), replica
+            assert replica.state is ReplicaState.READY and scaler.backend.status(replica.handle).live, replica
             assert "stray_removed" not in [e.kind for e in store.events.recent(limit=100)]
 
 

@@ -24,7 +24,7 @@ def test_each_adapter_sends_the_job_where_its_server_wants_it() -> None:
     assert json.loads(KSERVE.request("j1", {"id": "mine", "inputs": []}).body)["id"] == "mine"
     assert (RUNPOD.request("j1", {"text": "hi"}).path, json.loads(RUNPOD.request("j1", {"text": "hi"}).body)) == \
         ("/serverless-model/realtime", {"id": "j1", "input": {"text": "hi"}})
-    assert RUNPOD.environment(4000) == {"RUNPOD_REALTIME_PORT": "4000", "RUNPOD_ENDPOINT_ID": "serverless-model"}
+    assert RUNPOD.environment() == {"RUNPOD_REALTIME_PORT": "{port}", "RUNPOD_ENDPOINT_ID": "serverless-model"}
     assert HTTP.request("j1", {"a": 1}).path == "/predict"
     assert (COG.ready_path, KSERVE.ready_path, RUNPOD.ready_path, HTTP.ready_path) == \
         ("/health-check", "/v2/models/iris/ready", "/", "/healthy")

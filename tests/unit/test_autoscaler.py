@@ -10,7 +10,8 @@ import pytest
 
 from workers.config import ModelConfig
 from workers.scaling.autoscaler import Autoscaler
-from workers.scaling.backends import Launched, StartFailed
+from workers.scaling.backends import GONE, RUNNING, Launched, StartFailed, Status
+from workers.scaling.spec import ReplicaSpec
 from workers.store import Store, keys
 from workers.store.records import ReplicaState
 
@@ -46,19 +47,19 @@ class FakeBackend:
         self.stops: list[str] = []
         self.failing_scan: Exception | None = None
 
-    def start(self, model: ModelConfig, replica_id: str) -> Launched:
+    def start(self, spec: ReplicaSpec) -> Launched:
         self.starts += 1
-        if model.name in self.broken:
-            raise self.broken[model.name]
-        self.live[replica_id] = Launched(f"http://fake/{replica_id}", f"handle-{replica_id}")
-        return self.live[replica_id]
+        if spec.model in self.broken:
+            raise self.broken[spec.model]
+        self.live[spec.replica_id] = Launched(f"http://fake/{spec.replica_id}", f"handle-{spec.replica_id}")
+        return self.live[spec.replica_id]
 
     def stop(self, handle: str) -> None:
         self.stops.append(handle)
         self.live = {rid: launched for rid, launched in self.live.items() if launched.handle != handle}
 
-    def alive(self, handle: str) -> bool:
-        return any(launched.handle == handle for launched in self.live.values())
+    def status(self, handle: str) -> Status:
+        return RUNNING if any(launched.handle == handle for launched in self.live.values()) else GONE
 
     def running(self) -> dict[str, Launched]:
         if self.failing_scan is not None:
@@ -75,7 +76,7 @@ class FakeProbe:
     def __init__(self) -> None:
         self.verdicts: dict[str, str] = {}
 
-    def wait(self, model: ModelConfig, endpoint: str, alive: Callable[[], bool], timeout: float,
+    def wait(self, model: ModelConfig, endpoint: str, status: Callable[[], Status], timeout: float,
              progress: Callable[[], None] = lambda: None) -> str:
         progress()
         return self.verdicts.get(model.name, "")

@@ -3,7 +3,7 @@
 import fakeredis
 import pytest
 
-from tests.unit.test_autoscaler import Clock, FakeBackend, scaler, submit
+from tests.unit.test_autoscaler import MODEL, Clock, FakeBackend, scaler, submit
 from workers.scaling.autoscaler import FAILED_GRACE
 from workers.store import Store
 from workers.store.records import ReplicaState, Started
@@ -24,7 +24,7 @@ def store(clock: Clock) -> Store:
 def test_review2_hole04_a_failed_replica_is_stopped_only_once_its_other_jobs_let_go(store: Store,
                                                                                     clock: Clock) -> None:
     backend = FakeBackend()
-    autoscaler = scaler(store, backend)
+    autoscaler = scaler(store, backend, m=MODEL.model_copy(update={"concurrency": 2, "max_replicas": 1}))
     token = store.lease(3).hold() or ""
     first, neighbour = submit(store, 2)
     autoscaler.lead(token, full=True)

@@ -13,7 +13,7 @@ from gateway.app import create_app
 from gateway.auth import Guard, digest
 from workers.config import Settings
 from workers.protocols.base import parse_json
-from workers.store.limits import Limits
+from workers.store import Store
 
 pytestmark = pytest.mark.unit
 PAST_A_FLOAT = "1" + "0" * 400
@@ -54,7 +54,7 @@ def test_review2_hole10_a_head_is_complete_at_its_blank_line() -> None:
 
 
 def test_review2_hole09_failed_keys_from_an_address_never_deny_a_valid_key() -> None:
-    guard = Guard(Limits(fakeredis.FakeRedis(decode_responses=True)), frozenset({digest("right")}), 20, 0)
+    guard = Guard(Store.of(fakeredis.FakeRedis(decode_responses=True)).limits, frozenset({digest("right")}), 20, 0)
     answers = []
     for i in range(25):
         try:
@@ -68,7 +68,7 @@ def test_review2_hole09_failed_keys_from_an_address_never_deny_a_valid_key() -> 
 
 
 def test_review2_hole20_without_keys_the_rate_limit_is_per_client_address() -> None:
-    limits = Limits(fakeredis.FakeRedis(decode_responses=True))
+    limits = Store.of(fakeredis.FakeRedis(decode_responses=True)).limits
     guard = Guard(limits, frozenset(), 20, 1)
     refused = 0
     for _ in range(6):

@@ -8,7 +8,17 @@ import pytest
 
 from workers.config import ConfigError, ModelConfig, Settings, parse_models
 from workers.scaling.autoscaler import Autoscaler
-from workers.scaling.backends import LABEL, NAMESPACE_LABEL, REPLICA_LABEL, DockerBackend, Launched
+from workers.scaling.backends import (
+    GONE,
+    LABEL,
+    NAMESPACE_LABEL,
+    REPLICA_LABEL,
+    RUNNING,
+    DockerBackend,
+    Launched,
+    Status,
+)
+from workers.scaling.spec import ReplicaSpec
 from workers.store import Store
 
 pytestmark = pytest.mark.unit
@@ -81,7 +91,7 @@ def test_review2_hole06_containers_that_are_not_provably_ours_are_neither_listed
     assert list(backend.running()) == [OURS]
     for handle in ("odd-id", "theirs"):
         backend.stop(handle)
-        assert not engine.found[handle].removed and not backend.alive(handle)
+        assert not engine.found[handle].removed and not backend.status(handle).live
     backend.stop("ours")
     assert engine.found["ours"].removed
 
@@ -95,15 +105,15 @@ class SlowToStop:
         self.together = threading.Barrier(count, timeout=20)
         self.stopped: list[str] = []
 
-    def start(self, model: ModelConfig, replica_id: str) -> Launched:
+    def start(self, spec: ReplicaSpec) -> Launched:
         raise AssertionError("not started here")
 
     def stop(self, handle: str) -> None:
         self.together.wait()  # one at a time, the first stop would wait here forever (BrokenBarrierError)
         self.stopped.append(handle)
 
-    def alive(self, handle: str) -> bool:
-        return handle not in self.stopped
+    def status(self, handle: str) -> Status:
+        return GONE if handle in self.stopped else RUNNING
 
     def running(self) -> dict[str, Launched]:
         return {}

@@ -44,11 +44,14 @@ local function ready_replicas(model)
   return count
 end
 
-local function free_slots(model, concurrency)  -- free slots on READY replicas, less the jobs already sent
+-- Free slots on READY replicas, less the jobs already sent. A replica's slots are the concurrency it was started
+-- with, on its record; `concurrency` (the caller's models file) counts for a record without one.
+local function free_slots(model, concurrency)
   local free = 0
   for _, rid in ipairs(redis.call('SMEMBERS', K.replicas .. model)) do
-    if redis.call('HGET', K.replica .. rid, 'state') == 'READY' then
-      free = free + math.max(0, concurrency - redis.call('SCARD', K.slots .. rid))
+    local r = redis.call('HMGET', K.replica .. rid, 'state', 'concurrency')
+    if r[1] == 'READY' then
+      free = free + math.max(0, (tonumber(r[2]) or concurrency) - redis.call('SCARD', K.slots .. rid))
     end
   end
   return free - redis.call('ZCARD', K.queued .. model)
@@ -58,10 +61,10 @@ end
 local function acquire(id, model, concurrency, avoid)
   local best, best_load, endpoint = nil, nil, nil
   for _, rid in ipairs(redis.call('SMEMBERS', K.replicas .. model)) do
-    local r = redis.call('HMGET', K.replica .. rid, 'state', 'endpoint')
+    local r = redis.call('HMGET', K.replica .. rid, 'state', 'endpoint', 'concurrency')
     if r[1] == 'READY' and rid ~= avoid then
       local load = redis.call('SCARD', K.slots .. rid)
-      if load < concurrency and (best_load == nil or load < best_load) then
+      if load < (tonumber(r[3]) or concurrency) and (best_load == nil or load < best_load) then
         best, best_load, endpoint = rid, load, r[2]
       end
     end

@@ -66,8 +66,9 @@ class ReplicaProtocol(Protocol):
 
     ready_path: str
 
-    def environment(self, port: int) -> dict[str, str]:
-        """What a replica of this protocol is told besides HOST, PORT and the model's env (its port, say)."""
+    def environment(self) -> dict[str, str]:
+        """What a replica of this protocol is told besides HOST, PORT and the model's env; values may use
+        ``{port}`` and ``{host}``."""
         ...
 
     def request(self, job_id: str, payload: Any) -> Request:

@@ -31,7 +31,7 @@ class CogProtocol:
 
     ready_path = "/health-check"
 
-    def environment(self, port: int) -> dict[str, str]:
+    def environment(self) -> dict[str, str]:
         """Cog's server reads PORT, which every replica gets."""
         return {}
 

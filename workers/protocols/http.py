@@ -25,7 +25,7 @@ class HttpProtocol:
         self.ready_path = health_path
         self.ready_statuses = frozenset(ready_statuses)
 
-    def environment(self, port: int) -> dict[str, str]:
+    def environment(self) -> dict[str, str]:
         """Nothing besides HOST and PORT."""
         return {}
 

@@ -21,7 +21,7 @@ class KServeProtocol:
         self.path = f"/v2/models/{served_name}"
         self.ready_path = f"{self.path}/ready"
 
-    def environment(self, port: int) -> dict[str, str]:
+    def environment(self) -> dict[str, str]:
         """Nothing: pass the port with ``args = ["--http_port", "{port}"]`` or read PORT."""
         return {}
 

@@ -25,7 +25,7 @@ class NativeProtocol:
 
     ready_path = "/ok"
 
-    def environment(self, port: int) -> dict[str, str]:
+    def environment(self) -> dict[str, str]:
         """Nothing besides HOST and PORT."""
         return {}
 

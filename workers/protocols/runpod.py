@@ -23,9 +23,9 @@ class RunPodProtocol:
 
     ready_path = "/"
 
-    def environment(self, port: int) -> dict[str, str]:
+    def environment(self) -> dict[str, str]:
         """The SDK's realtime mode on our port."""
-        return {"RUNPOD_REALTIME_PORT": str(port), "RUNPOD_ENDPOINT_ID": ENDPOINT_ID}
+        return {"RUNPOD_REALTIME_PORT": "{port}", "RUNPOD_ENDPOINT_ID": ENDPOINT_ID}
 
     def request(self, job_id: str, payload: Any) -> Request:
         """The job as a RunPod job."""

@@ -27,6 +27,7 @@ from workers.scaling.backends import Launched, ReplicaBackend
 from workers.scaling.pidfiles import new_replica_id
 from workers.scaling.policy import Observation, Policy, ReplicaSnapshot, ScalingState, decide
 from workers.scaling.readiness import Probe
+from workers.scaling.spec import ReplicaSpec
 from workers.store import Lease, LogRequest, Store
 from workers.store.records import ModelSnapshot, Replica, ReplicaState
 from workers.store.replicas import cut
@@ -157,7 +158,7 @@ class Autoscaler:
     def adopt_starting(self, model: ModelConfig, replica: Replica, token: str, now: float) -> None:
         """Watch a replica another autoscaler was starting; one it left not running (created, never started)
         is removed, not counted as a failed start of the model (an action)."""
-        if not self.backend.alive(replica.handle):
+        if not self.backend.status(replica.handle).live:
             self.backend.stop(replica.handle)
             if self.store.replicas.remove(token, replica):
                 self.store.events.record(model.name, "lost", replica.id, "its start did not finish")
@@ -177,7 +178,7 @@ class Autoscaler:
     def launch(self, model: ModelConfig, replica_id: str, token: str) -> None:
         """Start the replica and wait for it to be ready (an action)."""
         try:
-            launched = self.backend.start(model, replica_id)
+            launched = self.backend.start(ReplicaSpec.of(model, replica_id))
         except Exception as exc:
             self.start_failed(model, replica_id, reason_of(exc), token)
             return
@@ -197,7 +198,7 @@ class Autoscaler:
         def progress() -> None:
             self.store.replicas.note(token, replica_id, self.backend.logs(replica_id, launched.handle, NOTED))
 
-        reason = self.probe.wait(model, launched.endpoint, lambda: self.backend.alive(launched.handle), timeout,
+        reason = self.probe.wait(model, launched.endpoint, lambda: self.backend.status(launched.handle), timeout,
                                  progress)
         if reason:
             lines = cut(self.backend.logs(replica_id, launched.handle, NOTED), 1500, line_limit=300)
@@ -239,9 +240,10 @@ class Autoscaler:
                     self.store.replicas.launched(token, replica.id, launched.endpoint, launched.handle)
                 if adopting:
                     self.store.events.record(replica.model, "adopted", replica.id, replica.state.value)
-                if not launched.alive and replica.state is ReplicaState.READY:
+                if not launched.status.live and replica.state is ReplicaState.READY:
                     self.store.replicas.failed(token, replica.id, "exited while ready")
-            elif not self.actions.busy(replica.id) and not (replica.handle and self.backend.alive(replica.handle)):
+            elif not self.actions.busy(replica.id) and not (replica.handle and
+                                                            self.backend.status(replica.handle).live):
                 gone = "exited while ready" if replica.state is ReplicaState.READY else "not running"
                 if self.store.replicas.remove(token, replica):
                     self.store.events.record(replica.model, "lost", replica.id, f"in the registry but {gone}")

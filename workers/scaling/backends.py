@@ -1,13 +1,15 @@
 """Replica backends: how a replica process or container is started, found and stopped.
 
-Both implement ``ReplicaBackend``. ``process`` (the default) runs the model's command as a local process on a free
-127.0.0.1 port, with a clean environment, and finds it again by its pid file (``workers.scaling.pidfiles``);
-``docker`` runs the model's image with docker-py, labelled so that the containers themselves say which are ours.
-Neither ever pulls an image, and neither stops a process or container that is not provably ours: of this
+Both implement ``ReplicaBackend`` and start replicas from a ``ReplicaSpec`` (``workers.scaling.spec``).
+``process`` (the default) runs the command as a local process on a free 127.0.0.1 port, with a clean
+environment, and finds it again by its pid file (``workers.scaling.pidfiles``); ``docker`` runs the image with
+docker-py, labelled so that the containers themselves say which are ours. Neither ever pulls an image, and
+neither stops a process or container that is not provably ours: of this
 namespace and with an id of the autoscaler's making.
 """
 
 import contextlib
+import enum
 import os
 import signal
 import socket
@@ -19,10 +21,9 @@ from typing import Any, Protocol
 
 import psutil
 
-from workers.config import ModelConfig, fill
 from workers.polling import wait_until
-from workers.protocols import protocol_for
 from workers.scaling import pidfiles
+from workers.scaling.spec import ReplicaSpec
 
 LABEL = "serverless-model"  # every container we start carries this label (value: the model)
 REPLICA_LABEL = "serverless-model.replica"
@@ -39,13 +40,39 @@ class StartFailed(Exception):
     """A replica could not be started at all (image missing, command not found, log not writable)."""
 
 
+class Phase(enum.Enum):
+    """Where a replica's process or container is in its life, as its backend sees it."""
+
+    PENDING = "pending"  # accepted, not running yet (waiting for a node, an image, resources)
+    RUNNING = "running"
+    EXITED = "exited"  # it ran (or was created) and will not run again
+    GONE = "gone"  # nothing of it is left, or nothing that is provably ours
+
+
+@dataclass(frozen=True)
+class Status:
+    """A replica's phase, and why it is in it (an exit code, what it waits for)."""
+
+    phase: Phase
+    reason: str = ""
+
+    @property
+    def live(self) -> bool:
+        """Whether it runs or is on its way to running."""
+        return self.phase in (Phase.PENDING, Phase.RUNNING)
+
+
+RUNNING = Status(Phase.RUNNING)
+GONE = Status(Phase.GONE)
+
+
 @dataclass(frozen=True)
 class Launched:
     """Where a started replica runs."""
 
     endpoint: str  # base URL of the replica's HTTP server
     handle: str  # the backend's own id: a pid or a container id
-    alive: bool = True  # False for a container that exists but exited (or was never started)
+    status: Status = RUNNING
 
 
 class ReplicaBackend(Protocol):
@@ -53,7 +80,7 @@ class ReplicaBackend(Protocol):
 
     name: str
 
-    def start(self, model: ModelConfig, replica_id: str) -> Launched:
+    def start(self, spec: ReplicaSpec) -> Launched:
         """Start a replica; it still has to become ready."""
         ...
 
@@ -61,8 +88,8 @@ class ReplicaBackend(Protocol):
         """Stop a replica and free what it held; idempotent."""
         ...
 
-    def alive(self, handle: str) -> bool:
-        """Whether the replica's process or container still runs."""
+    def status(self, handle: str) -> Status:
+        """Where the replica's process or container is now."""
         ...
 
     def running(self) -> dict[str, Launched]:
@@ -79,18 +106,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def replica_env(model: ModelConfig, host: str, port: int) -> dict[str, str]:
-    """What every replica is told: where to listen, how many requests at once, what its protocol needs, and the
-    model's own settings ({port} and {host} filled in)."""
-    return {"HOST": host, "PORT": str(port), "CONCURRENCY": str(model.concurrency),
-            **protocol_for(model).environment(port), **{k: fill(v, port, host) for k, v in model.env.items()}}
-
-
-def command_line(words: list[str], host: str, port: int) -> list[str]:
-    """A command or its arguments with {port} and {host} filled in."""
-    return [fill(word, port, host) for word in words]
 
 
 def last_lines(text: str, tail: int) -> list[str]:
@@ -110,15 +125,15 @@ class ProcessBackend:
         self.grace = grace  # seconds a replica has to exit on SIGTERM before it is killed
         self.children: dict[int, subprocess.Popen[bytes]] = {}  # reaped once they exit (no zombies)
 
-    def start(self, model: ModelConfig, replica_id: str) -> Launched:
+    def start(self, spec: ReplicaSpec) -> Launched:
         """Run the model's command with ``PORT`` set to a free port and only the environment it needs."""
-        if not model.command:
-            raise StartFailed(f"model {model.name!r} declares no command for the process backend")
-        port = free_port()
-        command = command_line([*model.command, *model.args], "127.0.0.1", port)
+        if not spec.command:
+            raise StartFailed(f"model {spec.model!r} declares no command for the process backend")
+        port, replica_id = free_port(), spec.replica_id
+        command = [*spec.entrypoint("127.0.0.1", port), *spec.arguments("127.0.0.1", port)]
         command[0] = sys.executable if command[0] == "python" else command[0]
         inherited = {name: os.environ[name] for name in INHERITED if name in os.environ}
-        env = {**inherited, **replica_env(model, "127.0.0.1", port), REPLICA_ENV: replica_id,
+        env = {**inherited, **spec.environment("127.0.0.1", port), REPLICA_ENV: replica_id,
                NAMESPACE_ENV: self.namespace}
         try:
             self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -154,9 +169,16 @@ class ProcessBackend:
             self.children.pop(pid, None)
         self.forget(pid)
 
-    def alive(self, handle: str) -> bool:
-        """Whether the replica's process still runs (a zombie does not)."""
-        return self.process_of(int(handle)) is not None
+    def status(self, handle: str) -> Status:
+        """RUNNING while the replica's process runs (a zombie does not); EXITED with its exit code once our child
+        exited; else GONE."""
+        pid = int(handle)
+        if self.process_of(pid) is not None:
+            return RUNNING
+        child = self.children.get(pid)
+        if child is not None and child.returncode is not None:
+            return Status(Phase.EXITED, exit_reason(child.returncode))
+        return GONE
 
     def process_of(self, pid: int) -> psutil.Process | None:
         """The running process ``pid`` if it is one of our replicas: our child, or our pid file's process."""
@@ -204,6 +226,14 @@ class ProcessBackend:
         return found
 
 
+def exit_reason(code: int) -> str:
+    """A process's exit code, told as a person would."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
 def exited(child: subprocess.Popen[bytes] | None, process: psutil.Process) -> bool:
     """Whether a replica process is gone: a child reaped, any other no longer running (or a zombie)."""
     if child is not None:
@@ -214,23 +244,37 @@ def exited(child: subprocess.Popen[bytes] | None, process: psutil.Process) -> bo
         return True
 
 
-def container_options(model: ModelConfig, host: str, port: int) -> dict[str, Any]:
-    """What the model's table adds to a container: entrypoint and command, read-only volumes, /dev/shm, GPUs."""
+def container_options(spec: ReplicaSpec, host: str, port: int) -> dict[str, Any]:
+    """What the spec adds to a container: entrypoint and command, read-only volumes, /dev/shm, GPUs."""
     import docker.types
 
     options: dict[str, Any] = {}
-    if model.command:
-        options["entrypoint"] = command_line(model.command, host, port)
-    if model.args:
-        options["command"] = command_line(model.args, host, port)
-    if model.volumes:
-        options["volumes"] = [f"{volume}:ro" for volume in model.volumes]
-    if model.shm_size:
-        options["shm_size"] = model.shm_size
-    if model.gpus:
-        chosen = {"device_ids": model.gpus} if isinstance(model.gpus, list) else {"count": model.gpus}
+    if spec.command:
+        options["entrypoint"] = spec.entrypoint(host, port)
+    if spec.args:
+        options["command"] = spec.arguments(host, port)
+    if spec.volumes:
+        options["volumes"] = [f"{volume}:ro" for volume in spec.volumes]
+    if spec.resources.shm_size:
+        options["shm_size"] = spec.resources.shm_size
+    if spec.gpus:
+        chosen = {"device_ids": list(spec.gpus)} if isinstance(spec.gpus, tuple) else {"count": spec.gpus}
         options["device_requests"] = [docker.types.DeviceRequest(capabilities=[["gpu"]], **chosen)]
     return options
+
+
+def container_status(state: dict[str, Any]) -> Status:
+    """A container's state as a replica's: a paused one runs (frozen); one created but never started never will
+    (this backend starts what it creates at once)."""
+    status = state.get("Status") or ""
+    if status in ("running", "paused", "restarting"):
+        return RUNNING
+    if status == "created":
+        return Status(Phase.EXITED, "created, never started")
+    why = [f"exit code {state['ExitCode']}"] if isinstance(state.get("ExitCode"), int) else []
+    why += ["out of memory"] if state.get("OOMKilled") else []
+    why += [str(state["Error"])] if state.get("Error") else []
+    return Status(Phase.EXITED, ", ".join(why) or status or "not running")
 
 
 class DockerBackend:
@@ -243,36 +287,37 @@ class DockerBackend:
         self.network = network
         self.namespace = namespace
 
-    def start(self, model: ModelConfig, replica_id: str) -> Launched:
-        """Create and start a container of the model's image (never pulls)."""
+    def start(self, spec: ReplicaSpec) -> Launched:
+        """Create and start a container of the spec's image (never pulls)."""
         import docker.errors
 
         host_network = self.network == "host"
-        port = free_port() if host_network else model.port
+        port = free_port() if host_network else spec.port
         host = "127.0.0.1" if host_network else "0.0.0.0"
-        name = f"sm-{model.name}-{replica_id}"
+        name = f"sm-{spec.model}-{spec.replica_id}"
         endpoint = f"http://{'127.0.0.1' if host_network else name}:{port}"
-        labels = {LABEL: model.name, REPLICA_LABEL: replica_id, NAMESPACE_LABEL: self.namespace,
+        labels = {LABEL: spec.model, REPLICA_LABEL: spec.replica_id, NAMESPACE_LABEL: self.namespace,
                   ENDPOINT_LABEL: endpoint}
+        resources = spec.resources
         try:
             container = self.client.containers.create(
-                model.image, name=name, detach=True, network_mode=self.network, labels=labels,
-                environment={"HOME": "/tmp", **replica_env(model, host, port)},
+                spec.image, name=name, detach=True, network_mode=self.network, labels=labels,
+                environment={"HOME": "/tmp", **spec.environment(host, port)},
                 read_only=True, tmpfs={"/tmp": "size=64m"}, cap_drop=["ALL"],
                 security_opt=["no-new-privileges"], user="65534:65534",
-                mem_limit=model.memory, nano_cpus=int(model.cpus * 1e9), pids_limit=model.pids,
-                **container_options(model, host, port),
+                mem_limit=resources.memory, nano_cpus=int(resources.cpus * 1e9), pids_limit=resources.pids,
+                **container_options(spec, host, port),
             )
         except docker.errors.ImageNotFound as exc:
-            raise StartFailed(f"image {model.image!r} not found locally (build it; images are never pulled)") from exc
+            raise StartFailed(f"image {spec.image!r} not found locally (build it; images are never pulled)") from exc
         except docker.errors.APIError as exc:
-            raise StartFailed(f"docker could not create a container of {model.image!r}: "
+            raise StartFailed(f"docker could not create a container of {spec.image!r}: "
                               f"{exc.explanation or exc}") from exc
         try:
             container.start()
         except docker.errors.APIError as exc:
             container.remove(force=True)
-            raise StartFailed(f"docker could not start {model.image!r}: {exc.explanation or exc}") from exc
+            raise StartFailed(f"docker could not start {spec.image!r}: {exc.explanation or exc}") from exc
         return Launched(endpoint=endpoint, handle=str(container.id))
 
     def stop(self, handle: str) -> None:
@@ -289,15 +334,17 @@ class DockerBackend:
         except docker.errors.NotFound:
             pass
 
-    def alive(self, handle: str) -> bool:
-        """Whether the container is running (and ours)."""
+    def status(self, handle: str) -> Status:
+        """The container's state, if it is ours (else GONE)."""
         import docker.errors
 
         try:
             container = self.client.containers.get(handle)
         except docker.errors.NotFound:
-            return False
-        return bool(container.status == "running" and self.ours(container.labels))
+            return GONE
+        if not self.ours(container.labels):
+            return GONE
+        return container_status(container.attrs.get("State") or {})
 
     def logs(self, replica_id: str, handle: str, tail: int) -> list[str]:
         """The end of the container's output."""
@@ -313,7 +360,7 @@ class DockerBackend:
         """Containers of this namespace, running or not, by their labels (only those that are provably ours)."""
         found = self.client.api.containers(all=True, filters={"label": f"{NAMESPACE_LABEL}={self.namespace}"})
         return {c["Labels"][REPLICA_LABEL]: Launched(c["Labels"].get(ENDPOINT_LABEL, ""), str(c["Id"]),
-                                                     alive=c.get("State") in ("running", "paused"))
+                                                     container_status({"Status": c.get("State")}))
                 for c in found if self.ours(c.get("Labels") or {})}
 
     def ours(self, labels: dict[str, str]) -> bool:

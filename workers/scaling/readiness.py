@@ -14,17 +14,18 @@ import urllib3
 
 from workers.config import ModelConfig
 from workers.protocols import Readiness, ReplicaProtocol, protocol_for, transport
+from workers.scaling.backends import RUNNING, Phase, Status
 
 READY_POLL = 0.02  # seconds between probes (polling faster slows a starting replica down)
 PROGRESS = 2.0  # seconds between reports of a starting replica's progress
 PROBE_TIMEOUT = 2.0  # seconds one probe may take, whole answer included (its first 64 KiB read)
-ALIVE_EVERY = 0.5  # seconds at least between asking the backend whether a replica that does not answer still runs
+STATUS_EVERY = 0.5  # seconds at least between asking the backend where a replica that does not answer is
 
 
 class Probe(Protocol):
     """Waits for a replica to become ready."""
 
-    def wait(self, model: ModelConfig, endpoint: str, alive: Callable[[], bool], timeout: float,
+    def wait(self, model: ModelConfig, endpoint: str, status: Callable[[], Status], timeout: float,
              progress: Callable[[], None] = lambda: None) -> str:
         """"" once the replica is ready; else why it never will be. ``progress`` is called every few seconds."""
         ...
@@ -40,28 +41,29 @@ class ReadinessProbe:
         self.sleep = sleep
         self.probe_timeout = probe_timeout
 
-    def wait(self, model: ModelConfig, endpoint: str, alive: Callable[[], bool], timeout: float,
+    def wait(self, model: ModelConfig, endpoint: str, status: Callable[[], Status], timeout: float,
              progress: Callable[[], None] = lambda: None) -> str:
         """"" once the replica answers ready; else it exited, its setup failed, or ``timeout`` passed.
-        ``progress`` is called every ``PROGRESS`` seconds meanwhile. The backend is asked whether the replica
-        still runs only when it did not answer, at most every ``ALIVE_EVERY`` seconds."""
+        ``progress`` is called every ``PROGRESS`` seconds meanwhile. The backend is asked where the replica is
+        only when it did not answer, at most every ``STATUS_EVERY`` seconds."""
         protocol = protocol_for(model)
         deadline = time.monotonic() + timeout
-        reported, asked = time.monotonic(), -math.inf
+        reported, asked, last = time.monotonic(), -math.inf, RUNNING
         while (now := time.monotonic()) < deadline:
             if now - reported >= PROGRESS:
                 progress()
                 reported = now
             found = self.check(protocol, endpoint, min(now + self.probe_timeout, deadline))
             if found is None:  # no answer: is it still there?
-                if time.monotonic() - asked >= ALIVE_EVERY:
-                    asked = time.monotonic()
-                    if not alive():
-                        return "exited before it was ready"
+                if time.monotonic() - asked >= STATUS_EVERY:
+                    asked, last = time.monotonic(), status()
+                    if not last.live:
+                        return "exited before it was ready" + (f" ({last.reason})" if last.reason else "")
             elif found[0] is not Readiness.STARTING:
                 return found[1]
             self.sleep(self.poll)
-        return f"not ready within the start timeout of {model.start_timeout:g} s"
+        pending = f"; still pending: {last.reason}" if last.phase is Phase.PENDING and last.reason else ""
+        return f"not ready within the start timeout of {model.start_timeout:g} s{pending}"
 
     def check(self, protocol: ReplicaProtocol, endpoint: str, deadline: float) -> tuple[Readiness, str] | None:
         """One probe, answered whole by ``deadline``: the protocol's verdict; None if no answer came by then."""

@@ -72,7 +72,7 @@ class Store:
         """The store on a client; ``clock`` replaces Redis TIME (for tests)."""
         scripts = Scripts(client, retention, clock)
         return cls(client=client, jobs=JobStore(client, scripts), replicas=ReplicaRegistry(client, scripts),
-                   events=EventLog(client), limits=Limits(client), clock=clock)
+                   events=EventLog(client, clock), limits=Limits(scripts), clock=clock)
 
     def now(self) -> float:
         """The platform's one clock: Redis time (or the test's)."""

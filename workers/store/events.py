@@ -1,6 +1,7 @@
-"""The event log: scaling decisions and lifecycle events with their reasons, in a capped stream."""
+"""The event log: scaling decisions and lifecycle events with their reasons, in a capped stream. An event's time
+is its stream entry's id: Redis time, the platform's one clock."""
 
-import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import cast
 
@@ -27,14 +28,17 @@ class Event:
 class EventLog:
     """Append and read events."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, clock: Callable[[], float] | None = None) -> None:
         self.redis = client
+        self.clock = clock  # tests move time by hand (kept in the entry); None: the entry id's Redis time
 
     def record(self, model: str, kind: str, replica: str = "", reason: str = "", job: str = "",
                owner: str = "") -> None:
         """Append an event; the stream keeps about the newest ``MAX_EVENTS``."""
-        event = Event(at=time.time(), model=model, kind=kind, replica=replica, reason=reason, job=job, owner=owner)
-        fields = {name: str(value) for name, value in asdict(event).items()}
+        event = Event(at=0.0, model=model, kind=kind, replica=replica, reason=reason, job=job, owner=owner)
+        fields = {name: str(value) for name, value in asdict(event).items() if name != "at"}
+        if self.clock is not None:
+            fields["at"] = repr(self.clock())
         self.redis.xadd(keys.EVENTS, fields, maxlen=MAX_EVENTS, approximate=True)  # type: ignore[arg-type]
 
     def recent(self, model: str | None = None, limit: int = 100, owner: str | None = None) -> list[Event]:
@@ -46,7 +50,8 @@ class EventLog:
             batch = cast(list[tuple[str, dict[str, str]]],
                          self.redis.xrevrange(keys.EVENTS, max=last, count=batch_size))
             for entry_id, fields in batch:
-                event = Event(at=float(fields["at"]), model=fields["model"], kind=fields["kind"],
+                at = float(fields["at"]) if "at" in fields else int(entry_id.split("-", 1)[0]) / 1000
+                event = Event(at=at, model=fields["model"], kind=fields["kind"],
                               replica=fields.get("replica", ""), reason=fields.get("reason", ""),
                               job=fields.get("job", ""), owner=fields.get("owner", ""))
                 if entry_id != last and (model is None or event.model == model) and \

@@ -28,7 +28,8 @@ host), read inside the scripts.
 - ``sm:stats:{model}``       hash   moving averages in seconds and their sample counts: service_time, cold_start.
 - ``sm:replicas:{model}``    set    the model's replica ids.
 - ``sm:replica:{id}``        hash   a replica: id, model, backend, endpoint, handle, state, started_at, ready_at,
-                                    last_used, reason, failed_at; while STARTING the last lines of its log
+                                    last_used, reason, failed_at, concurrency (its slots, from READY on); while
+                                    STARTING the last lines of its log
                                     (log_tail, log_at).
 - ``sm:slots:{id}``          set    the jobs holding the replica's concurrency slots (the job's ``slot`` names the
                                     replica, its ``claim`` the holder).
@@ -84,7 +85,7 @@ PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
     "job": JOB, "queued": QUEUED, "parked": PARKED, "running": RUNNING, "unstarted": UNSTARTED, "done": DONE,
     "stats": STATS, "replicas": REPLICAS, "replica": REPLICA, "slots": SLOTS, "start_failure": START_FAILURE,
     "scaling": SCALING, "celery": CELERY_QUEUE, "leases": LEASES, "dead": DEAD, "scale": SCALE, "leader": LEADER,
-    "models": MODELS, "pushes": PUSHES, "withdrawn": WITHDRAWN,
+    "models": MODELS, "pushes": PUSHES, "withdrawn": WITHDRAWN, "rate": RATE, "auth_failures": AUTH_FAILURES,
 }
 
 

@@ -1,28 +1,19 @@
-"""Rate limits in Redis: requests per API key per second, failed authentications per client per minute."""
+"""Rate limits in Redis: requests per API key per second, failed authentications per client per minute, both
+in windows of the platform's one clock (Redis time)."""
 
-import time
-
-import redis
-
-from workers.store import keys
+from workers.store.scripts import Scripts
 
 
 class Limits:
     """Counters that expire with their window."""
 
-    def __init__(self, client: redis.Redis) -> None:
-        self.redis = client
+    def __init__(self, scripts: Scripts) -> None:
+        self.scripts = scripts
 
     def request(self, principal: str) -> int:
         """Count a request of ``principal`` in this second; how many it made in it."""
-        return self._count(keys.rate(principal, int(time.time())), 2)
+        return int(self.scripts("count", "rate", principal, 1, 2))
 
     def auth_failed(self, source: str) -> int:
         """Count a failed authentication from ``source``; how many it made this minute."""
-        return self._count(keys.auth_failures(source, int(time.time() // 60)), 120)
-
-    def _count(self, key: str, ttl: int) -> int:
-        with self.redis.pipeline() as pipe:
-            pipe.incr(key)
-            pipe.expire(key, ttl)
-            return int(pipe.execute()[0])
+        return int(self.scripts("count", "auth_failures", source, 60, 120))

@@ -130,6 +130,7 @@ class Replica:
     reason: str = ""
     log_tail: str = ""  # while STARTING: the last lines it printed
     failed_at: float | None = None  # when it became FAILED
+    concurrency: int = 0  # the requests it serves at once, as started (0 until it is READY)
 
     @classmethod
     def from_hash(cls, fields: dict[str, Any]) -> "Replica":
@@ -140,6 +141,7 @@ class Replica:
             in_flight=int(fields.get("in_flight", 0)), ready_at=_float(fields.get("ready_at")),
             last_used=_float(fields.get("last_used")), reason=fields.get("reason", ""),
             log_tail=fields.get("log_tail", ""), failed_at=_float(fields.get("failed_at")),
+            concurrency=int(fields.get("concurrency", 0)),
         )
 
     @property
