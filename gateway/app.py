@@ -13,7 +13,7 @@ from flask.json.provider import DefaultJSONProvider
 from flask_openapi3 import Info, OpenAPI, Tag
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
+from werkzeug.exceptions import BadRequest, ClientDisconnected, RequestEntityTooLarge, UnsupportedMediaType
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway import errors
@@ -151,10 +151,13 @@ def parse_json_body() -> None:
     if not request.is_json:
         raise UnsupportedMediaType("send the model's input as Content-Type: application/json")
     limit = request.max_content_length
-    if request.content_length is None and limit is not None and len(request.get_data(cache=True)) >= limit:
-        raise RequestEntityTooLarge()  # a chunked body is cut at the limit rather than refused by werkzeug
     try:
+        if request.content_length is None and limit is not None and len(request.get_data(cache=True)) >= limit:
+            raise RequestEntityTooLarge()  # a chunked body is cut at the limit rather than refused by werkzeug
         request.get_json()
+    except ClientDisconnected as exc:  # werkzeug's word for a body cut short, by the client or by its deadline
+        raise errors.IncompleteBody("the request's body did not arrive whole within SM_HEADER_TIMEOUT seconds of "
+                                    "its first byte") from exc
     except BadRequest as exc:
         raise errors.MalformedJson("the body is not valid JSON") from exc
     except RecursionError as exc:

@@ -64,6 +64,12 @@ class MalformedJson(ApiError):
     status, code = 400, "malformed_json"
 
 
+class IncompleteBody(ApiError):
+    """The request's body did not arrive whole in time (or the client went away)."""
+
+    status, code = 408, "request_timeout"
+
+
 class InvalidInput(ApiError):
     """The request is well-formed JSON but not what the endpoint takes."""
 

@@ -5,8 +5,12 @@ until the request's line and headers are complete: 32 clients sending headers sl
 main loop reads each request's line and headers itself, without blocking and without a thread, and a thread gets
 the connection only once they are all there; a client that takes over ``SM_HEADER_TIMEOUT`` seconds is answered
 408, one whose headers pass ``MAX_HEAD`` bytes 431. gunicorn's own error answers (414, 431, a bad
-Content-Length's 400 ...) are the API's JSON error body, not HTML. A stopping worker answers 503 to heads still
-incomplete after gunicorn's keep-alive linger (2 s): nothing was accepted from them.
+Content-Length's 400 ...) are the API's JSON error body, not HTML.
+
+The thread that reads a request's body has until the same deadline (counted from the request's first byte), so a
+client that trickles its body holds a thread only that long (it is answered 408, and the connection closes); an
+answer has ``ANSWER_TIMEOUT`` seconds to be taken. A stopping worker answers 503 to heads still incomplete after
+gunicorn's keep-alive linger (2 s): nothing was accepted from them.
 """
 
 import contextlib
@@ -24,6 +28,7 @@ from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
 from workers.config import Settings
 
+ANSWER_TIMEOUT = 60.0  # seconds a client has to take an answer
 MAX_HEAD = 64 * 1024  # bytes of request line and headers read at most (gunicorn's own limits are tighter per line)
 HEAD_ENDS = (b"\r\n\r\n", b"\n\n")  # the blank line after the headers
 
@@ -48,6 +53,45 @@ def error_answer(status: int, reason: str, code: str, message: str) -> bytes:
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     return (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1") + body
+
+
+class ClientSocket(socket.socket):
+    """A client's socket whose receives, while a thread reads its request, end by the request's deadline."""
+
+    read_by: float | None = None  # while a thread reads a request: when it must have arrived whole
+    late = False  # a receive missed the deadline: the connection closes after the answer
+
+    def time_left(self) -> None:
+        """Give the next receive only the time left before the deadline (if one is set)."""
+        if self.read_by is not None:
+            left = self.read_by - time.monotonic()
+            if left <= 0:
+                self.late = True
+                raise TimeoutError("the request did not arrive whole in time")
+            self.settimeout(left)
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        """``socket.recv`` by the deadline."""
+        self.time_left()
+        try:
+            return super().recv(bufsize, flags)
+        except TimeoutError:
+            self.late = True
+            raise
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        """``socket.recv_into`` by the deadline."""
+        self.time_left()
+        try:
+            return super().recv_into(buffer, nbytes, flags)
+        except TimeoutError:
+            self.late = True
+            raise
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        """``socket.sendall`` within ``ANSWER_TIMEOUT`` (a socket timeout bounds a whole sendall)."""
+        self.settimeout(ANSWER_TIMEOUT)
+        super().sendall(data, flags)
 
 
 class Captured:
@@ -92,6 +136,7 @@ class GatewayWorker(ThreadWorker):  # type: ignore[misc]
                 raise
             return
         self.nr_conns += 1
+        client = ClientSocket(client.family, client.type, client.proto, fileno=client.detach())
         client.setblocking(False)
         conn = TConn(self.cfg, client, address, listener.getsockname())
         self.arrived(conn, bytearray(), receive(client), registered=False)
@@ -116,6 +161,7 @@ class GatewayWorker(ThreadWorker):  # type: ignore[misc]
             self.stop_reading(conn, registered)
             self.close(conn)
         elif complete(head):
+            conn.read_by = self.reading[conn][0] if conn in self.reading else time.monotonic() + self.header_timeout
             self.stop_reading(conn, registered)
             conn.head, conn.data_ready = bytes(head), True
             self.enqueue_req(conn)
@@ -169,13 +215,23 @@ class GatewayWorker(ThreadWorker):  # type: ignore[misc]
         conn.close()
 
     def handle(self, conn: Any) -> Any:
-        """In a thread: give the parser the head the main loop read, then serve the request as gunicorn does."""
+        """In a thread: give the parser the head the main loop read, then serve the request as gunicorn does, its
+        body read by the request's deadline (a connection that missed it closes after the answer)."""
         head, conn.head = getattr(conn, "head", b""), b""
+        read_by, conn.read_by = getattr(conn, "read_by", None), None
         if head:
             conn.sock.setblocking(True)
             conn.init()
             conn.parser.unreader.unread(head)
-        return super().handle(conn)
+        sock = conn.sock
+        if not isinstance(sock, ClientSocket):
+            return super().handle(conn)
+        sock.read_by, sock.late = read_by or time.monotonic() + self.header_timeout, False
+        try:
+            kept = super().handle(conn)
+        finally:
+            sock.read_by = None
+        return False if sock.late else kept
 
     def finish_request(self, conn: Any, fs: Future[Any]) -> None:
         """After a kept-alive answer, part of the next request's head may already be read: read the rest in the

@@ -162,7 +162,7 @@ class Settings(BaseSettings):
     rate_limit: float = Field(0, ge=0)  # requests per second per API key; 0: unlimited
     auth_failures_per_minute: PositiveInt = 20  # failed authentications per client address; past it 429
     trusted_proxies: int = Field(0, ge=0)  # proxies in front of the gateway whose X-Forwarded-For is believed
-    header_timeout: PositiveFloat = 10.0  # seconds a client may take to send a request's line and headers
+    header_timeout: PositiveFloat = 10.0  # seconds a client may take to send a request's line, headers and body
     max_waiters: PositiveInt = 24  # requests of one gateway process (32 threads) in ?wait at once; past it 202 at once
     max_waiters_per_key: PositiveInt = 16  # the same, per API key
     max_output_bytes: PositiveInt = 10 * 1024 * 1024  # largest answer taken from a replica

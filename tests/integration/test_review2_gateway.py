@@ -229,6 +229,35 @@ def test_review2_hole10_a_client_late_with_its_headers_is_answered_408_and_close
     assert json.loads(body)["error"]["code"] == "request_timeout"
 
 
+@contextlib.contextmanager
+def slow_bodies(port: int, count: int) -> Iterator[list[socket.socket]]:
+    """``count`` connections that each sent a whole head and part of the body it announced, then nothing more."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+            sock.sendall(b"POST /v1/models/iris/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n{\"features\": ")
+            sockets.append(sock)
+        yield sockets
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_review2_hole10_slow_bodies_hold_a_thread_only_until_the_header_timeout(
+        make_platform: Callable[..., Platform]) -> None:
+    platform = make_platform().start("gateway", env={"SM_HEADER_TIMEOUT": "3"})
+    with slow_bodies(platform.port, 40) as sockets:  # more than the gateway's 32 threads
+        assert requests.get(f"{platform.url}/healthz", timeout=30).status_code == 200
+        answer = b""
+        while chunk := sockets[0].recv(65536):  # answered, then closed
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), answer
+    assert json.loads(body)["error"]["code"] == "request_timeout"
+
+
 def test_review2_hole10_a_stopping_gateway_answers_503_to_heads_still_incomplete(
         make_platform: Callable[..., Platform]) -> None:
     platform = make_platform().start("gateway", env={"SM_HEADER_TIMEOUT": "120"})
