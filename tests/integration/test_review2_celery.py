@@ -69,7 +69,7 @@ def janitor(store: Store, tmp_path: Path, models_file: Path, grace: float = 0) -
 
 def test_review2_hole05_jobs_of_a_removed_model_fail_model_removed_and_stay_readable(
         store: Store, client: "redis.Redis", redis_url: str, tmp_path: Path) -> None:
-    ready_replica(store, "gone")
+    token = ready_replica(store, "gone")
     running, queued, parked = submit(store, "gone"), submit(store, "gone"), submit(store, "gone")
     start = {"lease": 30, "worker": "w", "concurrency": 1, "fail_on_start_failure": False}
     assert isinstance(store.jobs.start(running.id, "t1", **start), Started)
@@ -92,7 +92,11 @@ def test_review2_hole05_jobs_of_a_removed_model_fail_model_removed_and_stay_read
     client.zadd(keys.LEASES, {running.id: 0})  # its worker was lost: no retry on a model nobody serves
     janitor(store, tmp_path, models_file).reap_jobs()
     assert (status(store, running), error_code(store, running)) == ("FAILED", "model_removed")
-    assert store.jobs.models_with_jobs() == {"iris"}  # "gone" is forgotten, with its Celery queue
+    assert store.jobs.models_held() == {"gone", "iris"}  # its replica's record is left
+    janitor(store, tmp_path, models_file).sweep(token, adopting=False)  # idle past the grace: stopped, forgotten
+    assert store.replicas.of("gone") == []
+    janitor(store, tmp_path, models_file).reap_jobs()
+    assert store.jobs.models_held() == {"iris"}  # "gone" is forgotten, with its Celery queue
     assert client.llen(keys.celery_queue("gone")) == 0 and status(store, kept) == "QUEUED"
 
 

@@ -6,6 +6,7 @@ from typing import Any
 import fakeredis
 import pytest
 
+from tests.unit.test_autoscaler import MODEL, Clock, FakeBackend, FakeProbe, Inline, scaler
 from workers.config import ConfigError, ModelConfig, Settings, parse_models
 from workers.scaling.autoscaler import Autoscaler
 from workers.scaling.backends import (
@@ -20,6 +21,7 @@ from workers.scaling.backends import (
 )
 from workers.scaling.spec import ReplicaSpec
 from workers.store import Store
+from workers.store.records import ReplicaState
 
 pytestmark = pytest.mark.unit
 OURS = "0123456789ab"  # an id of the autoscaler's scheme
@@ -133,3 +135,24 @@ def test_review2_hole15_shutting_down_stops_every_replica_at_once() -> None:
                probe=None).stop_all(token)  # type: ignore[arg-type]
     assert sorted(backend.stopped) == [f"handle-aaaaaaaaaaa{i}" for i in range(1, 5)]
     assert store.replicas.of("m") == []
+
+
+def test_replicas_of_a_removed_model_are_stopped_once_idle_past_the_grace_and_the_model_forgotten() -> None:
+    clock = Clock()
+    store = Store.of(fakeredis.FakeRedis(decode_responses=True), retention=60, clock=clock)
+    backend = FakeBackend()
+    token = store.lease(3).hold() or ""
+    warm = MODEL.model_copy(update={"min_replicas": 1})
+    scaler(store, backend, m=warm).lead(token, full=True)
+    [replica] = store.replicas.of("m")
+    assert replica.state is ReplicaState.READY and store.jobs.models_held() == {"m"}
+
+    removed = Autoscaler({}, store, backend, FakeProbe(), Inline(), clock=clock, sweep_every=0, removed_after=60)
+    removed.sweep(token, adopting=False)
+    assert backend.stops == [] and [r.id for r in store.replicas.of("m")] == [replica.id]  # within the grace
+    clock.advance(61)
+    removed.sweep(token, adopting=False)
+    assert backend.stops == [replica.handle] and store.replicas.of("m") == []
+    assert "replica_removed" in [e.kind for e in store.events.recent("m")]
+    removed.reap_jobs()
+    assert store.jobs.models_held() == set()  # nothing of the model is left

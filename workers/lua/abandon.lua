@@ -2,8 +2,8 @@
 -- message out or parked) that waited over the grace (a rolling deploy may be adding the model: sent, or created if
 -- parked, that long ago) fail with model_removed and stay readable until the retention ends. A RUNNING job is
 -- left to its worker, which commits it; if its lease runs out, the reaper parks it and it fails here. Once the
--- model has no job left, it is forgotten with its Celery queue (every message still in it is of a finished job)
--- and its push count (and withdrawn pushes).
+-- model has no job and no replica record left (the sweep stops and removes its replicas), it is forgotten with
+-- its Celery queue (every message still in it is of a finished job) and its push count (and withdrawn pushes).
 -- ARGV[3..]: model, grace (seconds), limit. Returns {1 if the model was forgotten else 0, the ids failed ...}.
 local model, grace, limit = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local text = 'model ' .. model .. ' is no longer served (it is not in the models file)'
@@ -20,7 +20,7 @@ for _, waiting in ipairs({K.queued .. model, K.parked .. model}) do
   if #failed >= limit then return {0, unpack(failed)} end
 end
 if redis.call('ZCARD', K.queued .. model) + redis.call('ZCARD', K.parked .. model)
-   + redis.call('SCARD', K.running .. model) > 0 then
+   + redis.call('SCARD', K.running .. model) + redis.call('SCARD', K.replicas .. model) > 0 then
   return {0, unpack(failed)}
 end
 redis.call('DEL', K.celery .. model, K.pushes .. model, K.withdrawn .. model)

@@ -6,4 +6,5 @@ if not leads(token) then return 0 end
 redis.call('HSET', K.replica .. id, 'id', id, 'model', model, 'backend', backend, 'endpoint', '', 'handle', '',
            'state', 'STARTING', 'started_at', stamp(NOW), 'reason', '')
 redis.call('SADD', K.replicas .. model, id)
+redis.call('SADD', K.models, model)
 return 1

@@ -54,7 +54,8 @@ class Autoscaler:
         self.clock = clock or store.now
         self.orphan_after = orphan_after  # seconds before a message nobody took counts as lost
         self.sweep_every = sweep_every
-        self.removed_after = removed_after  # seconds a job of a model not in the models file waits before it fails
+        self.removed_after = removed_after  # seconds a job (or an idle replica) of a model not in the models file
+        # waits before it fails (is stopped): a rolling deploy may be adding the model
         self.last_sweep = -math.inf
         self.log_readers = threading.BoundedSemaphore(4)  # backend log reads at once
 
@@ -119,7 +120,7 @@ class Autoscaler:
                 self.store.events.record(model.name, "jobs_expired", reason=f"{len(expired)} job(s) waited over "
                                                                             f"the queue timeout")
             jobs.dispatch(model.name, model.concurrency)
-        for name in jobs.models_with_jobs() - set(self.models):
+        for name in jobs.models_held() - set(self.models):
             if abandoned := jobs.abandon(name, self.removed_after).failed:
                 self.store.events.record(name, "jobs_removed", reason=f"{len(abandoned)} waiting job(s) failed: "
                                                                       f"the model is not in the models file")
@@ -232,8 +233,15 @@ class Autoscaler:
         adopted, stop strays (an action)."""
         self.last_sweep = time.monotonic()
         running = self.backend.running()
-        known = {r.id: r for name in self.models for r in self.store.replicas.of(name)}
+        removed = self.store.jobs.models_held() - set(self.models)
+        known = {r.id: r for name in [*self.models, *removed] for r in self.store.replicas.of(name)}
+        now = self.clock()
         for replica in known.values():
+            if replica.model in removed:
+                if not self.actions.busy(replica.id) and replica.in_flight == 0 and \
+                        now - replica.idle_since >= self.removed_after:
+                    self.retire(replica, token)
+                continue
             launched = running.get(replica.id)
             if launched is not None:
                 if not replica.handle:
@@ -252,6 +260,14 @@ class Autoscaler:
                 self.backend.stop(launched.handle)
                 self.store.events.record("", "stray_removed", replica_id, f"running but not in the registry "
                                                                           f"({launched.handle})")
+
+    def retire(self, replica: Replica, token: str) -> None:
+        """Stop a replica of a model no longer served, idle past the grace, and forget it."""
+        if replica.handle:
+            self.backend.stop(replica.handle)
+        if self.store.replicas.remove(token, replica):
+            self.store.events.record(replica.model, "replica_removed", replica.id,
+                                     "its model is not in the models file")
 
     def action_failed(self, name: str, exc: BaseException) -> None:
         """An action raised: an event with the reason (the action's replica, if it had one)."""

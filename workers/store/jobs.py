@@ -135,8 +135,8 @@ class JobStore:
         found = self.scripts("resend", model, after, limit)
         return dict(zip(found[::2], found[1::2], strict=True))
 
-    def models_with_jobs(self) -> set[str]:
-        """The models whose jobs were sent or parked since the model last had none."""
+    def models_held(self) -> set[str]:
+        """The models with jobs (sent or parked) or replica records since the model last had neither."""
         return cast(set[str], self.redis.smembers(keys.MODELS))
 
     def abandon(self, model: str, grace: float, limit: int = 1000) -> Abandoned:

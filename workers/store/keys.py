@@ -15,8 +15,8 @@ host), read inside the scripts.
                                     submitted: added on submit, removed where a job stops waiting (it starts,
                                     ends or is withdrawn); a job taken back from a lost run is not added again.
 - ``sm:running:{model}``     set    RUNNING jobs.
-- ``sm:models``              set    models whose jobs were sent or parked since the model last had none; the
-                                    janitor finds the jobs of a model gone from the models file here.
+- ``sm:models``              set    models with jobs (sent or parked) or replica records since the model last had
+                                    neither; the janitor finds a model gone from the models file here.
 - ``sm:pushes:{model}``      string messages pushed onto the model's Celery queue so far; a job's ``push`` is the
                                     number of its latest message (workers take the oldest first, so it has left
                                     the queue once as many were pushed after it as the queue holds).
