@@ -149,10 +149,23 @@ class ProcessBackend:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
                 wait_until(lambda: exited(child, process), self.grace, interval=0.02)
-        if child is not None:
+        if child is not None:  # its leader gone, the rest of its group (a shell's server) still goes
+            self.end_group(pid)
             child.wait()
             self.children.pop(pid, None)
         self.forget(pid)
+
+    def end_group(self, pid: int) -> None:
+        """SIGTERM what is left of our child's process group, SIGKILL it after the grace (the group keeps the
+        leader's pid taken while any of it runs, so it is ours)."""
+        if not group_runs(pid):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        if not wait_until(lambda: not group_runs(pid), self.grace, interval=0.02):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            wait_until(lambda: not group_runs(pid), self.grace, interval=0.02)
 
     def alive(self, handle: str) -> bool:
         """Whether the replica's process still runs (a zombie does not)."""
@@ -177,7 +190,9 @@ class ProcessBackend:
     def reap(self) -> None:
         """Wait for children that exited (no zombie stays) and remove their pid files."""
         for pid, child in list(self.children.items()):
-            if child.poll() is not None:
+            if child.poll() is not None:  # the replica ended with its leader: what is left of its group too
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
                 self.children.pop(pid, None)
                 self.forget(pid)
 
@@ -202,6 +217,17 @@ class ProcessBackend:
             elif record.pid not in self.children:
                 record.remove(self.log_dir)
         return found
+
+
+def group_runs(pgid: int) -> bool:
+    """Whether any process is left in the process group."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def exited(child: subprocess.Popen[bytes] | None, process: psutil.Process) -> bool:

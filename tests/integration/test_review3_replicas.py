@@ -1,0 +1,65 @@
+"""Process replicas whose group outlives its leader: a shell that runs the model server as its child."""
+
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from workers.config import ModelConfig
+from workers.polling import wait_until
+from workers.scaling.backends import ProcessBackend
+
+pytestmark = pytest.mark.integration
+STUBBORN = ("import os, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)")
+
+
+@pytest.fixture
+def group_members() -> Iterator[list[int]]:
+    """Pids to kill after the test, whatever it left running."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def shell_replica(tmp_path: Path) -> tuple[ModelConfig, Path]:
+    """A model whose command is a shell running a server that ignores SIGTERM (``; true``: the shell waits)."""
+    marker = tmp_path / "child.pid"
+    script = f"{sys.executable} -c \"{STUBBORN}\" {marker}; true"
+    return ModelConfig(name="m", command=["sh", "-c", script], start_timeout=30), marker
+
+
+def test_review3_stopping_a_replica_stops_its_whole_group(tmp_path: Path, group_members: list[int]) -> None:
+    """The shell leads the group and exits on SIGTERM; its child ignores it: stop must not leave the child running
+    (it holds the replica's port and memory, and nothing would ever find it again)."""
+    model, marker = shell_replica(tmp_path)
+    backend = ProcessBackend(tmp_path, tmp_path / "logs", "rev3", grace=1.0)
+    launched = backend.start(model, "0123456789ab")
+    assert wait_until(lambda: marker.exists() and marker.read_text().strip() != "", 20, interval=0.05)
+    child = int(marker.read_text())
+    group_members.append(child)
+    backend.stop(launched.handle)
+    assert wait_until(lambda: not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE,
+                      5, interval=0.05), "the replica's child outlived stop"
+
+
+def test_review3_a_replica_whose_leader_died_has_its_group_stopped(tmp_path: Path, group_members: list[int]) -> None:
+    """The shell dies (killed) and leaves its child serving in the group: the sweep's look at what runs reaps the
+    leader and forgets the replica; what is left of its group must not run on, found by nobody."""
+    model, marker = shell_replica(tmp_path)
+    backend = ProcessBackend(tmp_path, tmp_path / "logs", "rev3", grace=1.0)
+    launched = backend.start(model, "0123456789ac")
+    assert wait_until(lambda: marker.exists() and marker.read_text().strip() != "", 20, interval=0.05)
+    child = int(marker.read_text())
+    group_members.append(child)
+    os.kill(int(launched.handle), signal.SIGKILL)
+    assert wait_until(lambda: "0123456789ac" not in backend.running(), 5, interval=0.05)
+    assert wait_until(lambda: not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE,
+                      5, interval=0.05), "the replica's child outlived stop once its leader had died"
