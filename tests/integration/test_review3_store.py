@@ -1,10 +1,12 @@
 """The job scripts on a real Redis at its memory bound (noeviction, as the platform runs it)."""
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
+from workers.config import Settings
 from workers.store import Store
 from workers.store.records import JobStatus, Outcome, Started
 
@@ -58,3 +60,26 @@ def test_review3_a_full_store_still_refuses_a_new_job(store: Store, fill: Callab
     fill()
     with pytest.raises(redis.OutOfMemoryError):
         store.jobs.submit(store.jobs.new("m", {"x": 1}))
+
+
+def test_review3_a_full_store_still_answers_a_keys_reads_under_a_rate_limit(tmp_path: Path, redis_url: str,
+                                                                           client: "redis.Redis",
+                                                                           fill: Callable[[], None]) -> None:
+    """At the memory bound only new jobs are refused (507): a client still reads its jobs and the models, also
+    when SM_RATE_LIMIT counts its requests (a counter is a write)."""
+    from gateway.app import create_app
+    from gateway.auth import digest
+
+    models = tmp_path / "models.toml"
+    models.write_text('[models.m]\ncommand = ["serve"]\n')
+    gateway = create_app(Settings(redis_url=redis_url, models_file=models, api_keys=digest("k"),
+                                  rate_limit=100)).test_client()
+    key = {"Authorization": "Bearer k"}
+    submitted = gateway.post("/v1/models/m/jobs", json={"x": 1}, headers=key)
+    assert submitted.status_code == 202
+    fill()
+    assert gateway.post("/v1/models/m/jobs", json={"x": 1}, headers=key).status_code == 507
+    read = gateway.get(f"/v1/jobs/{submitted.json['id']}", headers=key)
+    assert read.status_code == 200, read.json
+    assert gateway.get("/v1/models", headers=key).status_code == 200
+    assert gateway.get("/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401

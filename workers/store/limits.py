@@ -8,7 +8,9 @@ from workers.store import keys
 
 
 class Limits:
-    """Counters that expire with their window."""
+    """Counters that expire with their window. At Redis's memory bound nothing is counted (a count is a write it
+    refuses): requests pass their limits while the store is full, rather than every one of them, reads included,
+    being refused."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
@@ -22,7 +24,10 @@ class Limits:
         return self._count(keys.auth_failures(source, int(time.time() // 60)), 120)
 
     def _count(self, key: str, ttl: int) -> int:
-        with self.redis.pipeline() as pipe:
-            pipe.incr(key)
-            pipe.expire(key, ttl)
-            return int(pipe.execute()[0])
+        try:
+            with self.redis.pipeline() as pipe:
+                pipe.incr(key)
+                pipe.expire(key, ttl)
+                return int(pipe.execute()[0])
+        except redis.OutOfMemoryError:
+            return 0
