@@ -86,3 +86,21 @@ def test_review3_slow_bodies_without_a_key_leave_healthz_answered(make_platform:
     platform = make_platform().start("gateway", env={"SM_API_KEYS": digest(KEY)})
     with slow_bodies(platform.port, 40, b"/v1/models/iris/jobs"):
         assert requests.get(f"{platform.url}/healthz", timeout=15).status_code == 200
+
+
+@pytest.mark.xfail(strict=True, reason="connections whose head is being read count against gunicorn's "
+                                        "worker_connections (1000): past it the worker stops accepting")
+def test_review3_a_thousand_slow_heads_leave_healthz_answered(make_platform: Callable[..., Platform]) -> None:
+    """1,100 connections that each sent part of a head (one gateway worker): a new client is still answered
+    within the header timeout, not only once the slow ones are refused."""
+    platform = make_platform().start("gateway", env={"SM_HEADER_TIMEOUT": "30"})
+    sockets = []
+    try:
+        for _ in range(1100):
+            sock = socket.create_connection(("127.0.0.1", platform.port), timeout=10)
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            sockets.append(sock)
+        assert requests.get(f"{platform.url}/healthz", timeout=10).status_code == 200
+    finally:
+        for sock in sockets:
+            sock.close()
