@@ -63,3 +63,22 @@ def test_review3_a_replica_whose_leader_died_has_its_group_stopped(tmp_path: Pat
     assert wait_until(lambda: "0123456789ac" not in backend.running(), 5, interval=0.05)
     assert wait_until(lambda: not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE,
                       5, interval=0.05), "the replica's child outlived stop once its leader had died"
+
+
+def test_review3_a_replica_is_still_ours_after_a_step_of_the_system_clock(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """psutil's start time of a process is the boot time plus its time since boot, and the boot time moves with
+    every step of the system clock (NTP): a restarted autoscaler must still find, and stop, its replicas."""
+    model = ModelConfig(name="m", command=[sys.executable, "-c", "import time; time.sleep(120)"], start_timeout=30)
+    backend = ProcessBackend(tmp_path, tmp_path / "logs", "rev3", grace=1.0)
+    launched = backend.start(model, "0123456789ad")
+    try:
+        stepped = psutil.boot_time() + 0.5  # the clock was stepped half a second since the replica started
+        monkeypatch.setattr(psutil, "boot_time", lambda: stepped)
+        monkeypatch.setattr(psutil._pslinux, "boot_time", lambda: stepped)  # what Process.create_time adds
+        restarted = ProcessBackend(tmp_path, tmp_path / "logs", "rev3", grace=1.0)
+        assert "0123456789ad" in restarted.running()
+        restarted.stop(launched.handle)
+        assert not restarted.alive(launched.handle)
+    finally:
+        backend.stop(launched.handle)
