@@ -1,4 +1,5 @@
-"""Process replicas whose group outlives its leader: a shell that runs the model server as its child."""
+"""Process replicas: a group that outlives its leader (a shell running the model server), a step of the system
+clock, a replica starting as the platform shuts down."""
 
 import contextlib
 import os
@@ -12,7 +13,10 @@ import pytest
 
 from workers.config import ModelConfig
 from workers.polling import wait_until
+from workers.scaling.autoscaler import Autoscaler
 from workers.scaling.backends import ProcessBackend
+from workers.scaling.readiness import ReadinessProbe
+from workers.store import Store
 
 pytestmark = pytest.mark.integration
 STUBBORN = ("import os, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
@@ -80,5 +84,22 @@ def test_review3_a_replica_is_still_ours_after_a_step_of_the_system_clock(tmp_pa
         assert "0123456789ad" in restarted.running()
         restarted.stop(launched.handle)
         assert not restarted.alive(launched.handle)
+    finally:
+        backend.stop(launched.handle)
+
+
+def test_review3_shutting_down_stops_a_replica_whose_start_was_not_recorded_yet(
+        tmp_path: Path, store: Store) -> None:
+    """``up`` is stopped (Ctrl-C) while a replica starts: its record is STARTING with no handle yet, its process
+    runs. Stopping every replica must stop it too (else it outlives ``up``, found by nobody's registry)."""
+    model = ModelConfig(name="m", command=[sys.executable, "-c", "import time; time.sleep(120)"], start_timeout=30)
+    backend = ProcessBackend(tmp_path, tmp_path / "logs", "rev3", grace=1.0)
+    scaler = Autoscaler({"m": model}, store, backend, ReadinessProbe())
+    token = store.lease(30).hold()
+    assert token and store.replicas.add(token, "0123456789ae", "m", backend.name)
+    launched = backend.start(model, "0123456789ae")  # the launch action's start returned; not recorded yet
+    try:
+        scaler.stop_all(token)
+        assert not backend.alive(launched.handle), "a replica starting at shutdown outlived it"
     finally:
         backend.stop(launched.handle)
