@@ -64,7 +64,9 @@ def test_review3_a_replica_whose_leader_died_has_its_group_stopped(tmp_path: Pat
     child = int(marker.read_text())
     group_members.append(child)
     os.kill(int(launched.handle), signal.SIGKILL)
-    assert wait_until(lambda: "0123456789ac" not in backend.running(), 5, interval=0.05)
+    leader = psutil.Process(int(launched.handle))
+    assert wait_until(lambda: leader.status() == psutil.STATUS_ZOMBIE, 5, interval=0.02)  # dead, not reaped yet
+    assert "0123456789ac" not in backend.running()  # the sweep's look: the leader is reaped, its record goes
     assert wait_until(lambda: not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE,
                       5, interval=0.05), "the replica's child outlived stop once its leader had died"
 
