@@ -24,13 +24,13 @@ STUBBORN = ("import os, signal, sys, time; signal.signal(signal.SIGTERM, signal.
 
 
 @pytest.fixture
-def group_members() -> Iterator[list[int]]:
-    """Pids to kill after the test, whatever it left running."""
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+def group_members() -> Iterator[list[psutil.Process]]:
+    """Processes to kill after the test, whatever it left running (psutil refuses a pid reused meanwhile)."""
+    processes: list[psutil.Process] = []
+    yield processes
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
 
 
 def shell_replica(tmp_path: Path) -> tuple[ModelConfig, Path]:
@@ -40,7 +40,7 @@ def shell_replica(tmp_path: Path) -> tuple[ModelConfig, Path]:
     return ModelConfig(name="m", command=["sh", "-c", script], start_timeout=30), marker
 
 
-def test_review3_stopping_a_replica_stops_its_whole_group(tmp_path: Path, group_members: list[int]) -> None:
+def test_review3_stopping_a_replica_stops_its_whole_group(tmp_path: Path, group_members: list[psutil.Process]) -> None:
     """The shell leads the group and exits on SIGTERM; its child ignores it: stop must not leave the child running
     (it holds the replica's port and memory, and nothing would ever find it again)."""
     model, marker = shell_replica(tmp_path)
@@ -48,13 +48,27 @@ def test_review3_stopping_a_replica_stops_its_whole_group(tmp_path: Path, group_
     launched = backend.start(model, "0123456789ab")
     assert wait_until(lambda: marker.exists() and marker.read_text().strip() != "", 20, interval=0.05)
     child = int(marker.read_text())
-    group_members.append(child)
+    group_members.append(psutil.Process(child))
     backend.stop(launched.handle)
     assert wait_until(lambda: not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE,
                       5, interval=0.05), "the replica's child outlived stop"
 
 
-def test_review3_a_replica_whose_leader_died_has_its_group_stopped(tmp_path: Path, group_members: list[int]) -> None:
+def test_review3_a_restarted_autoscaler_stops_a_replicas_whole_group(tmp_path: Path,
+                                                                     group_members: list[psutil.Process]) -> None:
+    """The same, stopped by a backend that did not start it (the autoscaler restarted): found by its pid file."""
+    model, marker = shell_replica(tmp_path)
+    launched = ProcessBackend(tmp_path, tmp_path / "logs", "rev3", grace=1.0).start(model, "0123456789af")
+    assert wait_until(lambda: marker.exists() and marker.read_text().strip() != "", 20, interval=0.05)
+    child = int(marker.read_text())
+    group_members.extend([psutil.Process(child), psutil.Process(int(launched.handle))])
+    ProcessBackend(tmp_path, tmp_path / "logs", "rev3", grace=1.0).stop(launched.handle)
+    assert wait_until(lambda: not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE,
+                      5, interval=0.05), "the replica's child outlived stop"
+
+
+def test_review3_a_replica_whose_leader_died_has_its_group_stopped(tmp_path: Path,
+                                                                   group_members: list[psutil.Process]) -> None:
     """The shell dies (killed) and leaves its child serving in the group: the sweep's look at what runs reaps the
     leader and forgets the replica; what is left of its group must not run on, found by nobody."""
     model, marker = shell_replica(tmp_path)
@@ -62,7 +76,7 @@ def test_review3_a_replica_whose_leader_died_has_its_group_stopped(tmp_path: Pat
     launched = backend.start(model, "0123456789ac")
     assert wait_until(lambda: marker.exists() and marker.read_text().strip() != "", 20, interval=0.05)
     child = int(marker.read_text())
-    group_members.append(child)
+    group_members.append(psutil.Process(child))
     os.kill(int(launched.handle), signal.SIGKILL)
     leader = psutil.Process(int(launched.handle))
     assert wait_until(lambda: leader.status() == psutil.STATUS_ZOMBIE, 5, interval=0.02)  # dead, not reaped yet

@@ -149,15 +149,16 @@ class ProcessBackend:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
                 wait_until(lambda: exited(child, process), self.grace, interval=0.02)
-        if child is not None:  # its leader gone, the rest of its group (a shell's server) still goes
+        if child is not None or process is not None:  # its leader gone, the rest of its group (a shell's server)
             self.end_group(pid)
+        if child is not None:
             child.wait()
             self.children.pop(pid, None)
         self.forget(pid)
 
     def end_group(self, pid: int) -> None:
-        """SIGTERM what is left of our child's process group, SIGKILL it after the grace (the group keeps the
-        leader's pid taken while any of it runs, so it is ours)."""
+        """SIGTERM what is left of our replica's process group, SIGKILL it after the grace (the group keeps the
+        leader's pid taken while any of it runs, so it is still ours)."""
         if not group_runs(pid):
             return
         with contextlib.suppress(ProcessLookupError):
