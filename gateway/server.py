@@ -182,14 +182,23 @@ class GatewayWorker(ThreadWorker):  # type: ignore[misc]
 
     def murder_pending(self) -> None:
         """Close what gunicorn closes, and answer 408 to the clients whose head is late (oldest first); once
-        stopping, 503 to every head still incomplete after the linger."""
+        stopping, 503 to every head still incomplete after the linger. At ``worker_connections`` (where gunicorn
+        stops accepting) the oldest heads still incomplete make room, a tenth of them at once: slow clients cannot
+        keep new ones out."""
         super().murder_pending()
         now = time.monotonic()
         if not self.alive and self.stop_by is None:
             self.stop_by = now + STOP_KEEPALIVE_LINGER
+        crowded = self.nr_conns - self.worker_connections + 1
+        if crowded > 0:
+            crowded += len(self.reading) // 10
         for conn, (deadline, _) in list(self.reading.items()):
             if self.stop_by is not None and self.stop_by <= now:
                 self.refuse(conn, 503, "Service Unavailable", "the gateway is stopping; send the request again")
+            elif crowded > 0:
+                crowded -= 1
+                self.refuse(conn, 503, "Service Unavailable", "too many clients are slow to send their request; "
+                                                              "send it again")
             elif deadline <= now:
                 self.refuse(conn, 408, "Request Timeout", f"the request line and headers took over "
                                                           f"{self.header_timeout:g} s")

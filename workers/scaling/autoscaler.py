@@ -20,6 +20,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 from workers.config import ModelConfig
 from workers.scaling.actions import ActionRunner, Actions, Threads, reason_of
@@ -288,13 +289,16 @@ class Autoscaler:
         """Stop every replica of every model, and strays of ours, all at once (``up`` shutting down): it takes
         one replica's grace, not the sum of them."""
         replicas = [replica for name in self.models for replica in self.store.replicas.of(name)]
-        stops = [threading.Thread(target=self.shut_down, args=(replica, token)) for replica in replicas]
         try:
-            strays = [launched.handle for replica_id, launched in self.backend.running().items()
-                      if replica_id not in {replica.id for replica in replicas}]
+            running = self.backend.running()
         except Exception as exc:
             log.error("cannot look for strays: %s", reason_of(exc))
-            strays = []
+            running = {}
+        replicas = [replace(replica, handle=running[replica.id].handle)  # one starting: its handle not recorded yet
+                    if not replica.handle and replica.id in running else replica for replica in replicas]
+        stops = [threading.Thread(target=self.shut_down, args=(replica, token)) for replica in replicas]
+        strays = [launched.handle for replica_id, launched in running.items()
+                  if replica_id not in {replica.id for replica in replicas}]
         stops += [threading.Thread(target=self.backend.stop, args=(handle,)) for handle in strays]
         for stop in stops:
             stop.start()

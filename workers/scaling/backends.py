@@ -164,6 +164,8 @@ class ProcessBackend:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
                 wait_until(lambda: exited(child, process), self.grace, interval=0.02)
+        if child is not None or process is not None:  # its leader gone, the rest of its group (a shell's server)
+            self.end_group(pid)
         if child is not None:
             child.wait()
             self.children.pop(pid, None)
@@ -179,6 +181,18 @@ class ProcessBackend:
         if child is not None and child.returncode is not None:
             return Status(Phase.EXITED, exit_reason(child.returncode))
         return GONE
+
+    def end_group(self, pid: int) -> None:
+        """SIGTERM what is left of our replica's process group, SIGKILL it after the grace (the group keeps the
+        leader's pid taken while any of it runs, so it is still ours)."""
+        if not group_runs(pid):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        if not wait_until(lambda: not group_runs(pid), self.grace, interval=0.02):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            wait_until(lambda: not group_runs(pid), self.grace, interval=0.02)
 
     def process_of(self, pid: int) -> psutil.Process | None:
         """The running process ``pid`` if it is one of our replicas: our child, or our pid file's process."""
@@ -199,7 +213,9 @@ class ProcessBackend:
     def reap(self) -> None:
         """Wait for children that exited (no zombie stays) and remove their pid files."""
         for pid, child in list(self.children.items()):
-            if child.poll() is not None:
+            if child.poll() is not None:  # the replica ended with its leader: what is left of its group too
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
                 self.children.pop(pid, None)
                 self.forget(pid)
 
@@ -232,6 +248,17 @@ def exit_reason(code: int) -> str:
         with contextlib.suppress(ValueError):
             return f"killed by {signal.Signals(-code).name}"
     return f"exit code {code}"
+
+
+def group_runs(pgid: int) -> bool:
+    """Whether any process is left in the process group."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def exited(child: subprocess.Popen[bytes] | None, process: psutil.Process) -> bool:

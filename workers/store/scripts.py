@@ -25,6 +25,16 @@ def prelude() -> str:
     return f"local K = {{{table}}}\nlocal ENVELOPE = [==[{message}]==]\n" + (LUA / "lib.lua").read_text()
 
 
+def source(name: str, head: str) -> str:
+    """Script ``name`` behind the prelude; its line of flags (``#!lua flags=...``), if any, stays first, where
+    Redis reads it."""
+    body = (LUA / f"{name}.lua").read_text()
+    if not body.startswith("#!"):
+        return head + body
+    flags, _, rest = body.partition("\n")
+    return f"{flags}\n{head}{rest}"
+
+
 class Scripts:
     """The scripts, registered with a client; every call passes the clock and the job retention first."""
 
@@ -33,7 +43,7 @@ class Scripts:
         self.client = client
         self.retention = max(1, math.ceil(retention))
         self.clock = clock  # None: Redis TIME, inside each script
-        self.scripts = {name: client.register_script(head + (LUA / f"{name}.lua").read_text()) for name in NAMES}
+        self.scripts = {name: client.register_script(source(name, head)) for name in NAMES}
 
     def __call__(self, name: str, *args: Any, pipe: Pipeline | None = None) -> Any:
         """Run script ``name`` with ``args`` (on ``pipe``, if given, when it executes)."""
