@@ -5,8 +5,9 @@ from typing import Any
 
 import fakeredis
 import pytest
+import redis
 
-from tests.unit.test_autoscaler import MODEL, Clock, FakeBackend, FakeProbe, Inline, scaler
+from tests.unit.test_autoscaler import MODEL, Clock, FakeBackend, FakeProbe, Inline, scaler, submit
 from workers.config import ConfigError, ModelConfig, Settings, parse_models
 from workers.scaling.autoscaler import Autoscaler
 from workers.scaling.backends import (
@@ -156,3 +157,17 @@ def test_replicas_of_a_removed_model_are_stopped_once_idle_past_the_grace_and_th
     assert "replica_removed" in [e.kind for e in store.events.recent("m")]
     removed.reap_jobs()
     assert store.jobs.models_held() == set()  # nothing of the model is left
+
+
+def test_a_full_store_stops_the_janitor_but_not_the_scaling(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store.of(fakeredis.FakeRedis(decode_responses=True), retention=60, clock=Clock())
+    backend = FakeBackend()
+    token = store.lease(3).hold() or ""
+    submit(store, 1)
+
+    def full(*_: Any) -> None:
+        raise redis.OutOfMemoryError("OOM command not allowed when used memory > 'maxmemory'")
+
+    monkeypatch.setattr(store.jobs, "resend_lost", full)
+    scaler(store, backend).lead(token, full=True)
+    assert backend.starts == 1  # the queued job's model got its replica all the same

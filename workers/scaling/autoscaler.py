@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
+import redis
+
 from workers.config import ModelConfig
 from workers.scaling.actions import ActionRunner, Actions, Threads, reason_of
 from workers.scaling.backends import Launched, ReplicaBackend
@@ -100,7 +102,10 @@ class Autoscaler:
     def lead(self, token: str, full: bool, woken: Iterable[str] = ()) -> None:
         """One pass as leader: a full one takes back lost jobs and reconciles every model; else the woken."""
         if full:
-            self.reap_jobs()
+            try:
+                self.reap_jobs()
+            except redis.OutOfMemoryError as exc:  # a full store: scaling goes on, the janitor waits for room
+                log.warning("the job janitor waits for room in Redis: %s", exc)
         for model in self.models.values() if full else [self.models[name] for name in woken]:
             self.reconcile(model, token)
         if full and time.monotonic() - self.last_sweep >= self.sweep_every:
