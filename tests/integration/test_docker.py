@@ -8,6 +8,7 @@ import requests
 
 from tests.integration.platform import Platform
 from workers.config import ModelConfig
+from workers.scaling.spec import ReplicaSpec
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration]
 
@@ -55,7 +56,8 @@ def test_missing_image_is_reported_and_never_pulled(docker_client: Any) -> None:
     api._post = recording_post  # every request the engine gets that changes something
     try:
         with pytest.raises(StartFailed, match="not found locally"):
-            DockerBackend(docker_client).start(ModelConfig(name="ghost", image="serverless-model/nope:latest"), "a")
+            DockerBackend(docker_client).start(
+                ReplicaSpec.of(ModelConfig(name="ghost", image="serverless-model/nope:latest"), "a"))
     finally:
         del api._post
     assert any(url.endswith("/containers/create") for url in posted), posted  # the engine was asked to create

@@ -16,6 +16,7 @@ from workers.polling import wait_until
 from workers.scaling.autoscaler import Autoscaler
 from workers.scaling.backends import ProcessBackend
 from workers.scaling.readiness import ReadinessProbe
+from workers.scaling.spec import ReplicaSpec
 from workers.store import Store
 
 pytestmark = pytest.mark.integration
@@ -45,7 +46,7 @@ def test_review3_stopping_a_replica_stops_its_whole_group(tmp_path: Path, group_
     (it holds the replica's port and memory, and nothing would ever find it again)."""
     model, marker = shell_replica(tmp_path)
     backend = ProcessBackend(tmp_path, tmp_path / "logs", "rev3", grace=1.0)
-    launched = backend.start(model, "0123456789ab")
+    launched = backend.start(ReplicaSpec.of(model, "0123456789ab"))
     assert wait_until(lambda: marker.exists() and marker.read_text().strip() != "", 20, interval=0.05)
     child = int(marker.read_text())
     group_members.append(psutil.Process(child))
@@ -58,7 +59,8 @@ def test_review3_a_restarted_autoscaler_stops_a_replicas_whole_group(tmp_path: P
                                                                      group_members: list[psutil.Process]) -> None:
     """The same, stopped by a backend that did not start it (the autoscaler restarted): found by its pid file."""
     model, marker = shell_replica(tmp_path)
-    launched = ProcessBackend(tmp_path, tmp_path / "logs", "rev3", grace=1.0).start(model, "0123456789af")
+    backend = ProcessBackend(tmp_path, tmp_path / "logs", "rev3", grace=1.0)
+    launched = backend.start(ReplicaSpec.of(model, "0123456789af"))
     assert wait_until(lambda: marker.exists() and marker.read_text().strip() != "", 20, interval=0.05)
     child = int(marker.read_text())
     group_members.extend([psutil.Process(child), psutil.Process(int(launched.handle))])
@@ -73,7 +75,7 @@ def test_review3_a_replica_whose_leader_died_has_its_group_stopped(tmp_path: Pat
     leader and forgets the replica; what is left of its group must not run on, found by nobody."""
     model, marker = shell_replica(tmp_path)
     backend = ProcessBackend(tmp_path, tmp_path / "logs", "rev3", grace=1.0)
-    launched = backend.start(model, "0123456789ac")
+    launched = backend.start(ReplicaSpec.of(model, "0123456789ac"))
     assert wait_until(lambda: marker.exists() and marker.read_text().strip() != "", 20, interval=0.05)
     child = int(marker.read_text())
     group_members.append(psutil.Process(child))
@@ -91,7 +93,7 @@ def test_review3_a_replica_is_still_ours_after_a_step_of_the_system_clock(tmp_pa
     every step of the system clock (NTP): a restarted autoscaler must still find, and stop, its replicas."""
     model = ModelConfig(name="m", command=[sys.executable, "-c", "import time; time.sleep(120)"], start_timeout=30)
     backend = ProcessBackend(tmp_path, tmp_path / "logs", "rev3", grace=1.0)
-    launched = backend.start(model, "0123456789ad")
+    launched = backend.start(ReplicaSpec.of(model, "0123456789ad"))
     try:
         stepped = psutil.boot_time() + 0.5  # the clock was stepped half a second since the replica started
         monkeypatch.setattr(psutil, "boot_time", lambda: stepped)
@@ -99,7 +101,7 @@ def test_review3_a_replica_is_still_ours_after_a_step_of_the_system_clock(tmp_pa
         restarted = ProcessBackend(tmp_path, tmp_path / "logs", "rev3", grace=1.0)
         assert "0123456789ad" in restarted.running()
         restarted.stop(launched.handle)
-        assert not restarted.alive(launched.handle)
+        assert not restarted.status(launched.handle).live
     finally:
         backend.stop(launched.handle)
 
@@ -113,9 +115,9 @@ def test_review3_shutting_down_stops_a_replica_whose_start_was_not_recorded_yet(
     scaler = Autoscaler({"m": model}, store, backend, ReadinessProbe())
     token = store.lease(30).hold()
     assert token and store.replicas.add(token, "0123456789ae", "m", backend.name)
-    launched = backend.start(model, "0123456789ae")  # the launch action's start returned; not recorded yet
+    launched = backend.start(ReplicaSpec.of(model, "0123456789ae"))  # its launch returned; not recorded yet
     try:
         scaler.stop_all(token)
-        assert not backend.alive(launched.handle), "a replica starting at shutdown outlived it"
+        assert not backend.status(launched.handle).live, "a replica starting at shutdown outlived it"
     finally:
         backend.stop(launched.handle)
