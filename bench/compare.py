@@ -97,7 +97,7 @@ def medians(runs: list[dict[str, list[dict[str, Any]]]]) -> dict[str, float]:
         figures[key] = statistics.median(o[key] for _, o in pairs)
     for process in SERVES["ours"]:
         figures[f"cpu {process}"] = statistics.median(o["cpu"][process] for _, o in pairs)
-    figures["jobs/s one Redis core carries"] = 1000 / figures["cpu redis"]  # the ceiling of one Redis
+    figures["jobs per second one Redis core carries"] = 1000 / figures["cpu redis"]  # the ceiling of one Redis
     return figures
 
 
