@@ -192,18 +192,31 @@ def test_review2_hole09_trusted_proxies_tell_clients_apart_only_when_configured(
 
 
 @contextlib.contextmanager
-def slow_clients(port: int, count: int) -> Iterator[list[socket.socket]]:
-    """``count`` connections that each sent part of a request's headers and then nothing more."""
+def partial_requests(port: int, count: int, sent: bytes, timeout: float) -> Iterator[list[socket.socket]]:
+    """``count`` connections (each reading with ``timeout``) that each sent ``sent``, part of a request, and then
+    nothing more."""
     sockets = []
     try:
         for _ in range(count):
-            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+            sock.sendall(sent)
             sockets.append(sock)
         yield sockets
     finally:
         for sock in sockets:
             sock.close()
+
+
+def slow_clients(port: int, count: int) -> contextlib.AbstractContextManager[list[socket.socket]]:
+    """``count`` connections that each sent part of a request's headers."""
+    return partial_requests(port, count, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ", 10)
+
+
+def slow_bodies(port: int, count: int) -> contextlib.AbstractContextManager[list[socket.socket]]:
+    """``count`` connections that each sent a whole head and part of the body it announced."""
+    return partial_requests(port, count, b"POST /v1/models/iris/jobs HTTP/1.1\r\nHost: x\r\n"
+                                         b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+                                         b"{\"features\": ", 20)
 
 
 def test_review2_hole10_slow_headers_leave_healthz_and_keyed_requests_answered(
@@ -227,22 +240,6 @@ def test_review2_hole10_a_client_late_with_its_headers_is_answered_408_and_close
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408"), answer
     assert json.loads(body)["error"]["code"] == "request_timeout"
-
-
-@contextlib.contextmanager
-def slow_bodies(port: int, count: int) -> Iterator[list[socket.socket]]:
-    """``count`` connections that each sent a whole head and part of the body it announced, then nothing more."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.create_connection(("127.0.0.1", port), timeout=20)
-            sock.sendall(b"POST /v1/models/iris/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: 100\r\n\r\n{\"features\": ")
-            sockets.append(sock)
-        yield sockets
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def test_review2_hole10_slow_bodies_hold_a_thread_only_until_the_header_timeout(

@@ -14,7 +14,7 @@ import pytest
 from workers.config import ModelConfig
 from workers.polling import wait_until
 from workers.scaling.autoscaler import Autoscaler
-from workers.scaling.backends import ProcessBackend
+from workers.scaling.backends import Launched, ProcessBackend
 from workers.scaling.readiness import ReadinessProbe
 from workers.scaling.spec import ReplicaSpec
 from workers.store import Store
@@ -41,50 +41,53 @@ def shell_replica(tmp_path: Path) -> tuple[ModelConfig, Path]:
     return ModelConfig(name="m", command=["sh", "-c", script], start_timeout=30), marker
 
 
-def test_review3_stopping_a_replica_stops_its_whole_group(tmp_path: Path, group_members: list[psutil.Process]) -> None:
-    """The shell leads the group and exits on SIGTERM; its child ignores it: stop must not leave the child running
-    (it holds the replica's port and memory, and nothing would ever find it again)."""
+def started_shell_replica(backend: ProcessBackend, tmp_path: Path, replica_id: str,
+                          group_members: list[psutil.Process]) -> tuple[Launched, int]:
+    """Start ``shell_replica`` on ``backend``: where it runs, and its server child's pid (killed after the test)."""
     model, marker = shell_replica(tmp_path)
-    backend = ProcessBackend(tmp_path, tmp_path / "logs", "rev3", grace=1.0)
-    launched = backend.start(ReplicaSpec.of(model, "0123456789ab"))
+    launched = backend.start(ReplicaSpec.of(model, replica_id))
     assert wait_until(lambda: marker.exists() and marker.read_text().strip() != "", 20, interval=0.05)
     child = int(marker.read_text())
     group_members.append(psutil.Process(child))
+    return launched, child
+
+
+def gone(pid: int) -> bool:
+    """Whether the process no longer runs (a zombie does not)."""
+    return not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_review3_stopping_a_replica_stops_its_whole_group(tmp_path: Path, group_members: list[psutil.Process]) -> None:
+    """The shell leads the group and exits on SIGTERM; its child ignores it: stop must not leave the child running
+    (it holds the replica's port and memory, and nothing would ever find it again)."""
+    backend = ProcessBackend(tmp_path, tmp_path / "logs", "rev3", grace=1.0)
+    launched, child = started_shell_replica(backend, tmp_path, "0123456789ab", group_members)
     backend.stop(launched.handle)
-    assert wait_until(lambda: not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE,
-                      5, interval=0.05), "the replica's child outlived stop"
+    assert wait_until(lambda: gone(child), 5, interval=0.05), "the replica's child outlived stop"
 
 
 def test_review3_a_restarted_autoscaler_stops_a_replicas_whole_group(tmp_path: Path,
                                                                      group_members: list[psutil.Process]) -> None:
     """The same, stopped by a backend that did not start it (the autoscaler restarted): found by its pid file."""
-    model, marker = shell_replica(tmp_path)
     backend = ProcessBackend(tmp_path, tmp_path / "logs", "rev3", grace=1.0)
-    launched = backend.start(ReplicaSpec.of(model, "0123456789af"))
-    assert wait_until(lambda: marker.exists() and marker.read_text().strip() != "", 20, interval=0.05)
-    child = int(marker.read_text())
-    group_members.extend([psutil.Process(child), psutil.Process(int(launched.handle))])
+    launched, child = started_shell_replica(backend, tmp_path, "0123456789af", group_members)
+    group_members.append(psutil.Process(int(launched.handle)))
     ProcessBackend(tmp_path, tmp_path / "logs", "rev3", grace=1.0).stop(launched.handle)
-    assert wait_until(lambda: not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE,
-                      5, interval=0.05), "the replica's child outlived stop"
+    assert wait_until(lambda: gone(child), 5, interval=0.05), "the replica's child outlived stop"
 
 
 def test_review3_a_replica_whose_leader_died_has_its_group_stopped(tmp_path: Path,
                                                                    group_members: list[psutil.Process]) -> None:
     """The shell dies (killed) and leaves its child serving in the group: the sweep's look at what runs reaps the
     leader and forgets the replica; what is left of its group must not run on, found by nobody."""
-    model, marker = shell_replica(tmp_path)
     backend = ProcessBackend(tmp_path, tmp_path / "logs", "rev3", grace=1.0)
-    launched = backend.start(ReplicaSpec.of(model, "0123456789ac"))
-    assert wait_until(lambda: marker.exists() and marker.read_text().strip() != "", 20, interval=0.05)
-    child = int(marker.read_text())
-    group_members.append(psutil.Process(child))
+    launched, child = started_shell_replica(backend, tmp_path, "0123456789ac", group_members)
     os.kill(int(launched.handle), signal.SIGKILL)
     leader = psutil.Process(int(launched.handle))
     assert wait_until(lambda: leader.status() == psutil.STATUS_ZOMBIE, 5, interval=0.02)  # dead, not reaped yet
     assert "0123456789ac" not in backend.running()  # the sweep's look: the leader is reaped, its record goes
-    assert wait_until(lambda: not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE,
-                      5, interval=0.05), "the replica's child outlived stop once its leader had died"
+    assert wait_until(lambda: gone(child), 5, interval=0.05), \
+        "the replica's child outlived stop once its leader had died"
 
 
 def test_review3_a_replica_is_still_ours_after_a_step_of_the_system_clock(tmp_path: Path,
