@@ -103,11 +103,13 @@ class ReplicaView(BaseModel):
     id: str
     state: str
     endpoint: str
+    host: str = Field("", description="the hostname of the machine it runs on")
     in_flight: int
     concurrency: int = Field(description="requests it serves at once (0 until READY)")
     started_at: datetime
     age: float = Field(description="seconds since it was started")
     ready_at: datetime | None = None
+    last_used: datetime | None = Field(None, description="when it last finished a request")
     reason: str = ""
     log: list[str] = Field([], description="while STARTING: the last lines it printed, refreshed every 2 s")
     links: dict[str, str]
@@ -116,10 +118,12 @@ class ReplicaView(BaseModel):
     def of(cls, replica: Replica, now: float) -> "ReplicaView":
         """The view of a replica."""
         starting = replica.state is ReplicaState.STARTING
-        return cls(id=replica.id, state=replica.state.value, endpoint=replica.endpoint, in_flight=replica.in_flight,
+        return cls(id=replica.id, state=replica.state.value, endpoint=replica.endpoint, host=replica.host,
+                   in_flight=replica.in_flight,
                    concurrency=replica.concurrency, started_at=iso(replica.started_at),
                    age=round(max(0.0, now - replica.started_at), 3),
-                   ready_at=iso(replica.ready_at) if replica.ready_at else None, reason=replica.reason,
+                   ready_at=iso(replica.ready_at) if replica.ready_at else None,
+                   last_used=iso(replica.last_used) if replica.last_used else None, reason=replica.reason,
                    log=replica.log_tail.splitlines() if starting and replica.log_tail else [],
                    links={"logs": f"/v1/models/{replica.model}/replicas/{replica.id}/logs"})
 

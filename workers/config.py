@@ -24,6 +24,7 @@ from workers.store import keys
 
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # a model's name: in URLs, queue names and Redis keys
 VOLUME = r"^/[^:]*:/[^:]*$"  # "/host/path:/container/path"
+CONSTRAINT = r"^(node|engine)\.[A-Za-z0-9_.-]+ ?(==|!=) ?[^\s=!]+$"  # a Swarm constraint: "node.labels.gpu==a100"
 PLACEHOLDER = re.compile(r"\{(port|host)\}")
 PLATFORM_ENV = frozenset({"HOST", "PORT", "CONCURRENCY", "RUNPOD_REALTIME_PORT", "RUNPOD_ENDPOINT_ID",
                           "SM_REPLICA_ID", "SM_REPLICA_NAMESPACE"})  # what the platform tells a replica itself
@@ -65,6 +66,8 @@ class ModelConfig(BaseModel):
     memory: str = Field("1g", pattern=r"^[1-9]\d*[bkmg]?$")  # docker: memory limit of a replica
     cpus: float = Field(1.0, ge=0.01)  # docker: CPU limit of a replica
     pids: PositiveInt = 256  # docker: process limit of a replica
+    constraints: list[Annotated[str, Field(pattern=CONSTRAINT)]] = []  # swarm: where replicas may run
+    spread: str = Field("", pattern=r"^(node\.[A-Za-z0-9_.-]+)?$")  # swarm: spread replicas over this node field
     example_input: Any = None  # a body that works, shown to newcomers by GET /v1/models/<model>
 
     @field_validator("gpus")
@@ -144,9 +147,13 @@ class Settings(BaseSettings):
         "redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL", "SM_REDIS_URL", "redis_url")
     )  # broker and job store
     models_file: Path = Path("models.toml")  # where models are declared
-    backend: Literal["process", "docker"] = "process"  # how replicas run
+    backend: Literal["process", "docker", "swarm"] = "process"  # how replicas run
     docker_network: str = "host"  # docker backend: "host", or a user network such as compose's
-    docker_timeout: PositiveFloat = 30  # docker backend: seconds before a Docker API call counts as failed
+    docker_timeout: PositiveFloat = 30  # docker and swarm: seconds before a Docker API call counts as failed
+    swarm_pull: bool = False  # swarm: nodes pull the image by name (from its registry); else it goes by its ID
+    swarm_ports: str = Field("20000-29999", pattern=r"^\d{1,5}-\d{1,5}$")  # swarm: the replicas' ports on nodes
+    engines: str = ""  # swarm: comma-separated Docker URLs of every node's engine, for serverless-model build
+    host: str = ""  # a worker's hostname, matched with its replicas' hosts ("" = this machine's)
     job_retention: PositiveFloat = 24 * 3600  # seconds a finished job is kept
     max_body_bytes: PositiveInt = 1024 * 1024  # largest request body the gateway accepts
     max_wait: PositiveFloat = 300  # longest ?wait= a client may ask for
@@ -167,6 +174,15 @@ class Settings(BaseSettings):
     max_waiters_per_key: PositiveInt = 16  # the same, per API key
     max_output_bytes: PositiveInt = 10 * 1024 * 1024  # largest answer taken from a replica
     removed_model_grace: float = Field(60, ge=0)  # seconds a job of a model not in the models file waits, then fails
+
+    @field_validator("swarm_ports")
+    @classmethod
+    def usable_ports(cls, ports: str) -> str:
+        """A range of unprivileged ports, low to high."""
+        low, high = (int(part) for part in ports.split("-"))
+        if not 1024 <= low <= high <= 65535:
+            raise ValueError(f"{ports!r}: a range within 1024-65535, low-high")
+        return ports
 
     def load_models(self) -> dict[str, ModelConfig]:
         """The models declared in the models file, by name."""

@@ -7,6 +7,7 @@ Nothing happens at import: ``create_celery(settings)`` builds an app, and ``cele
 
 import functools
 import logging
+import socket
 from typing import Any
 
 from celery import Celery
@@ -122,7 +123,8 @@ def worker_context(settings: Settings) -> runner.WorkerContext:
     store = Store.of(connect(settings.redis_url), settings.job_retention)
     leases = runner.LeaseKeeper(store, settings.job_lease, watch=functools.partial(cancel_revoked_running, store))
     return runner.WorkerContext(models=settings.load_models(), store=store, http=transport.http_pool(),
-                                leases=leases, max_output_bytes=settings.max_output_bytes)
+                                leases=leases, max_output_bytes=settings.max_output_bytes,
+                                host=settings.host or socket.gethostname())
 
 
 @functools.cache

@@ -100,6 +100,7 @@ class WorkerContext:
     leases: LeaseKeeper
     max_output_bytes: int = 10 * 1024 * 1024
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    host: str = field(default_factory=socket.gethostname)  # replicas on this host are preferred
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ def run_job(ctx: WorkerContext, job_id: str, model_name: str) -> Summary:
         return Summary(job_id, refused, error=why if refused == JobStatus.FAILED else None)
     token = uuid.uuid4().hex
     started = ctx.store.jobs.start(job_id, token, ctx.leases.lease, ctx.worker, model.concurrency,
-                                   model.on_start_failure == "fail")
+                                   model.on_start_failure == "fail", ctx.host)
     if isinstance(started, str):
         return Summary(job_id, started)
     with ctx.leases.holding(job_id, token, model.max_attempts * (model.request_timeout + 10)):
@@ -168,7 +169,8 @@ def run_started(ctx: WorkerContext, model: ModelConfig, started: Started, token:
         log.warning("job %s: replica %s %s: %s", started.job.id, started.slot.replica_id,
                     "is gone" if outcome.gone else "failed the call", outcome.reason)
         retried = ctx.store.jobs.retry(started.job.id, token, started.slot.replica_id, outcome.reason, outcome.gone,
-                                       model.max_attempts, model.concurrency, ctx.leases.lease, ctx.worker)
+                                       model.max_attempts, model.concurrency, ctx.leases.lease, ctx.worker,
+                                       ctx.host)
         if isinstance(retried, str):
             return Summary(started.job.id, retried, started.slot.replica_id, seconds=seconds)
         started = retried

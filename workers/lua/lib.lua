@@ -58,14 +58,15 @@ local function free_slots(model, concurrency)
 end
 
 -- A slot on the least-loaded READY replica other than avoid (if given): {replica, endpoint}, or nil.
-local function acquire(id, model, concurrency, avoid)
-  local best, best_load, endpoint = nil, nil, nil
+local function acquire(id, model, concurrency, avoid, near)  -- a free slot: on a replica of host `near` if one has
+  local best, best_rank, endpoint = nil, nil, nil               -- one, else anywhere; the least loaded among them
   for _, rid in ipairs(redis.call('SMEMBERS', K.replicas .. model)) do
-    local r = redis.call('HMGET', K.replica .. rid, 'state', 'endpoint', 'concurrency')
+    local r = redis.call('HMGET', K.replica .. rid, 'state', 'endpoint', 'concurrency', 'host')
     if r[1] == 'READY' and rid ~= avoid then
       local load = redis.call('SCARD', K.slots .. rid)
-      if load < (tonumber(r[3]) or concurrency) and (best_load == nil or load < best_load) then
-        best, best_load, endpoint = rid, load, r[2]
+      local rank = load + ((near and near ~= '' and r[4] == near) and 0 or 1e9)
+      if load < (tonumber(r[3]) or concurrency) and (best_rank == nil or rank < best_rank) then
+        best, best_rank, endpoint = rid, rank, r[2]
       end
     end
   end

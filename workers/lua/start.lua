@@ -1,11 +1,12 @@
 -- A task starts its job: claims it, takes a free slot on the least-loaded READY replica and marks it RUNNING,
 -- all at once. With no free slot the job is parked instead, keeping no claim: a wait holds nothing, and the job
 -- is sent again when a slot frees or a replica turns READY.
--- ARGV[3..]: id, claim token, lease seconds, worker, concurrency, fail on a start failure ('1' or '0').
+-- ARGV[3..]: id, claim token, lease seconds, worker, concurrency, fail on a start failure ('1' or '0'), the
+-- worker's host (a replica there is preferred).
 -- Returns {'RUNNING', replica, endpoint, job fields ...}; else PARKED, FAILED (a replica start failed since the
 -- job was created and none is READY), CLAIMED (another live task holds it), MISSING, or the job's status.
 local id, token, lease, worker = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
-local concurrency, fail_on_start = tonumber(ARGV[7]), ARGV[8] == '1'
+local concurrency, fail_on_start, near = tonumber(ARGV[7]), ARGV[8] == '1', ARGV[9]
 local job = K.job .. id
 local current = redis.call('HMGET', job, 'status', 'claim', 'lease_until', 'model', 'slot', 'created_at')
 local status, claim, model = current[1], current[2], current[4]
@@ -15,7 +16,7 @@ if status == 'RUNNING' and claim == token then  -- this call again, after its an
 end
 if status ~= 'QUEUED' then return status end
 if claim and claim ~= token and tonumber(current[3] or '0') > NOW then return 'CLAIMED' end
-local slot = acquire(id, model, concurrency)
+local slot = acquire(id, model, concurrency, nil, near)
 if slot then
   return begin_run(id, model, token, worker, lease, slot)
 end

@@ -189,7 +189,7 @@ class Autoscaler:
         except Exception as exc:
             self.start_failed(model, replica_id, reason_of(exc), token)
             return
-        recorded = self.store.replicas.launched(token, replica_id, launched.endpoint, launched.handle)
+        recorded = self.store.replicas.launched(token, replica_id, launched.endpoint, launched.handle, launched.host)
         if recorded < 0:  # its record is gone (the leader found it not running while it started): undo
             self.backend.stop(launched.handle)
             self.store.events.record(model.name, "start_abandoned", replica_id, "its record was removed while it "
@@ -251,11 +251,12 @@ class Autoscaler:
             launched = running.get(replica.id)
             if launched is not None:
                 if not replica.handle:
-                    self.store.replicas.launched(token, replica.id, launched.endpoint, launched.handle)
+                    self.store.replicas.launched(token, replica.id, launched.endpoint, launched.handle, launched.host)
                 if adopting:
                     self.store.events.record(replica.model, "adopted", replica.id, replica.state.value)
                 if not launched.status.live and replica.state is ReplicaState.READY:
-                    self.store.replicas.failed(token, replica.id, "exited while ready")
+                    self.store.replicas.failed(token, replica.id, f"not running while ready: {launched.status.reason}"
+                                               if launched.status.reason else "exited while ready")
             elif not self.actions.busy(replica.id) and not (replica.handle and
                                                             self.backend.status(replica.handle).live):
                 gone = "exited while ready" if replica.state is ReplicaState.READY else "not running"

@@ -71,8 +71,29 @@ class Launched:
     """Where a started replica runs."""
 
     endpoint: str  # base URL of the replica's HTTP server
-    handle: str  # the backend's own id: a pid or a container id
+    handle: str  # the backend's own id: a pid, a container id or a Swarm service id
     status: Status = RUNNING
+    host: str = ""  # the hostname of the machine it runs on (workers there prefer it)
+
+
+@dataclass(frozen=True)
+class Host:
+    """A machine replicas run on, as its backend sees it."""
+
+    name: str  # its hostname
+    state: str  # "ready", or why not ("down", "unknown" …)
+    address: str  # where its replicas answer
+    cpus: float  # cores
+    memory: int  # bytes
+    gpus: tuple[str, ...] = ()  # device ids it offers
+    role: str = ""  # a Swarm node: "manager" or "worker"
+    availability: str = ""  # a Swarm node: "active", "pause" or "drain"
+
+
+def this_host() -> Host:
+    """The machine the autoscaler runs on (the process and docker backends' only host)."""
+    return Host(name=socket.gethostname(), state="ready", address="127.0.0.1", cpus=float(os.cpu_count() or 1),
+                memory=int(psutil.virtual_memory().total))
 
 
 class ReplicaBackend(Protocol):
@@ -98,6 +119,10 @@ class ReplicaBackend(Protocol):
 
     def logs(self, replica_id: str, handle: str, tail: int) -> list[str]:
         """The last ``tail`` lines the replica printed."""
+        ...
+
+    def hosts(self) -> list[Host]:
+        """The machines replicas may run on."""
         ...
 
 
@@ -149,7 +174,7 @@ class ProcessBackend:
         except (OSError, psutil.Error) as exc:  # a replica nobody could find again is not started
             self.stop(str(child.pid))
             raise StartFailed(f"cannot write the pid file of {replica_id} in {self.log_dir}: {exc}") from exc
-        return Launched(endpoint=f"http://127.0.0.1:{port}", handle=str(child.pid))
+        return Launched(endpoint=f"http://127.0.0.1:{port}", handle=str(child.pid), host=socket.gethostname())
 
     def stop(self, handle: str) -> None:
         """SIGTERM the replica's process group, SIGKILL it after the grace; a process that is not provably
@@ -236,10 +261,15 @@ class ProcessBackend:
         found = {}
         for record in pidfiles.pid_files(self.log_dir, self.namespace):
             if record.process() is not None:
-                found[record.replica_id] = Launched(f"http://127.0.0.1:{record.port}", str(record.pid))
+                found[record.replica_id] = Launched(f"http://127.0.0.1:{record.port}", str(record.pid),
+                                                    host=socket.gethostname())
             elif record.pid not in self.children:
                 record.remove(self.log_dir)
         return found
+
+    def hosts(self) -> list[Host]:
+        """This machine."""
+        return [this_host()]
 
 
 def exit_reason(code: int) -> str:
@@ -345,7 +375,7 @@ class DockerBackend:
         except docker.errors.APIError as exc:
             container.remove(force=True)
             raise StartFailed(f"docker could not start {spec.image!r}: {exc.explanation or exc}") from exc
-        return Launched(endpoint=endpoint, handle=str(container.id))
+        return Launched(endpoint=endpoint, handle=str(container.id), host=socket.gethostname())
 
     def stop(self, handle: str) -> None:
         """Remove the container (SIGKILL after a short grace), if it is provably ours."""
@@ -387,8 +417,13 @@ class DockerBackend:
         """Containers of this namespace, running or not, by their labels (only those that are provably ours)."""
         found = self.client.api.containers(all=True, filters={"label": f"{NAMESPACE_LABEL}={self.namespace}"})
         return {c["Labels"][REPLICA_LABEL]: Launched(c["Labels"].get(ENDPOINT_LABEL, ""), str(c["Id"]),
-                                                     container_status({"Status": c.get("State")}))
+                                                     container_status({"Status": c.get("State")}),
+                                                     socket.gethostname())
                 for c in found if self.ours(c.get("Labels") or {})}
+
+    def hosts(self) -> list[Host]:
+        """This machine."""
+        return [this_host()]
 
     def ours(self, labels: dict[str, str]) -> bool:
         """Whether a container's labels say it is a replica of this namespace: our namespace and our id scheme."""

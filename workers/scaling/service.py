@@ -17,6 +17,13 @@ log = logging.getLogger(__name__)
 
 def make_backend(settings: Settings, namespace: str) -> ReplicaBackend:
     """The replica backend the settings name, marking and finding the replicas of ``namespace``."""
+    if settings.backend == "swarm":
+        import docker
+
+        from workers.scaling.swarm import SwarmBackend, port_range
+
+        return SwarmBackend(docker.from_env(timeout=settings.docker_timeout), namespace, settings.swarm_pull,
+                            port_range(settings.swarm_ports))
     if settings.backend == "docker":
         import docker
 

@@ -36,6 +36,8 @@ class ReplicaSpec:
     resources: Resources = Resources(cpus=1.0, memory="1g", pids=256)
     gpus: int | tuple[str, ...] = 0  # how many GPUs, or which device ids
     port: int = 8000  # where the server listens in a container with a network of its own
+    constraints: tuple[str, ...] = ()  # swarm: the nodes it may run on ("node.labels.gpu==a100")
+    spread: str = ""  # swarm: a node field replicas are spread over ("node.labels.zone")
 
     @classmethod
     def of(cls, model: ModelConfig, replica_id: str) -> "ReplicaSpec":
@@ -46,7 +48,8 @@ class ReplicaSpec:
         return cls(model=model.name, replica_id=replica_id, image=model.image, command=tuple(model.command),
                    args=tuple(model.args), env=env, volumes=tuple(model.volumes),
                    resources=Resources(cpus=model.cpus, memory=model.memory, pids=model.pids, shm_size=model.shm_size),
-                   gpus=model.gpus if isinstance(model.gpus, int) else tuple(model.gpus), port=model.port)
+                   gpus=model.gpus if isinstance(model.gpus, int) else tuple(model.gpus), port=model.port,
+                   constraints=tuple(model.constraints), spread=model.spread)
 
     def environment(self, host: str, port: int) -> dict[str, str]:
         """The replica's environment, listening on ``host``:``port``."""

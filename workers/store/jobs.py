@@ -99,10 +99,11 @@ class JobStore:
         return str(self.scripts("refuse", job_id, why.code, why.message))
 
     def start(self, job_id: str, token: str, lease: float, worker: str, concurrency: int,
-              fail_on_start_failure: bool) -> Started | str:
-        """Claim the job, take a free replica slot and run it; else park it. Started, or why not (PARKED …)."""
+              fail_on_start_failure: bool, host: str = "") -> Started | str:
+        """Claim the job, take a free replica slot (on ``host`` if one is free there) and run it; else park it.
+        Started, or why not (PARKED …)."""
         return Started.of(self.scripts("start", job_id, token, lease, worker, concurrency,
-                                       int(fail_on_start_failure)))
+                                       int(fail_on_start_failure), host))
 
     def finish(self, job_id: str, token: str, outcome: Outcome, timed_out: bool = False) -> str:
         """Commit the outcome under the claim and give the slot back: OK, or why not (STALE, CANCELLED …).
@@ -112,11 +113,11 @@ class JobStore:
                                 int(timed_out), *outcome.fields()))
 
     def retry(self, job_id: str, token: str, failed: str, reason: str, gone: bool, max_attempts: int,
-              concurrency: int, lease: float, worker: str) -> Started | str:
+              concurrency: int, lease: float, worker: str, host: str = "") -> Started | str:
         """The call on replica ``failed`` failed (``gone``: the replica is, and leaves routing): run the job on
-        another slot, park it, or fail it after its last attempt."""
+        another slot (on ``host`` if one is free there), park it, or fail it after its last attempt."""
         return Started.of(self.scripts("retry", job_id, token, failed, reason, int(gone), max_attempts, concurrency,
-                                       lease, worker))
+                                       lease, worker, host))
 
     def renew(self, claims: list[tuple[str, str]], lease: float) -> int:
         """Extend the leases of the claims still held (job id, token); how many were renewed."""

@@ -131,6 +131,7 @@ class Replica:
     log_tail: str = ""  # while STARTING: the last lines it printed
     failed_at: float | None = None  # when it became FAILED
     concurrency: int = 0  # the requests it serves at once, as started (0 until it is READY)
+    host: str = ""  # the hostname of the machine it runs on ("" until it runs)
 
     @classmethod
     def from_hash(cls, fields: dict[str, Any]) -> "Replica":
@@ -141,7 +142,7 @@ class Replica:
             in_flight=int(fields.get("in_flight", 0)), ready_at=_float(fields.get("ready_at")),
             last_used=_float(fields.get("last_used")), reason=fields.get("reason", ""),
             log_tail=fields.get("log_tail", ""), failed_at=_float(fields.get("failed_at")),
-            concurrency=int(fields.get("concurrency", 0)),
+            concurrency=int(fields.get("concurrency", 0)), host=fields.get("host", ""),
         )
 
     @property

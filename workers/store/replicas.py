@@ -41,9 +41,10 @@ class ReplicaRegistry:
         """Record a replica about to start (STARTING); False if the caller no longer leads."""
         return bool(self.scripts("add_replica", token, replica_id, model, backend))
 
-    def launched(self, token: str, replica_id: str, endpoint: str, handle: str) -> int:
-        """Record where a started replica runs: 1; 0 if the caller no longer leads; -1 if the record is gone."""
-        return int(self.scripts("launched", token, replica_id, endpoint, handle))
+    def launched(self, token: str, replica_id: str, endpoint: str, handle: str, host: str = "") -> int:
+        """Record where a started replica runs (``host``: the machine's hostname): 1; 0 if the caller no longer
+        leads; -1 if the record is gone."""
+        return int(self.scripts("launched", token, replica_id, endpoint, handle, host))
 
     def ready(self, token: str, replica_id: str, concurrency: int) -> tuple[float, int] | None:
         """Mark a STARTING replica READY: its cold start (s) and the parked jobs sent to it; None if refused."""

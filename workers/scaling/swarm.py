@@ -1,0 +1,291 @@
+"""The ``swarm`` backend: replicas as Docker Swarm services, placed by Swarm across the nodes of a swarm.
+
+The manager is ``DOCKER_HOST`` as docker-py reads it (a local socket, ``tcp://`` with TLS, or ``ssh://``). Swarm
+does what it does well: node membership and failure detection, reservations (a node is never oversubscribed),
+placement constraints and spread, GPUs as generic resources. The autoscaler keeps the rest in its own hands:
+
+- **one service per replica** (one task, restart condition ``none``): the autoscaler chooses which replica stops
+  (the idlest) and replaces a failed one itself; a service is never scaled or updated.
+- **host networking** with a host-mode port in the service's endpoint spec, so Swarm never puts two replicas on
+  one port of a node; the endpoint is the node's address and that port (no ingress, no virtual IPs).
+- **routing only to a task that runs, is meant to run, and sits on a Ready node**: a node whose engine died keeps
+  its containers answering, so its replicas leave routing as soon as the manager sees the node down.
+- **images by ID** (nothing is pulled: ``serverless-model build`` loads them onto every node), unless
+  ``SM_SWARM_PULL`` lets nodes pull the image by name from the registry it names.
+"""
+
+import contextlib
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from workers.scaling import pidfiles
+from workers.scaling.backends import (
+    GONE,
+    LABEL,
+    NAMESPACE_LABEL,
+    REPLICA_ENV,
+    REPLICA_LABEL,
+    RUNNING,
+    STOP_GRACE,
+    Host,
+    Launched,
+    Phase,
+    StartFailed,
+    Status,
+    last_lines,
+)
+from workers.scaling.spec import ReplicaSpec
+
+PORT_LABEL = "serverless-model.port"
+PLACEMENT = 10.0  # seconds a new replica may wait for Swarm to give it a node
+WAITING = ("new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting")  # task states
+
+
+@dataclass(frozen=True)
+class Node:
+    """What a replica needs to know of its node."""
+
+    hostname: str
+    state: str  # "ready", "down", "unknown", "disconnected"
+    address: str
+
+    @classmethod
+    def of(cls, node: dict[str, Any]) -> "Node":
+        """From the Swarm API's node object."""
+        status = node.get("Status") or {}
+        return cls(hostname=(node.get("Description") or {}).get("Hostname", node.get("ID", "")),
+                   state=status.get("State", "unknown"), address=status.get("Addr", ""))
+
+
+def task_status(tasks: list[dict[str, Any]], nodes: dict[str, Node]) -> Status:
+    """A replica's status from its service's tasks: RUNNING only while its one task runs, is meant to run, and its
+    node is Ready; PENDING while Swarm places and starts it (with Swarm's reason); else EXITED with the reason."""
+    if not tasks:
+        return Status(Phase.PENDING, "no task yet")
+    if len(tasks) > 1:  # restart condition none: a second task means Swarm moved it, and its endpoint is stale
+        return Status(Phase.EXITED, "Swarm replaced its task")
+    task = tasks[0]
+    status = task.get("Status") or {}
+    state, error = status.get("State", ""), status.get("Err", "")
+    if task.get("DesiredState") != "running":
+        return Status(Phase.EXITED, f"stopped by Swarm (task {state}" + (f": {error})" if error else ")"))
+    if state in WAITING:
+        return Status(Phase.PENDING, error or status.get("Message", state))
+    if state == "running":
+        node = nodes.get(task.get("NodeID", ""))
+        if node is None or node.state != "ready":
+            return Status(Phase.EXITED, f"its node {node.hostname if node else task.get('NodeID')} is "
+                                        f"{node.state if node else 'gone'}")
+        return RUNNING
+    code = (status.get("ContainerStatus") or {}).get("ExitCode")
+    why = [f"task {state}"] + ([f"exit code {code}"] if code else []) + ([error] if error else [])
+    return Status(Phase.EXITED, ", ".join(why))
+
+
+def port_range(text: str) -> range:
+    """``"20000-29999"`` (checked by the settings) as a range of ports."""
+    low, high = (int(part) for part in text.split("-"))
+    return range(low, high + 1)
+
+
+class SwarmBackend:
+    """Replicas as one-task Swarm services, found again by their labels."""
+
+    name = "swarm"
+
+    def __init__(self, client: Any, namespace: str = "default", pull: bool = False,
+                 ports: range = range(20000, 30000), placement: float = PLACEMENT, grace: float = STOP_GRACE) -> None:
+        self.client = client  # a docker.DockerClient of a swarm manager
+        self.namespace = namespace
+        self.pull = pull  # nodes pull the image by name; else it is given by its ID on the manager's engine
+        self.ports = ports
+        self.placement = placement
+        self.grace = grace
+
+    def start(self, spec: ReplicaSpec) -> Launched:
+        """Create the replica's service and wait until Swarm gives it a node; a replica no node can take (no
+        resources, no node matching its constraints) is a failed start with Swarm's reason."""
+        import docker.errors
+        import docker.types
+        import docker.utils
+
+        if isinstance(spec.gpus, tuple):
+            raise StartFailed("the swarm backend takes a count of GPUs (gpus = N): Swarm chooses the devices")
+        image = self.image(spec.image)
+        port = self.free_port()
+        labels = {LABEL: spec.model, REPLICA_LABEL: spec.replica_id, NAMESPACE_LABEL: self.namespace,
+                  PORT_LABEL: str(port)}
+        mounts = [docker.types.Mount("/tmp", None, type="tmpfs", tmpfs_size=64 * 2 ** 20)]
+        mounts += [docker.types.Mount(target, source, type="bind", read_only=True)
+                   for source, target in (volume.split(":", 1) for volume in spec.volumes)]
+        if spec.resources.shm_size:
+            mounts.append(docker.types.Mount("/dev/shm", None, type="tmpfs",
+                                             tmpfs_size=docker.utils.parse_bytes(spec.resources.shm_size)))
+        memory = docker.utils.parse_bytes(spec.resources.memory)
+        cpus = int(spec.resources.cpus * 1e9)
+        resources = docker.types.Resources(cpu_limit=cpus, mem_limit=memory, cpu_reservation=cpus,
+                                           mem_reservation=memory,
+                                           generic_resources={"gpu": spec.gpus} if spec.gpus else None)
+        resources["Limits"]["Pids"] = spec.resources.pids
+        try:
+            service = self.client.services.create(
+                image, name=f"sm-{spec.replica_id}", labels=labels, container_labels=labels,
+                command=spec.entrypoint("0.0.0.0", port) or None, args=spec.arguments("0.0.0.0", port) or None,
+                env={"HOME": "/tmp", **spec.environment("0.0.0.0", port), REPLICA_ENV: spec.replica_id},
+                networks=["host"], endpoint_spec=docker.types.EndpointSpec(ports={port: (port, "tcp", "host")}),
+                resources=resources, restart_policy=docker.types.RestartPolicy(condition="none"),
+                constraints=list(spec.constraints) or None,
+                preferences=[("spread", spec.spread)] if spec.spread else None,
+                mounts=mounts, read_only=True, user="65534:65534", cap_drop=["ALL"],
+                stop_grace_period=int(self.grace * 1e9))
+        except docker.errors.APIError as exc:
+            raise StartFailed(f"Swarm could not create a service of {spec.image!r}: {exc.explanation or exc}") from exc
+        try:
+            return self.placed(str(service.id), port)
+        except BaseException:
+            self.stop(str(service.id))
+            raise
+
+    def placed(self, service_id: str, port: int) -> Launched:
+        """Where the service's task was placed, once Swarm gave it a node; StartFailed if Swarm found none, or
+        its task failed before it got one."""
+        deadline = time.monotonic() + self.placement
+        while True:
+            tasks = self.tasks(service_id)
+            task = tasks[0] if len(tasks) == 1 else None
+            if task is not None and task.get("NodeID") and task["Status"]["State"] not in ("new", "pending"):
+                node = Node.of(self.client.api.inspect_node(task["NodeID"]))
+                return Launched(f"http://{node.address}:{port}", service_id, task_status(tasks, {task["NodeID"]: node}),
+                                node.hostname)
+            status = task_status(tasks, {})
+            if status.phase is Phase.EXITED:
+                raise StartFailed(f"Swarm could not run it: {status.reason}")
+            if task is not None and task["Status"].get("Err"):
+                raise StartFailed(f"no node can take it: {task['Status']['Err']}")
+            if time.monotonic() >= deadline:
+                raise StartFailed(f"Swarm gave it no node within {self.placement:g} s ({status.reason})")
+            time.sleep(0.05)
+
+    def image(self, name: str) -> str:
+        """The image as the service names it: its ID on the manager's engine (nodes hold it by ID, nothing is
+        pulled), or its name when nodes may pull."""
+        import docker.errors
+
+        if self.pull:
+            return name
+        try:
+            return str(self.client.images.get(name).id)
+        except docker.errors.ImageNotFound:
+            raise StartFailed(f"image {name!r} is not on the manager's engine (serverless-model build puts it on "
+                              f"every node; SM_SWARM_PULL=1 pulls it from its registry)") from None
+
+    def free_port(self) -> int:
+        """A port of the range that no service of the swarm publishes (a random one: a port freed a moment ago
+        may still be held by a container on its way out)."""
+        taken = {port.get("PublishedPort") for service in self.client.api.services()
+                 for port in (service.get("Endpoint") or {}).get("Ports") or []}
+        free = [port for port in random.sample(self.ports, min(len(self.ports), len(taken) + 64)) if port not in taken]
+        if not free:
+            raise StartFailed(f"no free port in {self.ports.start}-{self.ports.stop - 1}")
+        return free[0]
+
+    def service(self, handle: str) -> dict[str, Any] | None:
+        """The service ``handle``, if it exists and is ours."""
+        import docker.errors
+
+        try:
+            service: dict[str, Any] = self.client.api.inspect_service(handle)
+        except docker.errors.NotFound:
+            return None
+        return service if self.ours(service["Spec"].get("Labels") or {}) else None
+
+    def stop(self, handle: str) -> None:
+        """Remove the service, if it is ours: its node stops the container (SIGKILL after the grace); a node that
+        is down does so when it is back."""
+        import docker.errors
+
+        if self.service(handle) is None:
+            return
+        with contextlib.suppress(docker.errors.NotFound):
+            self.client.api.remove_service(handle)
+
+    def tasks(self, *services: str) -> list[dict[str, Any]]:
+        """The tasks of these services ([] once they are removed)."""
+        import docker.errors
+
+        try:
+            found: list[dict[str, Any]] = self.client.api.tasks(filters={"service": list(services)})
+        except docker.errors.NotFound:
+            return []
+        return found
+
+    def status(self, handle: str) -> Status:
+        """The replica's task and node, if the service is ours (else GONE)."""
+        if self.service(handle) is None:
+            return GONE
+        return task_status(self.tasks(handle), self.nodes())
+
+    def nodes(self) -> dict[str, Node]:
+        """The swarm's nodes by id."""
+        return {node["ID"]: Node.of(node) for node in self.client.api.nodes()}
+
+    def running(self) -> dict[str, Launched]:
+        """Services of this namespace, with their tasks' status and where they run (three API calls)."""
+        services = [service for service in self.client.api.services(
+            filters={"label": f"{NAMESPACE_LABEL}={self.namespace}"}) if self.ours(service["Spec"].get("Labels") or {})]
+        if not services:
+            return {}
+        tasks: dict[str, list[dict[str, Any]]] = {service["ID"]: [] for service in services}
+        for task in self.tasks(*tasks):
+            tasks.setdefault(task["ServiceID"], []).append(task)
+        nodes = self.nodes()
+        found = {}
+        for service in services:
+            labels, its = service["Spec"]["Labels"], tasks[service["ID"]]
+            node = nodes.get(its[0].get("NodeID", "")) if len(its) == 1 else None
+            endpoint = f"http://{node.address}:{labels.get(PORT_LABEL, '')}" if node else ""
+            found[labels[REPLICA_LABEL]] = Launched(endpoint, service["ID"], task_status(its, nodes),
+                                                    node.hostname if node else "")
+        return found
+
+    def logs(self, replica_id: str, handle: str, tail: int) -> list[str]:
+        """The end of the replica's output, as the manager gathers it from its node."""
+        import docker.errors
+
+        if self.service(handle) is None:
+            return []
+        try:
+            output = b"".join(self.client.api.service_logs(handle, stdout=True, stderr=True, tail=tail))
+        except docker.errors.DockerException:
+            return []
+        return last_lines(output.decode(errors="replace"), tail)
+
+    def hosts(self) -> list[Host]:
+        """The swarm's nodes: state, address, what they offer."""
+        return [host_of(node) for node in self.client.api.nodes()]
+
+    def ours(self, labels: dict[str, str]) -> bool:
+        """Whether a service's labels say it is a replica of this namespace: our namespace and our id scheme."""
+        return labels.get(NAMESPACE_LABEL) == self.namespace and LABEL in labels and \
+            pidfiles.is_replica_id(labels.get(REPLICA_LABEL, "")) and labels.get(PORT_LABEL, "").isdigit()
+
+
+def host_of(node: dict[str, Any]) -> Host:
+    """A Swarm node as a host."""
+    description = node.get("Description") or {}
+    resources = description.get("Resources") or {}
+    gpus = tuple(named["Value"] for named in generic(resources.get("GenericResources") or [], "gpu"))
+    found = Node.of(node)
+    return Host(name=found.hostname, state=found.state, address=found.address,
+                cpus=resources.get("NanoCPUs", 0) / 1e9, memory=int(resources.get("MemoryBytes", 0)), gpus=gpus,
+                role=(node.get("Spec") or {}).get("Role", ""),
+                availability=(node.get("Spec") or {}).get("Availability", ""))
+
+
+def generic(resources: Iterable[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """The named generic resources of one kind ("gpu")."""
+    return [named for resource in resources if (named := resource.get("NamedResourceSpec") or {})
+            and named.get("Kind") == kind]
