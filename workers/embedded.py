@@ -75,9 +75,10 @@ def tail(path: Path, lines: int = 15) -> str:
 
 
 def start_embedded_redis(data_dir: Path, port: int | None = None, fsync: str = "always", password: str = "",
-                         binary: str | None = None, max_memory: str = "") -> tuple[str, subprocess.Popen[bytes]]:
-    """Start a loopback Redis with append-only persistence in ``data_dir``: its URL and process. Its password
-    and memory bound are in a config file only you can read (never on its command line, which every local user
+                         binary: str | None = None, max_memory: str = "",
+                         address: str = "127.0.0.1") -> tuple[str, subprocess.Popen[bytes]]:
+    """Start a Redis on ``address`` (loopback by default) with append-only persistence in ``data_dir``: its URL
+    and process. Its password and memory bound are in a config file only you can read (never on its command line, which every local user
     can read), and its folder and files are yours alone (0700, 0600)."""
     binary = binary or bundled_server()
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -86,13 +87,13 @@ def start_embedded_redis(data_dir: Path, port: int | None = None, fsync: str = "
     port = port or free_port()
     log = data_dir / "server.log"
     config = write_config(data_dir / "redis.conf", password, max_memory)
-    argv = [binary, str(config.resolve()), "--port", str(port), "--bind", "127.0.0.1", "--dir",
+    argv = [binary, str(config.resolve()), "--port", str(port), "--bind", address, "--dir",
             str(data_dir.resolve()), "--appendonly", "yes", "--appendfsync", fsync, "--save", "",
             "--maxmemory-policy", "noeviction", "--protected-mode", "yes", "--daemonize", "no"]
     with open(log, "ab", opener=private) as output:
         process = subprocess.Popen(argv, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
                                    umask=0o077)
-    url = f"redis://:{password}@127.0.0.1:{port}/0" if password else f"redis://127.0.0.1:{port}/0"
+    url = f"redis://:{password}@{address}:{port}/0" if password else f"redis://{address}:{port}/0"
     client = redis.Redis.from_url(url, socket_connect_timeout=1)
 
     def answers() -> bool:

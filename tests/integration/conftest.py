@@ -1,6 +1,7 @@
 """Fixtures of the integration tier: a real Redis server, the platform's real processes, a real Docker engine."""
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -11,8 +12,11 @@ from typing import Any
 import pytest
 import redis
 
+from tests.integration import swarm_rig
 from tests.integration.platform import TEST_IMAGE, TEST_MODELS, Platform, remove_containers, unavailable
+from tests.integration.swarm_rig import SwarmRig
 from workers.embedded import start_embedded_redis
+from workers.scaling.backends import NAMESPACE_LABEL
 from workers.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,3 +82,47 @@ def docker_client() -> Iterator[Any]:
     client.images.build(path=str(TEST_MODELS), tag=TEST_IMAGE, network_mode="host", pull=False, rm=True)
     yield client
     remove_containers()
+
+
+@pytest.fixture(scope="session")
+def swarm(docker_client: Any) -> Iterator[SwarmRig]:
+    """A swarm of three hosts on this machine (GPUs: one on host 2, two on host 3), the test image on each;
+    removed at the end, even when a test failed."""
+    if why := swarm_rig.missing():
+        unavailable(why)
+    rig = SwarmRig(Path(f"/tmp/{swarm_rig.PREFIX}-rig"), gpus={2: ["GPU-ccc"], 3: ["GPU-aaa", "GPU-bbb"]})
+    try:
+        yield rig.up(images=[TEST_IMAGE])
+    finally:
+        rig.down()
+
+
+@pytest.fixture(scope="session")
+def swarm_redis_server(swarm: SwarmRig, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis on the rig's bridge, which the root namespace and every host reach (with a password, as off
+    loopback it must have)."""
+    url, process = start_embedded_redis(tmp_path_factory.mktemp("swarm-redis"), binary=shutil.which("redis-server"),
+                                        address=swarm.gateway, password=secrets.token_hex(16))
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture
+def make_swarm_platform(tmp_path: Path, swarm: SwarmRig, swarm_redis_server: str) -> Iterator[Callable[..., Platform]]:
+    """Make platforms on the swarm for this test (the autoscaler drives host 1, the manager); their processes and
+    services are removed afterwards."""
+    redis.Redis.from_url(swarm_redis_server).flushall()
+    made: list[Platform] = []
+
+    def make(models: str = "", idle_timeout: float = 3) -> Platform:
+        platform = Platform(tmp_path, swarm_redis_server, "swarm", idle_timeout, models)
+        platform.env["DOCKER_HOST"] = swarm.socket(1)
+        made.append(platform)
+        return platform
+
+    yield make
+    for platform in made:
+        platform.clean_up()
+        for service in swarm.engine(1).services.list(filters={"label": f"{NAMESPACE_LABEL}={platform.namespace}"}):
+            service.remove()

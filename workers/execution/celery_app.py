@@ -7,6 +7,7 @@ Nothing happens at import: ``create_celery(settings)`` builds an app, and ``cele
 
 import functools
 import logging
+import os
 import socket
 from typing import Any
 
@@ -122,9 +123,10 @@ def worker_context(settings: Settings) -> runner.WorkerContext:
     """The clients of this worker process."""
     store = Store.of(connect(settings.redis_url), settings.job_retention)
     leases = runner.LeaseKeeper(store, settings.job_lease, watch=functools.partial(cancel_revoked_running, store))
+    host = settings.host or socket.gethostname()
     return runner.WorkerContext(models=settings.load_models(), store=store, http=transport.http_pool(),
-                                leases=leases, max_output_bytes=settings.max_output_bytes,
-                                host=settings.host or socket.gethostname())
+                                leases=leases, max_output_bytes=settings.max_output_bytes, host=host,
+                                worker=f"{host}:{os.getpid()}")
 
 
 @functools.cache
