@@ -78,8 +78,8 @@ def start_embedded_redis(data_dir: Path, port: int | None = None, fsync: str = "
                          binary: str | None = None, max_memory: str = "",
                          address: str = "127.0.0.1") -> tuple[str, subprocess.Popen[bytes]]:
     """Start a Redis on ``address`` (loopback by default) with append-only persistence in ``data_dir``: its URL
-    and process. Its password and memory bound are in a config file only you can read (never on its command line, which every local user
-    can read), and its folder and files are yours alone (0700, 0600)."""
+    and process. Its password and memory bound are in a config file only you can read (never on its command line,
+    which every local user can read), and its folder and files are yours alone (0700, 0600)."""
     binary = binary or bundled_server()
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     data_dir.chmod(0o700)
