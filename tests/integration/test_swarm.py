@@ -5,6 +5,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -79,6 +80,7 @@ class ReplicaWatcher:
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
         self.seen: dict[str, dict[str, Any]] = {}
+        self.left: dict[str, float] = {}  # replica id → when it was first seen out of routing (or gone)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self.watch, daemon=True)
 
@@ -96,9 +98,14 @@ class ReplicaWatcher:
                 view = requests.get(f"{self.platform.url}/v1/models/sleepy", timeout=5).json()
             except requests.RequestException:
                 continue
+            now, routed = time.time(), set()
             for replica in view.get("replicas", []):
                 if replica["state"] in ("READY", "DRAINING"):
                     self.seen.setdefault(replica["id"], {}).update(replica)
+                if replica["state"] == "READY":
+                    routed.add(replica["id"])
+            for replica_id in set(self.seen) - routed - set(self.left):
+                self.left[replica_id] = now
             self.stopping.wait(0.1)
 
     def hosts(self) -> dict[str, str]:
@@ -147,3 +154,103 @@ def test_a_worker_runs_its_jobs_on_a_replica_of_its_own_host(make_swarm_platform
         assert job["status"] == "SUCCEEDED"
         worker = client.hget(keys.job(job_id), "worker") or ""
         assert worker.startswith(f"{replicas[job['replica']]}:"), (worker, replicas[job["replica"]])
+
+
+GPU = f"""
+[models.sleepy]
+image = "{TEST_IMAGE}"
+gpus = 1
+concurrency = 1
+max_replicas = 4
+idle_timeout = 30
+start_timeout = 60
+cpus = 0.1
+memory = "256m"
+on_start_failure = "wait"
+cold_start_seed = 2.0
+service_time_seed = 2.0
+env = {{ MODEL_CLASS = "testmodels:Sleepy", SERVICE_TIME = "2" }}
+"""
+
+
+def containers(swarm: SwarmRig, namespace: str) -> dict[int, list[dict[str, Any]]]:
+    """The running containers of the platform's replicas on each host, inspected."""
+    found: dict[int, list[dict[str, Any]]] = {}
+    for host in swarm.hosts:
+        engine = swarm.engine(host)
+        found[host] = [engine.api.inspect_container(c["Id"]) for c in engine.api.containers(
+            filters={"label": f"serverless-model.namespace={namespace}"})]
+    return found
+
+
+def test_a_gpu_replica_lands_only_where_a_gpu_is_free_and_one_too_many_is_a_failed_start_with_swarms_reason(
+        make_swarm_platform: Callable[..., Platform], swarm: SwarmRig) -> None:
+    platform = make_swarm_platform(models=GPU)
+    platform.start("gateway", "autoscaler")
+    start_workers(platform, swarm)
+    ids = submit(platform, 12)  # 24 s of work on replicas that each hold one of the swarm's three GPUs
+    platform.wait_until(lambda: events(platform, "start_failed"), 90, "a fourth GPU replica did not fail to start")
+    reason = events(platform, "start_failed")[0]["reason"]
+    assert "no node can take it: no suitable node" in reason and "insufficient resources" in reason, reason
+    platform.wait_until(lambda: sum(len(found) for found in containers(swarm, platform.namespace).values()) == 3,
+                        60, "three GPU replicas did not run")
+    placed = containers(swarm, platform.namespace)
+    assert placed[1] == [] and len(placed[2]) == 1 and len(placed[3]) == 2, {h: len(c) for h, c in placed.items()}
+    devices = [dict(v.split("=", 1) for v in c["Config"]["Env"]).get("DOCKER_RESOURCE_GPU") for h in placed
+               for c in placed[h]]
+    assert sorted(devices) == ["GPU-aaa", "GPU-bbb", "GPU-ccc"], devices  # each device given to one replica
+    jobs = finished(platform, ids, timeout=120)
+    assert {job["status"] for job in jobs.values()} == {"SUCCEEDED"}
+
+
+def test_a_hosts_engine_killed_mid_burst_loses_nothing_and_its_replicas_are_replaced_elsewhere(
+        make_swarm_platform: Callable[..., Platform], swarm: SwarmRig) -> None:
+    platform = make_swarm_platform(models=SLEEPY.replace("@MIN@", "0").replace('SERVICE_TIME = "0.3"',
+                                                                               'SERVICE_TIME = "0.5"'))
+    platform.start("gateway", "autoscaler")
+    start_workers(platform, swarm)
+    victim = swarm.name(2)
+    try:
+        with ReplicaWatcher(platform) as watcher:
+            ids = submit(platform, 100)  # about 50 s of work for one replica
+            platform.wait_until(lambda: any(r["host"] == victim and r["in_flight"] for r in watcher.seen.values()),
+                                90, f"no replica on {victim} ran a job")
+            killed_at = time.time()
+            swarm.kill_engine(2)  # its containers keep answering: only the manager's view of the node tells
+            jobs = finished(platform, ids, timeout=240)
+            orphans = {replica_id for replica_id, replica in watcher.seen.items() if replica["host"] == victim}
+        assert {job["status"] for job in jobs.values()} == {"SUCCEEDED"}, "a job was lost"
+        failed = {event["replica"]: event["at"] for event in events(platform, "replica_failed")}
+        assert orphans <= set(failed), f"replicas of {victim} not taken out of routing: {orphans - set(failed)}"
+        out_after = max(watcher.left[replica_id] - killed_at for replica_id in orphans)
+        print(f"the replicas of {victim} left routing {out_after:.1f} s after its engine was killed")
+        assert out_after < 30, out_after  # Swarm sees the node down in 2-3 s (1 s heartbeat), the sweep in 1 s more
+        reasons = [event["reason"] for event in events(platform, "replica_failed") if event["replica"] in orphans]
+        assert all(f"its node {victim} is down" in reason for reason in reasons), reasons
+        late = [job for job in jobs.values() if job["replica"] in orphans and
+                started_at(job) > iso_seconds(failed[job["replica"]])]
+        assert late == [], f"{len(late)} job(s) started on {victim}'s replicas after they left routing"
+        replacements = {replica_id: replica for replica_id, replica in watcher.seen.items()
+                        if iso_seconds(replica["started_at"]) > killed_at}
+        assert replacements and {r["host"] for r in replacements.values()} <= {swarm.name(1), swarm.name(3)}, \
+            replacements
+    finally:
+        swarm.start_engine(2)
+    platform.wait_until(lambda: victim in swarm.ready_nodes(), 60, f"{victim} did not come back")
+    platform.wait_until(lambda: containers(swarm, platform.namespace)[2] == [], 60,
+                        f"{victim} kept its orphaned replicas")
+    services = swarm.engine(1).services.list(filters={"label": f"serverless-model.namespace={platform.namespace}"})
+    replica_ids = [service.attrs["Spec"]["Labels"]["serverless-model.replica"] for service in services]
+    assert len(replica_ids) == len(set(replica_ids))
+    assert [requests.get(f"{platform.url}/v1/jobs/{job_id}", timeout=5).json()["status"] for job_id in ids] == \
+        ["SUCCEEDED"] * len(ids)
+
+
+def iso_seconds(text: str) -> float:
+    """An ISO time of the API as epoch seconds."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def started_at(job: dict[str, Any]) -> float:
+    """When a job started on its replica (its creation plus its queue wait)."""
+    return iso_seconds(job["created_at"]) + job["timings"]["queue_wait"]

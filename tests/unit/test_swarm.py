@@ -22,6 +22,8 @@ def test_a_task_runs_only_while_it_is_meant_to_and_its_node_is_ready() -> None:
     assert task_status([task("running")], {"n1": Node("h1", "down", "10.0.0.11")}) == \
         Status(Phase.EXITED, "its node h1 is down")
     assert task_status([task("running", node="n9")], READY) == Status(Phase.EXITED, "its node n9 is gone")
+    assert task_status([task("running", desired="shutdown")], {"n1": Node("h1", "down", "10.0.0.11")}) == \
+        Status(Phase.EXITED, "its node h1 is down")  # Swarm gave up on it: the node is why
     assert task_status([task("running", desired="shutdown")], READY).phase is Phase.EXITED
     assert task_status([task("running"), task("running")], READY).phase is Phase.EXITED  # Swarm moved it
 

@@ -69,20 +69,25 @@ def task_status(tasks: list[dict[str, Any]], nodes: dict[str, Node]) -> Status:
         return Status(Phase.EXITED, "Swarm replaced its task")
     task = tasks[0]
     status = task.get("Status") or {}
-    state, error = status.get("State", ""), status.get("Err", "")
+    state, error, node_id = status.get("State", ""), status.get("Err", ""), task.get("NodeID", "")
+    node = nodes.get(node_id)
+    if node_id and state in (*WAITING, "running") and (node is None or node.state != "ready"):
+        return Status(Phase.EXITED, f"its node {node.hostname if node else node_id} is "
+                                    f"{node.state if node else 'gone'}")  # Swarm may not have noticed it yet
     if task.get("DesiredState") != "running":
         return Status(Phase.EXITED, f"stopped by Swarm (task {state}" + (f": {error})" if error else ")"))
     if state in WAITING:
         return Status(Phase.PENDING, error or status.get("Message", state))
     if state == "running":
-        node = nodes.get(task.get("NodeID", ""))
-        if node is None or node.state != "ready":
-            return Status(Phase.EXITED, f"its node {node.hostname if node else task.get('NodeID')} is "
-                                        f"{node.state if node else 'gone'}")
         return RUNNING
     code = (status.get("ContainerStatus") or {}).get("ExitCode")
     why = [f"task {state}"] + ([f"exit code {code}"] if code else []) + ([error] if error else [])
     return Status(Phase.EXITED, ", ".join(why))
+
+
+def node_id(task: dict[str, Any]) -> str:
+    """The node a task was given ("" before it has one)."""
+    return str(task.get("NodeID", ""))
 
 
 def port_range(text: str) -> range:
@@ -155,18 +160,18 @@ class SwarmBackend:
         deadline = time.monotonic() + self.placement
         while True:
             tasks = self.tasks(service_id)
-            task = tasks[0] if len(tasks) == 1 else None
-            if task is not None and task.get("NodeID") and task["Status"]["State"] not in ("new", "pending"):
+            task = tasks[0] if tasks else {}
+            state, error = (task.get("Status") or {}).get("State", "new"), (task.get("Status") or {}).get("Err", "")
+            if len(tasks) > 1 or state not in (*WAITING, "running"):
+                raise StartFailed(f"Swarm could not run it: {task_status(tasks, {}).reason}")
+            if task.get("NodeID") and state not in ("new", "allocated", "pending"):
                 node = Node.of(self.client.api.inspect_node(task["NodeID"]))
-                return Launched(f"http://{node.address}:{port}", service_id, task_status(tasks, {task["NodeID"]: node}),
+                return Launched(f"http://{node.address}:{port}", service_id, task_status(tasks, {node_id(task): node}),
                                 node.hostname)
-            status = task_status(tasks, {})
-            if status.phase is Phase.EXITED:
-                raise StartFailed(f"Swarm could not run it: {status.reason}")
-            if task is not None and task["Status"].get("Err"):
-                raise StartFailed(f"no node can take it: {task['Status']['Err']}")
+            if error:  # Swarm's scheduler found no node (resources, constraints): it says why
+                raise StartFailed(f"no node can take it: {error}")
             if time.monotonic() >= deadline:
-                raise StartFailed(f"Swarm gave it no node within {self.placement:g} s ({status.reason})")
+                raise StartFailed(f"Swarm gave it no node within {self.placement:g} s (task {state})")
             time.sleep(0.05)
 
     def image(self, name: str) -> str:
