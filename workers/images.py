@@ -1,6 +1,10 @@
-"""``serverless-model build``: build the models' images locally, showing the build's progress; never pulls."""
+"""``serverless-model build``: build the models' images locally, showing the build's progress; never pulls. With
+``SM_ENGINES`` (every swarm node's engine), each model's image is then copied onto every node that lacks it,
+keeping its ID (``docker save | docker load``), so the swarm backend can name it by ID and nothing is pulled."""
 
+import contextlib
 from pathlib import Path
+from typing import Any
 
 from workers.config import ModelConfig, Settings
 
@@ -22,7 +26,35 @@ def build_images(settings: Settings, only: list[str] | None = None) -> int:
             if not build_one(client, model, root / model.build):
                 return 1
             built.add(model.image)
-    return 0
+    engines = [url.strip() for url in settings.engines.split(",") if url.strip()]
+    images = {model.image for model in models.values() if model.image and (not only or model.name in only)}
+    return 0 if all(copy_image(client, image, engines) for image in sorted(images)) else 1
+
+
+def copy_image(client: Any, image: str, engines: list[str]) -> bool:
+    """Put ``image`` onto each engine that does not hold it by the same ID; whether every engine has it now."""
+    import docker
+    import docker.errors
+
+    try:
+        local = client.images.get(image)
+    except docker.errors.ImageNotFound:
+        if engines:
+            print(f"image {image} is not here: build it (or pull it) before it can go to the nodes", flush=True)
+        return not engines
+    for url in engines:
+        try:
+            other = docker.DockerClient(base_url=url, timeout=600)
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                if other.images.get(image).id == local.id:
+                    print(f"  {url} has {image}", flush=True)
+                    continue
+            print(f"  copying {image} to {url}", flush=True)
+            other.api.load_image(local.save(chunk_size=1024 * 1024), quiet=True)
+        except docker.errors.DockerException as exc:
+            print(f"cannot copy {image} to {url}: {exc}", flush=True)
+            return False
+    return True
 
 
 def build_one(client: object, model: ModelConfig, context: Path) -> bool:

@@ -1,11 +1,16 @@
 """Many hosts on a real Docker Swarm: three network-namespace hosts, each with its own engine and its own Celery
 worker; Redis, the gateway and the autoscaler in the root namespace, driving the swarm's manager (host 1)."""
 
+import contextlib
+import os
+import secrets
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -254,3 +259,24 @@ def iso_seconds(text: str) -> float:
 def started_at(job: dict[str, Any]) -> float:
     """When a job started on its replica (its creation plus its queue wait)."""
     return iso_seconds(job["created_at"]) + job["timings"]["queue_wait"]
+
+
+def test_build_copies_each_models_image_onto_every_node_keeping_its_id(swarm: SwarmRig, docker_client: Any,
+                                                                       tmp_path: Path) -> None:
+    image = f"serverless-model/copied:{secrets.token_hex(4)}"
+    docker_client.images.get(TEST_IMAGE).tag(image)
+    (tmp_path / "models.toml").write_text(f'[models.copied]\nimage = "{image}"\n')
+    env = {**os.environ, "SM_MODELS_FILE": str(tmp_path / "models.toml"),
+           "SM_ENGINES": ",".join(swarm.socket(host) for host in swarm.hosts)}
+    try:
+        for _ in range(2):  # the second time, every node has it already
+            build = subprocess.run([sys.executable, "-m", "workers.cli", "build"], env=env, capture_output=True,
+                                   text=True, timeout=600, check=False)
+            assert build.returncode == 0, build.stdout + build.stderr
+        assert build.stdout.count(" has ") == len(swarm.hosts), build.stdout
+        local = docker_client.images.get(image).id
+        assert [swarm.engine(host).images.get(image).id for host in swarm.hosts] == [local] * len(swarm.hosts)
+    finally:
+        for engine in [docker_client, *(swarm.engine(host) for host in swarm.hosts)]:
+            with contextlib.suppress(Exception):
+                engine.images.remove(image)
