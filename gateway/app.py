@@ -38,7 +38,7 @@ from gateway.schemas import (
 )
 from workers.config import ModelConfig, Settings
 from workers.protocols.base import float_sized
-from workers.store import Store
+from workers.store import Store, urls
 from workers.store.jobs import JobStore, Refusal
 from workers.store.records import Job, JobStatus
 
@@ -188,7 +188,8 @@ def finite(text: str) -> float:
 def create_app(settings: Settings | None = None) -> OpenAPI:
     """The gateway app for the given settings (from the environment by default)."""
     settings = settings or Settings()
-    commands = Store.of(gateway_client(settings.redis_url, settings.redis_timeout), settings.job_retention)
+    commands = Store.of(gateway_client(settings.redis_url, settings.redis_timeout), settings.job_retention,
+                        replicas=settings.redis_replicas, replicas_within=settings.redis_timeout / 2)
     waits = Store.of(gateway_client(settings.redis_url, settings.max_wait + 5), settings.job_retention)
     gateway = Gateway(settings, settings.load_models(), commands, waits)
     app = OpenAPI(__name__, info=Info(title="serverless-model", version="0.1.0"),
@@ -288,5 +289,5 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
 def gateway_client(url: str, timeout: float) -> redis.Redis:
     """A client of the gateway whose commands give up after ``timeout`` seconds. No retries inside redis-py: a
     submit must know whether its one call reached Redis (see Gateway.settle)."""
-    return redis.Redis.from_url(url, decode_responses=True, encoding_errors="replace", socket_timeout=timeout,
-                                socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
+    return urls.client(url, decode_responses=True, encoding_errors="replace", socket_timeout=timeout,
+                       socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what the tests and the benchmark need: Redis, the Docker engine with the local base image,
+# Install what the tests and the benchmark need: Redis (and Sentinel), the Docker engine with the local base image,
 # and the Python dependencies (with the extra named by $1) in .venv. Reuses what is already installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,6 +7,7 @@ SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-sentinel >/dev/null || missing+=(redis-sentinel)
 command -v dockerd >/dev/null || missing+=(docker.io)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
 if [ ${#missing[@]} -gt 0 ]; then

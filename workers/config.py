@@ -20,7 +20,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from workers.store import keys
+from workers.store import keys, urls
 
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # a model's name: in URLs, queue names and Redis keys
 VOLUME = r"^/[^:]*:/[^:]*$"  # "/host/path:/container/path"
@@ -145,7 +145,8 @@ class Settings(BaseSettings):
 
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL", "SM_REDIS_URL", "redis_url")
-    )  # broker and job store
+    )  # broker and job store; sentinel://host:port[,host:port…][/db]?master=name for Sentinels
+    redis_replicas: int = Field(0, ge=0)  # Redis replicas that must hold a submit before it is accepted (WAIT)
     models_file: Path = Path("models.toml")  # where models are declared
     backend: Literal["process", "docker", "swarm"] = "process"  # how replicas run
     docker_network: str = "host"  # docker backend: "host", or a user network such as compose's
@@ -174,6 +175,13 @@ class Settings(BaseSettings):
     max_waiters_per_key: PositiveInt = 16  # the same, per API key
     max_output_bytes: PositiveInt = 10 * 1024 * 1024  # largest answer taken from a replica
     removed_model_grace: float = Field(60, ge=0)  # seconds a job of a model not in the models file waits, then fails
+
+    @field_validator("redis_url")
+    @classmethod
+    def readable_url(cls, url: str) -> str:
+        """A Redis URL, or Sentinels with the primary's name."""
+        urls.Sentinels.parse(url)
+        return url
 
     @field_validator("swarm_ports")
     @classmethod

@@ -20,7 +20,7 @@ from workers.config import Settings
 from workers.execution import runner
 from workers.execution.pool import ThreadPool
 from workers.protocols import transport
-from workers.store import Store, connect
+from workers.store import Store, connect, urls
 from workers.store.envelope import TASK_NAME
 from workers.store.records import JobError, JobStatus
 
@@ -43,7 +43,9 @@ REVOKED = JobError("revoked", "its Celery task was revoked (in Flower, or with c
 
 def create_celery(settings: Settings) -> Celery:
     """A Celery app on the settings' Redis, with the job task."""
-    app = Celery("serverless_model", broker=settings.redis_url, set_as_current=False)
+    sentinels = urls.Sentinels.parse(settings.redis_url)
+    broker, sentinel_options = sentinels.celery_broker() if sentinels else (settings.redis_url, {})
+    app = Celery("serverless_model", broker=broker, set_as_current=False)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -60,7 +62,8 @@ def create_celery(settings: Settings) -> Celery:
         worker_disable_prefetch=True,  # take a message only when a thread is free to run it at once
         worker_send_task_events=False,  # Flower turns them on while it runs; `worker --task-events` from the start
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"ack_emulation": False, "socket_timeout": 5, "socket_connect_timeout": 2},
+        broker_transport_options={"ack_emulation": False, "socket_timeout": 5, "socket_connect_timeout": 2,
+                                  **sentinel_options},
         broker_connection_timeout=2,
         # not worker_cancel_long_running_tasks_on_connection_loss: with it the worker process dies while it
         # reconnects (celery #7185, #9250); a task that runs on through a reconnect is harmless, since only the

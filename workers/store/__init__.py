@@ -12,7 +12,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from workers.store import keys
+from workers.store import keys, urls
 from workers.store.events import EventLog
 from workers.store.jobs import JobStore
 from workers.store.leader import Lease
@@ -22,11 +22,12 @@ from workers.store.scripts import Scripts
 
 
 def connect(url: str, socket_timeout: float | None = 10.0) -> redis.Redis:
-    """A decoding client of the Redis at ``url``. It retries a command whose connection broke a few times within
-    about a second (every script is safe to run twice); past that, the error is the caller's to handle."""
-    return redis.Redis.from_url(url, decode_responses=True, encoding_errors="replace", socket_timeout=socket_timeout,
-                                socket_connect_timeout=2, retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
-                                health_check_interval=30)
+    """A decoding client of the Redis at ``url`` (Sentinels too: ``workers.store.urls``). It retries a command
+    whose connection broke a few times within about a second (every script is safe to run twice); past that, the
+    error is the caller's to handle."""
+    return urls.client(url, decode_responses=True, encoding_errors="replace", socket_timeout=socket_timeout,
+                       socket_connect_timeout=2, retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+                       health_check_interval=30)
 
 
 @dataclass(frozen=True)
@@ -67,11 +68,13 @@ class Store:
     clock: Callable[[], float] | None = None  # tests move time by hand; None: Redis TIME
 
     @classmethod
-    def of(cls, client: redis.Redis, retention: float = 24 * 3600,
-           clock: Callable[[], float] | None = None) -> "Store":
-        """The store on a client; ``clock`` replaces Redis TIME (for tests)."""
+    def of(cls, client: redis.Redis, retention: float = 24 * 3600, clock: Callable[[], float] | None = None,
+           replicas: int = 0, replicas_within: float = 1.0) -> "Store":
+        """The store on a client; ``clock`` replaces Redis TIME (for tests). A submit is accepted once ``replicas``
+        Redis replicas hold it too (within ``replicas_within`` seconds)."""
         scripts = Scripts(client, retention, clock)
-        return cls(client=client, jobs=JobStore(client, scripts), replicas=ReplicaRegistry(client, scripts),
+        return cls(client=client, jobs=JobStore(client, scripts, replicas=replicas, replicas_within=replicas_within),
+                   replicas=ReplicaRegistry(client, scripts),
                    events=EventLog(client, clock), limits=Limits(scripts), clock=clock)
 
     def now(self) -> float:

@@ -41,13 +41,20 @@ class Abandoned(NamedTuple):
     forgotten: bool
 
 
+class Unreplicated(redis.RedisError):
+    """A submit was made on the primary, but not yet on as many replicas as it must be."""
+
+
 class JobStore:
     """Job records in Redis: the source of truth for every job."""
 
-    def __init__(self, client: redis.Redis, scripts: Scripts, weight: float = 0.2) -> None:
+    def __init__(self, client: redis.Redis, scripts: Scripts, weight: float = 0.2, replicas: int = 0,
+                 replicas_within: float = 1.0) -> None:
         self.redis = client
         self.scripts = scripts
         self.weight = weight  # of a new sample in the moving averages
+        self.replicas = replicas  # Redis replicas that must hold a submit before it counts as made
+        self.replicas_within = replicas_within  # seconds they have to
 
     @staticmethod
     def new(model: str, payload: Any, owner: str = "") -> Job:
@@ -62,6 +69,10 @@ class JobStore:
                                json.dumps(job.input))
         if created in (Refusal.FULL, Refusal.KEY_FULL):
             return Refusal(created)
+        if self.replicas and (held := int(self.redis.wait(self.replicas, int(self.replicas_within * 1000)))) < \
+                self.replicas:  # a failover now could lose it: the caller takes it back (Gateway.settle)
+            raise Unreplicated(f"{held} of {self.replicas} Redis replica(s) hold job {job.id} after "
+                               f"{self.replicas_within:g} s")
         return Job(id=job.id, model=job.model, status=JobStatus.QUEUED, input=job.input, created_at=float(created),
                    owner=job.owner)
 
