@@ -67,7 +67,6 @@ class ModelConfig(BaseModel):
     cpus: float = Field(1.0, ge=0.01)  # docker: CPU limit of a replica
     pids: PositiveInt = 256  # docker: process limit of a replica
     constraints: list[Annotated[str, Field(pattern=CONSTRAINT)]] = []  # swarm: where replicas may run
-    spread: str = Field("", pattern=r"^(node\.[A-Za-z0-9_.-]+)?$")  # swarm: spread replicas over this node field
     example_input: Any = None  # a body that works, shown to newcomers by GET /v1/models/<model>
 
     @field_validator("gpus")
@@ -195,9 +194,13 @@ class Settings(BaseSettings):
     def load_models(self) -> dict[str, ModelConfig]:
         """The models declared in the models file, by name."""
         try:
-            return parse_models(tomllib.loads(self.models_file.read_text()))
+            models = parse_models(tomllib.loads(self.models_file.read_text()))
         except (ConfigError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{self.models_file}: {exc}") from None
+        if self.backend == "swarm" and (chosen := [name for name, m in models.items() if isinstance(m.gpus, list)]):
+            raise ConfigError(f"{self.models_file}: model {chosen[0]!r}: gpus: the swarm backend takes a count of "
+                              f"GPUs (Swarm chooses the devices), got a list of device ids")
+        return models
 
 
 class ConfigError(ValueError):

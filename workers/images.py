@@ -50,7 +50,13 @@ def copy_image(client: Any, image: str, engines: list[str]) -> bool:
                     print(f"  {url} has {image}", flush=True)
                     continue
             print(f"  copying {image} to {url}", flush=True)
-            other.api.load_image(local.save(chunk_size=1024 * 1024), quiet=True)
+            for answer in other.api.load_image(local.save(chunk_size=1024 * 1024, named=image), quiet=True):
+                if "error" in answer or "errorDetail" in answer:  # the engine answers 200 and says it here
+                    print(f"cannot copy {image} to {url}: {answer.get('error') or answer['errorDetail']}", flush=True)
+                    return False
+            if other.images.get(image).id != local.id:
+                print(f"{url} holds another {image} after the copy", flush=True)
+                return False
         except docker.errors.DockerException as exc:
             print(f"cannot copy {image} to {url}: {exc}", flush=True)
             return False

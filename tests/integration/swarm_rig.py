@@ -76,6 +76,7 @@ class SwarmRig:
         self.down()  # what a killed earlier run left
         run("ip", "link", "add", self.bridge, "type", "bridge")
         run("ip", "addr", "add", f"{self.gateway}/24", "dev", self.bridge)
+        run("ip", "link", "set", self.bridge, "type", "bridge", "nf_call_iptables", "0")  # whatever the firewall does
         run("ip", "link", "set", self.bridge, "up")
         for host in self.hosts:
             name = self.name(host)
@@ -133,6 +134,7 @@ class SwarmRig:
         (folder / "etc" / "daemon.json").write_text(json.dumps({"node-generic-resources": resources}
                                                                if resources else {}))
         script = (f"mount --bind {folder}/etc /etc/docker && "
+                  "mkdir -p /run/containerd && mount -t tmpfs tmpfs /run/containerd && "  # never the system's
                   f"mount --rbind /sys/fs/cgroup {folder}/cg && mount -t sysfs sysfs /sys && "
                   f"mount --move {folder}/cg /sys/fs/cgroup && hostname {name} && "
                   f"exec dockerd --data-root {folder}/data --exec-root {folder}/x --pidfile {folder}/dockerd.pid "
@@ -189,6 +191,20 @@ class SwarmRig:
         wait_until(lambda: not Path(f"/proc/{pid}").exists() or "zombie" in status_of(pid), 30, interval=0.1)
         self.clients.pop(host, None)
 
+    def cgroups(self, host: int) -> list[Path]:
+        """The cgroup folders of the host's containers (cgroup v1: one per controller; v2: one)."""
+        root = Path("/sys/fs/cgroup")
+        return [*root.glob(f"*/{self.name(host)}"), *root.glob(self.name(host))]
+
+    def contained(self, host: int) -> list[int]:
+        """Pids in the host's container cgroups."""
+        pids = set()
+        for group in self.cgroups(host):
+            for procs in group.rglob("cgroup.procs"):
+                with contextlib.suppress(OSError, ValueError):
+                    pids.update(int(line) for line in procs.read_text().split())
+        return sorted(pids)
+
     def spawn(self, host: int, argv: Sequence[str], env: dict[str, str], log: Path) -> "subprocess.Popen[bytes]":
         """Run a process inside the host's network namespace (a worker of that host)."""
         with open(log, "ab") as output:
@@ -204,7 +220,7 @@ class SwarmRig:
                         container.remove(force=True)
             self.kill_engine(host, signal.SIGTERM)
             self.kill_engine(host, signal.SIGKILL)
-            for pid in leftovers(self.dir(host)):
+            for pid in [*leftovers(self.dir(host)), *self.contained(host)]:  # a dead engine's shims and containers
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             run("ip", "netns", "del", self.name(host), check=False)
@@ -213,7 +229,7 @@ class SwarmRig:
                 os.unlink(f"/run/{self.name(host)}.sock")
         run("ip", "link", "del", self.bridge, check=False)
         self.clients.clear()
-        groups = [group for host in self.hosts for group in Path("/sys/fs/cgroup").glob(f"*/{self.name(host)}")]
+        groups = [group for host in self.hosts for group in self.cgroups(host)]
         wait_until(lambda: not any([remove_cgroup(group) for group in groups]), 10, interval=0.2)
         shutil.rmtree(self.base, ignore_errors=True)
 

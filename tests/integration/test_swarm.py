@@ -101,7 +101,8 @@ class ReplicaWatcher:
         while not self.stopping.is_set():
             try:
                 view = requests.get(f"{self.platform.url}/v1/models/sleepy", timeout=5).json()
-            except requests.RequestException:
+            except (requests.RequestException, ValueError):
+                self.stopping.wait(0.1)
                 continue
             now, routed = time.time(), set()
             for replica in view.get("replicas", []):
@@ -233,7 +234,7 @@ def test_a_hosts_engine_killed_mid_burst_loses_nothing_and_its_replicas_are_repl
         reasons = [event["reason"] for event in events(platform, "replica_failed") if event["replica"] in orphans]
         assert all(f"its node {victim} is down" in reason for reason in reasons), reasons
         late = [job for job in jobs.values() if job["replica"] in orphans and
-                started_at(job) > iso_seconds(failed[job["replica"]])]
+                started_at(job) > watcher.left[job["replica"]]]
         assert late == [], f"{len(late)} job(s) started on {victim}'s replicas after they left routing"
         replacements = {replica_id: replica for replica_id, replica in watcher.seen.items()
                         if iso_seconds(replica["started_at"]) > killed_at}

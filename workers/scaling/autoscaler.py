@@ -250,7 +250,7 @@ class Autoscaler:
                 continue
             launched = running.get(replica.id)
             if launched is not None:
-                if not replica.handle:
+                if not replica.handle and launched.endpoint:  # (a replica still being placed has none yet)
                     self.store.replicas.launched(token, replica.id, launched.endpoint, launched.handle, launched.host)
                 if adopting:
                     self.store.events.record(replica.model, "adopted", replica.id, replica.state.value)

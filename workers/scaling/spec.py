@@ -37,7 +37,6 @@ class ReplicaSpec:
     gpus: int | tuple[str, ...] = 0  # how many GPUs, or which device ids
     port: int = 8000  # where the server listens in a container with a network of its own
     constraints: tuple[str, ...] = ()  # swarm: the nodes it may run on ("node.labels.gpu==a100")
-    spread: str = ""  # swarm: a node field replicas are spread over ("node.labels.zone")
 
     @classmethod
     def of(cls, model: ModelConfig, replica_id: str) -> "ReplicaSpec":
@@ -49,7 +48,7 @@ class ReplicaSpec:
                    args=tuple(model.args), env=env, volumes=tuple(model.volumes),
                    resources=Resources(cpus=model.cpus, memory=model.memory, pids=model.pids, shm_size=model.shm_size),
                    gpus=model.gpus if isinstance(model.gpus, int) else tuple(model.gpus), port=model.port,
-                   constraints=tuple(model.constraints), spread=model.spread)
+                   constraints=tuple(model.constraints))
 
     def environment(self, host: str, port: int) -> dict[str, str]:
         """The replica's environment, listening on ``host``:``port``."""

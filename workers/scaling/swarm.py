@@ -2,7 +2,7 @@
 
 The manager is ``DOCKER_HOST`` as docker-py reads it (a local socket, ``tcp://`` with TLS, or ``ssh://``). Swarm
 does what it does well: node membership and failure detection, reservations (a node is never oversubscribed),
-placement constraints and spread, GPUs as generic resources. The autoscaler keeps the rest in its own hands:
+placement constraints, GPUs as generic resources. The autoscaler keeps the rest in its own hands:
 
 - **one service per replica** (one task, restart condition ``none``): the autoscaler chooses which replica stops
   (the idlest) and replaces a failed one itself; a service is never scaled or updated.
@@ -16,6 +16,7 @@ placement constraints and spread, GPUs as generic resources. The autoscaler keep
 
 import contextlib
 import random
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ from workers.scaling.spec import ReplicaSpec
 
 PORT_LABEL = "serverless-model.port"
 PLACEMENT = 10.0  # seconds a new replica may wait for Swarm to give it a node
+FREED_FOR = 60.0  # seconds a stopped replica's port is not given to another
+LOGS_WITHIN = 5.0  # seconds a read of a replica's last lines may take
 WAITING = ("new", "allocated", "pending", "assigned", "accepted", "preparing", "ready", "starting")  # task states
 
 
@@ -62,7 +65,9 @@ class Node:
 
 def task_status(tasks: list[dict[str, Any]], nodes: dict[str, Node]) -> Status:
     """A replica's status from its service's tasks: RUNNING only while its one task runs, is meant to run, and its
-    node is Ready; PENDING while Swarm places and starts it (with Swarm's reason); else EXITED with the reason."""
+    node is not down; PENDING while Swarm places and starts it (with Swarm's reason); else EXITED with the reason.
+    A node ``unknown`` or ``disconnected`` keeps its tasks (every node is unknown for a moment after a manager
+    restarts or a new one leads): only Swarm's verdict ``down``, or a node gone from the swarm, ends them."""
     if not tasks:
         return Status(Phase.PENDING, "no task yet")
     if len(tasks) > 1:  # restart condition none: a second task means Swarm moved it, and its endpoint is stale
@@ -71,7 +76,7 @@ def task_status(tasks: list[dict[str, Any]], nodes: dict[str, Node]) -> Status:
     status = task.get("Status") or {}
     state, error, node_id = status.get("State", ""), status.get("Err", ""), task.get("NodeID", "")
     node = nodes.get(node_id)
-    if node_id and state in (*WAITING, "running") and (node is None or node.state != "ready"):
+    if node_id and state in (*WAITING, "running") and (node is None or node.state == "down"):
         return Status(Phase.EXITED, f"its node {node.hostname if node else node_id} is "
                                     f"{node.state if node else 'gone'}")  # Swarm may not have noticed it yet
     if task.get("DesiredState") != "running":
@@ -109,6 +114,7 @@ class SwarmBackend:
         self.ports = ports
         self.placement = placement
         self.grace = grace
+        self.freed: dict[int, float] = {}  # ports of replicas stopped lately → when (monotonic)
 
     def start(self, spec: ReplicaSpec) -> Launched:
         """Create the replica's service and wait until Swarm gives it a node; a replica no node can take (no
@@ -143,7 +149,6 @@ class SwarmBackend:
                 networks=["host"], endpoint_spec=docker.types.EndpointSpec(ports={port: (port, "tcp", "host")}),
                 resources=resources, restart_policy=docker.types.RestartPolicy(condition="none"),
                 constraints=list(spec.constraints) or None,
-                preferences=[("spread", spec.spread)] if spec.spread else None,
                 mounts=mounts, read_only=True, user="65534:65534", cap_drop=["ALL"],
                 stop_grace_period=int(self.grace * 1e9))
         except docker.errors.APIError as exc:
@@ -155,8 +160,9 @@ class SwarmBackend:
             raise
 
     def placed(self, service_id: str, port: int) -> Launched:
-        """Where the service's task was placed, once Swarm gave it a node; StartFailed if Swarm found none, or
-        its task failed before it got one."""
+        """Where the service's task was placed, once Swarm gave it a node; StartFailed if Swarm found none within
+        the placement time (with the scheduler's reason), or its task failed first. A pending task is waited for:
+        a stopped replica's reservations (its GPU) are free only once its container is down."""
         deadline = time.monotonic() + self.placement
         while True:
             tasks = self.tasks(service_id)
@@ -168,11 +174,11 @@ class SwarmBackend:
                 node = Node.of(self.client.api.inspect_node(task["NodeID"]))
                 return Launched(f"http://{node.address}:{port}", service_id, task_status(tasks, {node_id(task): node}),
                                 node.hostname)
-            if error:  # Swarm's scheduler found no node (resources, constraints): it says why
-                raise StartFailed(f"no node can take it: {error}")
             if time.monotonic() >= deadline:
+                if error:  # Swarm's scheduler found no node (resources, constraints): it says why
+                    raise StartFailed(f"no node can take it: {error}")
                 raise StartFailed(f"Swarm gave it no node within {self.placement:g} s (task {state})")
-            time.sleep(0.05)
+            time.sleep(0.1)
 
     def image(self, name: str) -> str:
         """The image as the service names it: its ID on the manager's engine (nodes hold it by ID, nothing is
@@ -188,10 +194,13 @@ class SwarmBackend:
                               f"every node; SM_SWARM_PULL=1 pulls it from its registry)") from None
 
     def free_port(self) -> int:
-        """A port of the range that no service of the swarm publishes (a random one: a port freed a moment ago
-        may still be held by a container on its way out)."""
-        taken = {port.get("PublishedPort") for service in self.client.api.services()
-                 for port in (service.get("Endpoint") or {}).get("Ports") or []}
+        """A random port of the range that no service of the swarm asks for, and none of ours freed in the last
+        minute (its container may still hold it on its way out, or on a node that is away)."""
+        now = time.monotonic()
+        self.freed = {port: at for port, at in self.freed.items() if now - at < FREED_FOR}
+        taken = set(self.freed) | {port.get("PublishedPort") for service in self.client.api.services()
+                                   for port in ((service.get("Spec") or {}).get("EndpointSpec") or {}).get("Ports")
+                                   or []}
         free = [port for port in random.sample(self.ports, min(len(self.ports), len(taken) + 64)) if port not in taken]
         if not free:
             raise StartFailed(f"no free port in {self.ports.start}-{self.ports.stop - 1}")
@@ -212,19 +221,22 @@ class SwarmBackend:
         is down does so when it is back."""
         import docker.errors
 
-        if self.service(handle) is None:
+        service = self.service(handle)
+        if service is None:
             return
         with contextlib.suppress(docker.errors.NotFound):
             self.client.api.remove_service(handle)
+        self.freed[int(service["Spec"]["Labels"][PORT_LABEL])] = time.monotonic()
 
     def tasks(self, *services: str) -> list[dict[str, Any]]:
-        """The tasks of these services ([] once they are removed)."""
+        """The tasks of these services (none of one that is removed)."""
         import docker.errors
 
         try:
             found: list[dict[str, Any]] = self.client.api.tasks(filters={"service": list(services)})
-        except docker.errors.NotFound:
-            return []
+        except docker.errors.NotFound:  # one of them is gone: Swarm refuses the whole filter, so list them all
+            wanted = set(services)
+            return [task for task in self.client.api.tasks() if task.get("ServiceID") in wanted]
         return found
 
     def status(self, handle: str) -> Status:
@@ -262,11 +274,16 @@ class SwarmBackend:
 
         if self.service(handle) is None:
             return []
-        try:
-            output = b"".join(self.client.api.service_logs(handle, stdout=True, stderr=True, tail=tail))
-        except docker.errors.DockerException:
-            return []
-        return last_lines(output.decode(errors="replace"), tail)
+        read: list[bytes] = []
+
+        def gather() -> None:
+            with contextlib.suppress(docker.errors.DockerException, OSError, ValueError):
+                read.append(b"".join(self.client.api.service_logs(handle, stdout=True, stderr=True, tail=tail)))
+
+        reader = threading.Thread(target=gather, daemon=True)  # a log stream has no timeout of its own, and the
+        reader.start()  # manager answers only once every node that holds the task has sent its part
+        reader.join(LOGS_WITHIN)
+        return last_lines(read[0].decode(errors="replace"), tail) if read else []
 
     def hosts(self) -> list[Host]:
         """The swarm's nodes: state, address, what they offer."""
