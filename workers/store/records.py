@@ -164,6 +164,27 @@ class Host:
     role: str = ""  # a Swarm node: "manager" or "worker"
     availability: str = ""  # a Swarm node: "active", "pause" or "drain"
 
+    @classmethod
+    def decode(cls, found: dict[str, Any]) -> "Host":
+        """From its stored JSON object."""
+        return cls(name=str(found["name"]), state=str(found["state"]), address=str(found["address"]),
+                   cpus=float(found["cpus"]), memory=int(found["memory"]),
+                   gpus=tuple(str(gpu) for gpu in found.get("gpus") or ()), role=str(found.get("role", "")),
+                   availability=str(found.get("availability", "")))
+
+
+@dataclass(frozen=True)
+class SeenHosts:
+    """The hosts as the leading autoscaler saw them at ``at`` (Redis time)."""
+
+    at: float
+    hosts: tuple[Host, ...]
+
+    @classmethod
+    def from_hash(cls, fields: dict[str, str]) -> "SeenHosts":
+        """Decode the stored hosts."""
+        return cls(at=float(fields["seen_at"]), hosts=tuple(Host.decode(h) for h in json.loads(fields["hosts"])))
+
 
 @dataclass(frozen=True)
 class MovingAverage:
