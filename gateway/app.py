@@ -24,6 +24,7 @@ from gateway.schemas import (
     EventQuery,
     EventView,
     Health,
+    HostList,
     JobInput,
     JobPath,
     JobView,
@@ -45,6 +46,7 @@ from workers.store.records import Job, JobStatus
 SECURED: list[dict[str, list[str]]] = [{"bearer": []}]  # API keys, when SM_API_KEYS is set
 JOBS = Tag(name="jobs", description="submit, read and cancel inference jobs")
 MODELS = Tag(name="models", description="served models, their queues and replicas")
+HOSTS = Tag(name="hosts", description="the machines replicas run on")
 ERRORS: dict[Any, Any] = {400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 413: ErrorBody, 415: ErrorBody,
                           422: ErrorBody, 429: ErrorBody, 503: ErrorBody, 507: ErrorBody}
 WITHDRAW_FOR = 10.0  # seconds from its start a submit whose answer was lost keeps trying to take its job back
@@ -128,6 +130,11 @@ class Gateway:
     def view(self, model: ModelConfig) -> ModelView:
         """The model as the store sees it."""
         return ModelView.of(model, self.store.replicas.snapshot(model.name, model.seeds))
+
+    def hosts(self) -> HostList:
+        """The hosts as the leader last saw them, with the replicas of every model (served or not) on each."""
+        names = dict.fromkeys([*self.models, *sorted(self.store.jobs.models_held())])
+        return HostList.of(self.store.replicas.hosts(), [r for name in names for r in self.store.replicas.of(name)])
 
 
 def respond(body: Any, status: int = 200) -> Response:
@@ -263,6 +270,12 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         events = gateway.store.events.recent(query.model, query.limit, owner)
         return respond(EventList(events=[EventView(at=iso(e.at), model=e.model, kind=e.kind, replica=e.replica,
                                                    reason=e.reason, job=e.job) for e in events]))
+
+    @app.get("/v1/hosts", security=SECURED, tags=[HOSTS], responses={200: HostList, **ERRORS})
+    def list_hosts() -> Response:
+        """The machines replicas may run on (state, address, capacity, GPUs) and the replicas on each, as the
+        leading autoscaler last saw them."""
+        return respond(gateway.hosts())
 
     @app.get("/healthz", responses={200: Health})
     def healthz() -> Response:

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field, RootModel
 
 from workers.config import ModelConfig
-from workers.store.records import Job, JobStatus, ModelSnapshot, Replica, ReplicaState
+from workers.store.records import Host, Job, JobStatus, ModelSnapshot, Replica, ReplicaState, SeenHosts
 
 
 class ModelPath(BaseModel):
@@ -187,6 +187,56 @@ class ModelList(BaseModel):
     """Every served model."""
 
     models: list[ModelView]
+
+
+class ReplicaSummary(BaseModel):
+    """A replica in short."""
+
+    id: str
+    model: str
+    state: str
+
+
+class HostView(BaseModel):
+    """A machine replicas may run on, and the replicas on it."""
+
+    name: str = Field(description="its hostname")
+    state: str = Field(description='"ready", or why not ("down", "unknown", …)')
+    address: str = Field(description="where its replicas answer")
+    cpus: float = Field(description="cores")
+    memory: int = Field(description="bytes")
+    gpus: list[str] = Field(description="the GPU device ids it offers")
+    role: str = Field(description='a Swarm node: "manager" or "worker"; else ""')
+    availability: str = Field(description='a Swarm node: "active", "pause" or "drain"; else ""')
+    replicas: list[ReplicaSummary] = Field(description="the replicas whose host is this machine")
+
+    @classmethod
+    def of(cls, host: Host, replicas: list[ReplicaSummary]) -> "HostView":
+        """The view of a host with its replicas."""
+        return cls(name=host.name, state=host.state, address=host.address, cpus=host.cpus, memory=host.memory,
+                   gpus=list(host.gpus), role=host.role, availability=host.availability, replicas=replicas)
+
+
+class HostList(BaseModel):
+    """The machines replicas may run on, as the leading autoscaler last saw them."""
+
+    hosts: list[HostView]
+    seen_at: datetime | None = Field(description="when the autoscaler saw them; null: no autoscaler saved them "
+                                                 "in the last 30 s")
+    unplaced: list[ReplicaSummary] = Field(description="replicas on none of these hosts: not placed on a machine "
+                                                       "yet, or on one the list lacks")
+
+    @classmethod
+    def of(cls, seen: SeenHosts | None, replicas: list[Replica]) -> "HostList":
+        """The hosts with the replicas on each; the rest unplaced."""
+        hosts = seen.hosts if seen else ()
+        on: dict[str, list[ReplicaSummary]] = {host.name: [] for host in hosts}
+        unplaced: list[ReplicaSummary] = []
+        for replica in replicas:
+            summary = ReplicaSummary(id=replica.id, model=replica.model, state=replica.state.value)
+            on.get(replica.host, unplaced).append(summary)
+        return cls(hosts=[HostView.of(host, on[host.name]) for host in hosts],
+                   seen_at=iso(seen.at) if seen else None, unplaced=unplaced)
 
 
 class EventQuery(Query):

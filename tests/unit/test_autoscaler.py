@@ -1,6 +1,7 @@
 """The autoscaler driven by hand: fakeredis, a fake backend, a fake readiness probe and a fake clock. No Docker,
 no processes, no sleeps."""
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +14,7 @@ from workers.scaling.autoscaler import Autoscaler
 from workers.scaling.backends import GONE, RUNNING, Launched, StartFailed, Status
 from workers.scaling.spec import ReplicaSpec
 from workers.store import Store, keys
-from workers.store.records import ReplicaState
+from workers.store.records import Host, ReplicaState, SeenHosts
 
 pytestmark = pytest.mark.unit
 MODEL = ModelConfig(name="m", command=["serve"], concurrency=1, max_replicas=4, idle_timeout=30,
@@ -46,6 +47,9 @@ class FakeBackend:
         self.starts = 0
         self.stops: list[str] = []
         self.failing_scan: Exception | None = None
+        self.machines = [Host("node-a", "ready", "10.0.0.1", 8.0, 32 << 30, ("GPU-aaa",), "manager", "active"),
+                         Host("node-b", "down", "10.0.0.2", 4.0, 16 << 30, (), "worker", "drain")]
+        self.failing_hosts: Exception | None = None
 
     def start(self, spec: ReplicaSpec) -> Launched:
         self.starts += 1
@@ -68,6 +72,11 @@ class FakeBackend:
 
     def logs(self, replica_id: str, handle: str, tail: int) -> list[str]:
         return [f"{replica_id}: loading", f"{replica_id}: still loading"][-tail:]
+
+    def hosts(self) -> list[Host]:
+        if self.failing_hosts is not None:
+            raise self.failing_hosts
+        return list(self.machines)
 
 
 class FakeProbe:
@@ -212,6 +221,36 @@ def test_a_new_leader_adopts_what_runs_forgets_what_vanished_and_stops_strays(st
     assert [r.id for r in store.replicas.of("m")] == [running.id]
     assert backend.stops == ["handle-stray"]
     assert {"adopted", "lost", "stray_removed"} <= set(kinds(store))
+
+
+def test_a_sweep_saves_the_hosts_as_the_backend_sees_them_and_a_former_leaders_sweep_does_not(
+        store: Store, clock: Clock) -> None:
+    backend = FakeBackend()
+    old = store.lease(3).hold() or ""
+    scaler(store, backend).sweep(old, adopting=False)
+    seen = store.replicas.hosts()
+    assert seen == SeenHosts(at=clock.now, hosts=tuple(backend.machines))
+
+    store.client.delete(keys.LEADER)  # the old leader lost its lease
+    new = store.lease(3).hold() or ""
+    clock.advance(5)
+    backend.machines = backend.machines[:1]
+    scaler(store, backend).sweep(old, adopting=False)  # its sweep, still running, is refused
+    assert store.replicas.hosts() == seen
+    scaler(store, backend).sweep(new, adopting=False)
+    assert store.replicas.hosts() == SeenHosts(at=clock.now, hosts=tuple(backend.machines))
+
+
+def test_a_backend_that_cannot_list_its_hosts_is_logged_and_the_sweep_goes_on(
+        store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    backend = FakeBackend()
+    backend.failing_hosts = TimeoutError("docker daemon did not answer in 30 s")
+    backend.live["stray"] = Launched("http://fake/stray", "handle-stray")  # runs, never recorded
+    with caplog.at_level(logging.WARNING):
+        scaler(store, backend).sweep(store.lease(3).hold() or "", adopting=False)
+    assert backend.stops == ["handle-stray"]
+    assert store.replicas.hosts() is None
+    assert "cannot save the hosts: TimeoutError: docker daemon did not answer in 30 s" in caplog.text
 
 
 def test_hole02_a_leader_that_lost_the_lease_mid_start_undoes_its_start(store: Store) -> None:

@@ -236,9 +236,10 @@ class Autoscaler:
 
     def sweep(self, token: str, adopting: bool) -> None:
         """Match the registry with what runs: forget the vanished (never one whose handle still runs), note the
-        adopted, stop strays (an action)."""
+        adopted, stop strays; keep the hosts as the backend sees them (an action)."""
         self.last_sweep = time.monotonic()
         running = self.backend.running()
+        self.save_hosts(token)
         removed = self.store.jobs.models_held() - set(self.models)
         known = {r.id: r for name in [*self.models, *removed] for r in self.store.replicas.of(name)}
         now = self.clock()
@@ -267,6 +268,13 @@ class Autoscaler:
                 self.backend.stop(launched.handle)
                 self.store.events.record("", "stray_removed", replica_id, f"running but not in the registry "
                                                                           f"({launched.handle})")
+
+    def save_hosts(self, token: str) -> None:
+        """Keep the machines replicas may run on, as the backend sees them now; a failure is logged, never raised."""
+        try:
+            self.store.replicas.save_hosts(token, self.backend.hosts())
+        except Exception as exc:
+            log.warning("cannot save the hosts: %s", reason_of(exc))
 
     def retire(self, replica: Replica, token: str) -> None:
         """Stop a replica of a model no longer served, idle past the grace, and forget it."""

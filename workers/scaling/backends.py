@@ -24,6 +24,7 @@ import psutil
 from workers.polling import wait_until
 from workers.scaling import pidfiles
 from workers.scaling.spec import ReplicaSpec
+from workers.store.records import Host
 
 LABEL = "serverless-model"  # every container we start carries this label (value: the model)
 REPLICA_LABEL = "serverless-model.replica"
@@ -74,20 +75,6 @@ class Launched:
     handle: str  # the backend's own id: a pid, a container id or a Swarm service id
     status: Status = RUNNING
     host: str = ""  # the hostname of the machine it runs on (workers there prefer it)
-
-
-@dataclass(frozen=True)
-class Host:
-    """A machine replicas run on, as its backend sees it."""
-
-    name: str  # its hostname
-    state: str  # "ready", or why not ("down", "unknown" …)
-    address: str  # where its replicas answer
-    cpus: float  # cores
-    memory: int  # bytes
-    gpus: tuple[str, ...] = ()  # device ids it offers
-    role: str = ""  # a Swarm node: "manager" or "worker"
-    availability: str = ""  # a Swarm node: "active", "pause" or "drain"
 
 
 def this_host() -> Host:

@@ -31,7 +31,6 @@ from workers.scaling.backends import (
     REPLICA_LABEL,
     RUNNING,
     STOP_GRACE,
-    Host,
     Launched,
     Phase,
     StartFailed,
@@ -39,6 +38,7 @@ from workers.scaling.backends import (
     last_lines,
 )
 from workers.scaling.spec import ReplicaSpec
+from workers.store.records import Host
 
 PORT_LABEL = "serverless-model.port"
 PLACEMENT = 10.0  # seconds a new replica may wait for Swarm to give it a node

@@ -35,6 +35,9 @@ host), read inside the scripts.
                                     replica, its ``claim`` the holder).
 - ``sm:start_failure:{model}`` hash the latest failed replica start: at, reason; gone once one is READY.
 - ``sm:scaling:{model}``     hash   the scaling policy's state (backoff), written by the leading autoscaler.
+- ``sm:hosts``               hash   the machines replicas may run on, as the leading autoscaler last saw them:
+                                    seen_at, hosts (JSON: name, state, address, cpus, memory, gpus, role,
+                                    availability); saved on every sweep, gone 30 s after the last save.
 - ``sm:scale``               list   model names pushed on submit and when a job parks; the leader BLPOPs them.
 - ``sm:logs``                list   requests for a replica's log lines (JSON: replica, tail, reply); the leader
                                     BLPOPs them beside ``sm:scale`` and answers on the request's reply key.
@@ -80,12 +83,14 @@ LOG_WAITING = "sm:logs:waiting:"
 EVENTS = "sm:events"
 LEADER = "sm:autoscaler"
 NAMESPACE = "sm:namespace"
+HOSTS = "sm:hosts"
 
 PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
     "job": JOB, "queued": QUEUED, "parked": PARKED, "running": RUNNING, "unstarted": UNSTARTED, "done": DONE,
     "stats": STATS, "replicas": REPLICAS, "replica": REPLICA, "slots": SLOTS, "start_failure": START_FAILURE,
     "scaling": SCALING, "celery": CELERY_QUEUE, "leases": LEASES, "dead": DEAD, "scale": SCALE, "leader": LEADER,
     "models": MODELS, "pushes": PUSHES, "withdrawn": WITHDRAWN, "rate": RATE, "auth_failures": AUTH_FAILURES,
+    "hosts": HOSTS,
 }
 
 

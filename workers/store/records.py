@@ -1,4 +1,4 @@
-"""What the store holds, as frozen values: jobs, replicas, moving averages, and a model's snapshot."""
+"""What the store holds, as frozen values: jobs, replicas, moving averages, a model's snapshot, and the hosts."""
 
 import enum
 import json
@@ -149,6 +149,41 @@ class Replica:
     def idle_since(self) -> float:
         """When the replica last finished a request (or became ready, or was created)."""
         return self.last_used or self.ready_at or self.started_at
+
+
+@dataclass(frozen=True)
+class Host:
+    """A machine replicas run on, as its backend sees it."""
+
+    name: str  # its hostname
+    state: str  # "ready", or why not ("down", "unknown" …)
+    address: str  # where its replicas answer
+    cpus: float  # cores
+    memory: int  # bytes
+    gpus: tuple[str, ...] = ()  # device ids it offers
+    role: str = ""  # a Swarm node: "manager" or "worker"
+    availability: str = ""  # a Swarm node: "active", "pause" or "drain"
+
+    @classmethod
+    def decode(cls, found: dict[str, Any]) -> "Host":
+        """From its stored JSON object."""
+        return cls(name=str(found["name"]), state=str(found["state"]), address=str(found["address"]),
+                   cpus=float(found["cpus"]), memory=int(found["memory"]),
+                   gpus=tuple(str(gpu) for gpu in found.get("gpus") or ()), role=str(found.get("role", "")),
+                   availability=str(found.get("availability", "")))
+
+
+@dataclass(frozen=True)
+class SeenHosts:
+    """The hosts as the leading autoscaler saw them at ``at`` (Redis time)."""
+
+    at: float
+    hosts: tuple[Host, ...]
+
+    @classmethod
+    def from_hash(cls, fields: dict[str, str]) -> "SeenHosts":
+        """Decode the stored hosts."""
+        return cls(at=float(fields["seen_at"]), hosts=tuple(Host.decode(h) for h in json.loads(fields["hosts"])))
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The replica registry: replicas by model, their slots, moving averages, start failures and scaling state.
+"""The replica registry: replicas by model, their slots, moving averages, start failures, scaling state, and the
+hosts they run on.
 
 Every write here is the leading autoscaler's and is fenced: its script checks the caller's lease token in the same
 step, so an autoscaler that lost the lease mid-action (a slow Docker call, a paused process) changes nothing.
@@ -8,12 +9,16 @@ Workers take and give back slots through the job scripts (``workers.store.jobs``
 import json
 import math
 import uuid
+from collections.abc import Iterable
+from dataclasses import asdict
 
 import redis
 
 from workers.store import keys
-from workers.store.records import ModelSnapshot, Replica
+from workers.store.records import Host, ModelSnapshot, Replica, SeenHosts
 from workers.store.scripts import Scripts
+
+HOSTS_TTL = 30.0  # seconds the hosts a leader saved are kept (it saves them about every second)
 
 
 class ReplicaRegistry:
@@ -103,6 +108,16 @@ class ReplicaRegistry:
     def save_scaling(self, token: str, model: str, state: dict[str, str]) -> bool:
         """Keep the policy's state of a model (it survives a failover)."""
         return bool(self.scripts("save_scaling", token, model, *[v for item in state.items() for v in item]))
+
+    def save_hosts(self, token: str, hosts: Iterable[Host], ttl: float = HOSTS_TTL) -> bool:
+        """Keep the hosts as the leader sees them now, for ``ttl`` seconds; False if the caller no longer leads."""
+        found = json.dumps([asdict(host) for host in hosts])
+        return bool(self.scripts("save_hosts", token, found, max(1, math.ceil(ttl))))
+
+    def hosts(self) -> SeenHosts | None:
+        """The hosts as a leader last saw them; None if none saved them within their ttl."""
+        fields = self.redis.hgetall(keys.HOSTS)
+        return SeenHosts.from_hash(fields) if fields else None  # type: ignore[arg-type]
 
 
 def cut(lines: list[str], limit: int, line_limit: int = 2000) -> list[str]:
