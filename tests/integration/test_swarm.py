@@ -205,6 +205,15 @@ def test_a_gpu_replica_lands_only_where_a_gpu_is_free_and_one_too_many_is_a_fail
     devices = [dict(v.split("=", 1) for v in c["Config"]["Env"]).get("DOCKER_RESOURCE_GPU") for h in placed
                for c in placed[h]]
     assert sorted(devices) == ["GPU-aaa", "GPU-bbb", "GPU-ccc"], devices  # each device given to one replica
+    def hosts() -> dict[str, dict[str, Any]]:
+        return {host["name"]: host for host in requests.get(f"{platform.url}/v1/hosts", timeout=5).json()["hosts"]}
+
+    platform.wait_until(lambda: sum(len(h["replicas"]) for h in hosts().values()) == 3, 30,
+                        "GET /v1/hosts does not show the three replicas")
+    shown = hosts()
+    assert {name: (h["state"], h["address"], h["gpus"], len(h["replicas"])) for name, h in shown.items()} == {
+        swarm.name(1): ("ready", swarm.address(1), [], 0), swarm.name(2): ("ready", swarm.address(2), ["GPU-ccc"], 1),
+        swarm.name(3): ("ready", swarm.address(3), ["GPU-aaa", "GPU-bbb"], 2)}
     jobs = finished(platform, ids, timeout=120)
     assert {job["status"] for job in jobs.values()} == {"SUCCEEDED"}
 
