@@ -85,15 +85,15 @@ class Gateway:
         job = JobStore.new(model.name, payload, owner)
         began = time.monotonic()
         try:
-            recorded = self.store.jobs.submit(job, model.max_queued, model.max_queued_per_key)
+            recorded = self.store.jobs.submit(job, model.jobs.max_queued, model.jobs.max_queued_per_key)
         except redis.OutOfMemoryError as exc:  # refused at its first write: nothing was recorded
             raise errors.StoreFull(f"the job store is full ({exc}); retry once finished jobs expire") from exc
         except redis.RedisError as exc:
             recorded = self.settle(job, exc, began + WITHDRAW_FOR)
         if recorded is Refusal.FULL:
-            raise errors.QueueFull(f"{model.name!r} has {model.max_queued} jobs waiting; retry later")
+            raise errors.QueueFull(f"{model.name!r} has {model.jobs.max_queued} jobs waiting; retry later")
         if recorded is Refusal.KEY_FULL:
-            raise errors.QueueFull(f"{model.max_queued_per_key} jobs of this key wait for {model.name!r}; "
+            raise errors.QueueFull(f"{model.jobs.max_queued_per_key} jobs of this key wait for {model.name!r}; "
                                    f"retry once some have started")
         if wait <= 0:
             return recorded
@@ -129,7 +129,7 @@ class Gateway:
 
     def view(self, model: ModelConfig) -> ModelView:
         """The model as the store sees it."""
-        return ModelView.of(model, self.store.replicas.snapshot(model.name, model.seeds))
+        return ModelView.of(model, self.store.replicas.snapshot(model.name, model.scaling.seeds))
 
     def hosts(self) -> HostList:
         """The hosts as the leader last saw them, with the replicas of every model (served or not) on each."""

@@ -177,8 +177,9 @@ class ModelView(BaseModel):
             name=model.name, queue_depth=snapshot.queued, parked=snapshot.parked, in_flight=snapshot.in_flight,
             averages={name: Average(seconds=a.seconds, samples=a.samples) for name, a in snapshot.averages.items()},
             replicas=[ReplicaView.of(r, snapshot.now) for r in snapshot.replicas],
-            concurrency=model.concurrency, min_replicas=model.min_replicas, max_replicas=model.max_replicas,
-            example_input=model.example_input,
+            concurrency=model.scaling.concurrency, min_replicas=model.scaling.min_replicas,
+            max_replicas=model.scaling.max_replicas,
+            example_input=model.docs.example_input,
             links={"self": f"/v1/models/{model.name}", "jobs": f"/v1/models/{model.name}/jobs"},
         )
 

@@ -30,17 +30,30 @@ PLATFORM_ENV = frozenset({"HOST", "PORT", "CONCURRENCY", "RUNPOD_REALTIME_PORT",
                           "SM_REPLICA_ID", "SM_REPLICA_NAMESPACE"})  # what the platform tells a replica itself
 
 
-class ModelConfig(BaseModel):
-    """One served model, as declared in the models file (``[models.<name>]``)."""
+class Calls(BaseModel):
+    """How a model's replicas are called and probed."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(pattern=MODEL_NAME)
     protocol: Literal["native", "cog", "kserve", "runpod", "http"] = "native"  # how replicas are called and probed
     served_name: str = Field("", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]*)?$")  # kserve: name in the server ("" = ours)
     predict_path: str = Field("", pattern=r"^(/\S*)?$")  # http: where a job's body is POSTed
     health_path: str = Field("", pattern=r"^(/\S*)?$")  # http: what is probed for readiness
     ready_statuses: list[Annotated[int, Field(ge=100, le=599)]] = Field([200], min_length=1)  # http: ready statuses
+
+    @model_validator(mode="after")
+    def complete(self) -> "Calls":
+        """What a protocol needs is there."""
+        if self.protocol == "http" and not (self.predict_path and self.health_path):
+            raise ValueError("protocol 'http' needs predict_path and health_path")
+        return self
+
+
+class Runtime(BaseModel):
+    """How one replica of a model runs: what is started, with what, within which limits, and where."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     command: list[str] = []  # process: the command line ("python" = this interpreter); docker: the entrypoint
     args: list[str] = []  # arguments after the command (docker: instead of the image's CMD); {port}, {host}
     image: str = ""  # docker backend: a locally built image; never pulled
@@ -50,24 +63,10 @@ class ModelConfig(BaseModel):
     volumes: list[Annotated[str, Field(pattern=VOLUME)]] = []  # docker: "/host/path:/container/path", read-only
     shm_size: str = Field("", pattern=r"^(\d+[bkmg]?)?$")  # docker: size of /dev/shm ("2g"); "" = Docker's
     gpus: StrictInt | list[str] = Field(0)  # docker: how many GPUs, or which device ids (a device request, gpu)
-    concurrency: PositiveInt = 1  # requests one replica serves at once
-    min_replicas: int = Field(0, ge=0)  # replicas kept warm
-    max_replicas: PositiveInt = Field(1, validate_default=True)  # replicas at most (min_replicas or more)
-    idle_timeout: PositiveFloat = 60  # seconds an idle replica lives before it is stopped
-    request_timeout: PositiveFloat = 30  # seconds one inference request may take, answer included
-    start_timeout: float = Field(60, gt=0, le=3600)  # seconds a replica may take to become ready (up to an hour)
-    queue_timeout: PositiveFloat = 600  # seconds a job may wait for a replica (none starting) before it fails
-    max_attempts: PositiveInt = 3  # tries of a job whose replica or worker died under it
-    max_queued: PositiveInt = 10_000  # jobs waiting at most; past it submits get 429
-    max_queued_per_key: PositiveInt = 1_000  # jobs of one API key not started yet at most; past it its submits 429
-    on_start_failure: Literal["fail", "wait"] = "fail"  # waiting jobs when a replica fails to start
-    cold_start_seed: PositiveFloat = 5.0  # seconds assumed for a cold start until one is measured
-    service_time_seed: PositiveFloat = 1.0  # seconds assumed per request until one is measured
     memory: str = Field("1g", pattern=r"^[1-9]\d*[bkmg]?$")  # docker: memory limit of a replica
     cpus: float = Field(1.0, ge=0.01)  # docker: CPU limit of a replica
     pids: PositiveInt = 256  # docker: process limit of a replica
     constraints: list[Annotated[str, Field(pattern=CONSTRAINT)]] = []  # swarm: where replicas may run
-    example_input: Any = None  # a body that works, shown to newcomers by GET /v1/models/<model>
 
     @field_validator("gpus")
     @classmethod
@@ -88,15 +87,6 @@ class ModelConfig(BaseModel):
                 raise ValueError(f"{name} is set by the platform; allowed: any other name")
         return env
 
-    @field_validator("max_replicas")
-    @classmethod
-    def room_for_the_minimum(cls, most: int, info: ValidationInfo) -> int:
-        """At least ``min_replicas`` (replicas kept warm never exceed the maximum)."""
-        least = info.data.get("min_replicas", 0)
-        if most < least:
-            raise ValueError(f"max_replicas {most} is below min_replicas {least}; allowed: {least} or more")
-        return most
-
     @field_validator("volumes")
     @classmethod
     def mountable(cls, volumes: list[str]) -> list[str]:
@@ -109,12 +99,90 @@ class ModelConfig(BaseModel):
             raise ValueError("two volumes with one target")
         return volumes
 
-    @model_validator(mode="after")
-    def complete(self) -> "ModelConfig":
-        """What a protocol needs is there."""
-        if self.protocol == "http" and not (self.predict_path and self.health_path):
-            raise ValueError("protocol 'http' needs predict_path and health_path")
-        return self
+
+class Scaling(BaseModel):
+    """How many replicas a model has, and what the policy assumes until it has measured."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    concurrency: PositiveInt = 1  # requests one replica serves at once
+    min_replicas: int = Field(0, ge=0)  # replicas kept warm
+    max_replicas: PositiveInt = Field(1, validate_default=True)  # replicas at most (min_replicas or more)
+    idle_timeout: PositiveFloat = 60  # seconds an idle replica lives before it is stopped
+    start_timeout: float = Field(60, gt=0, le=3600)  # seconds a replica may take to become ready (up to an hour)
+    cold_start_seed: PositiveFloat = 5.0  # seconds assumed for a cold start until one is measured
+    service_time_seed: PositiveFloat = 1.0  # seconds assumed per request until one is measured
+
+    @field_validator("max_replicas")
+    @classmethod
+    def room_for_the_minimum(cls, most: int, info: ValidationInfo) -> int:
+        """At least ``min_replicas`` (replicas kept warm never exceed the maximum)."""
+        least = info.data.get("min_replicas", 0)
+        if most < least:
+            raise ValueError(f"max_replicas {most} is below min_replicas {least}; allowed: {least} or more")
+        return most
+
+    @property
+    def seeds(self) -> dict[str, float]:
+        """The moving averages assumed until measured."""
+        return {"service_time": self.service_time_seed, "cold_start": self.cold_start_seed}
+
+
+class Jobs(BaseModel):
+    """How a model's jobs wait, run and fail."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request_timeout: PositiveFloat = 30  # seconds one inference request may take, answer included
+    queue_timeout: PositiveFloat = 600  # seconds a job may wait for a replica (none starting) before it fails
+    max_attempts: PositiveInt = 3  # tries of a job whose replica or worker died under it
+    max_queued: PositiveInt = 10_000  # jobs waiting at most; past it submits get 429
+    max_queued_per_key: PositiveInt = 1_000  # jobs of one API key not started yet at most; past it its submits 429
+    on_start_failure: Literal["fail", "wait"] = "fail"  # waiting jobs when a replica fails to start
+
+
+class Docs(BaseModel):
+    """What newcomers are shown of a model."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    example_input: Any = None  # a body that works, shown to newcomers by GET /v1/models/<model>
+
+
+SECTIONS: dict[str, type[BaseModel]] = {"calls": Calls, "runtime": Runtime, "scaling": Scaling, "jobs": Jobs,
+                                        "docs": Docs}  # a model's sections, by attribute
+SECTION_OF = {key: section for section, kind in SECTIONS.items() for key in kind.model_fields}  # flat key: section
+
+
+class ModelConfig(BaseModel):
+    """One served model, as declared in the models file (``[models.<name>]``): its name and its sections.
+
+    The models file and the constructor take the flat table (``ModelConfig(name="m", image="i", concurrency=2)``);
+    each key goes to its section (``model.scaling.concurrency``). A section may also be given whole.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=MODEL_NAME)
+    calls: Calls = Field(default_factory=Calls)
+    runtime: Runtime = Field(default_factory=Runtime)
+    scaling: Scaling = Field(default_factory=Scaling)
+    jobs: Jobs = Field(default_factory=Jobs)
+    docs: Docs = Field(default_factory=Docs)
+
+    @model_validator(mode="before")
+    @classmethod
+    def sectioned(cls, data: Any) -> Any:
+        """A flat table's keys grouped by section (unknown keys are left for pydantic to refuse)."""
+        if not isinstance(data, dict):
+            return data
+        grouped: dict[str, Any] = {key: value for key, value in data.items() if key not in SECTION_OF}
+        for key, value in data.items():
+            if (section := SECTION_OF.get(key)) is not None:
+                if section in data:
+                    raise ValueError(f"{section} is given whole and {key} beside it; allowed: one or the other")
+                grouped.setdefault(section, {})[key] = value
+        return grouped
 
     @property
     def queue(self) -> str:
@@ -122,14 +190,9 @@ class ModelConfig(BaseModel):
         return keys.celery_queue(self.name)
 
     @property
-    def seeds(self) -> dict[str, float]:
-        """The moving averages assumed until measured."""
-        return {"service_time": self.service_time_seed, "cold_start": self.cold_start_seed}
-
-    @property
     def served(self) -> str:
         """The model's name inside its server (kserve)."""
-        return self.served_name or self.name
+        return self.calls.served_name or self.name
 
 
 def fill(text: str, port: int, host: str) -> str:
@@ -197,7 +260,8 @@ class Settings(BaseSettings):
             models = parse_models(tomllib.loads(self.models_file.read_text()))
         except (ConfigError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{self.models_file}: {exc}") from None
-        if self.backend == "swarm" and (chosen := [name for name, m in models.items() if isinstance(m.gpus, list)]):
+        chosen = [name for name, m in models.items() if isinstance(m.runtime.gpus, list)]
+        if self.backend == "swarm" and chosen:
             raise ConfigError(f"{self.models_file}: model {chosen[0]!r}: gpus: the swarm backend takes a count of "
                               f"GPUs (Swarm chooses the devices), got a list of device ids")
         return models
@@ -208,9 +272,11 @@ class ConfigError(ValueError):
 
 
 def parse_models(document: dict[str, Any]) -> dict[str, ModelConfig]:
-    """Models from a parsed models file (``[models.<name>]`` tables); ConfigError naming the model and key."""
+    """Models from a parsed models file (flat ``[models.<name>]`` tables); ConfigError naming the model and key."""
     models = {}
     for name, table in document.get("models", {}).items():
+        if isinstance(table, dict) and (whole := SECTIONS.keys() & table):  # sections come from the flat keys
+            raise ConfigError(unknown(name, min(whole)))
         try:
             models[name] = ModelConfig(name=name, **table)
         except ValidationError as exc:
@@ -221,9 +287,14 @@ def parse_models(document: dict[str, Any]) -> dict[str, ModelConfig]:
 
 
 def problem(model: str, error: Any) -> str:
-    """One validation error, for people."""
-    key = ".".join(str(part) for part in error["loc"]) or "(table)"
+    """One validation error, for people, naming the flat key (not its section)."""
+    loc = error["loc"][1:] if error["loc"][:1] and error["loc"][0] in SECTIONS else error["loc"]
+    key = ".".join(str(part) for part in loc) or "(table)"
     if error["type"] == "extra_forbidden":
-        allowed = ", ".join(sorted(set(ModelConfig.model_fields) - {"name"}))
-        return f"model {model!r}: unknown key {key!r}; allowed: {allowed}"
+        return unknown(model, key)
     return f"model {model!r}: {key}: {error['msg']} (got {error.get('input')!r})"
+
+
+def unknown(model: str, key: str) -> str:
+    """A key no table has, with those it may have."""
+    return f"model {model!r}: unknown key {key!r}; allowed: {', '.join(sorted(SECTION_OF))}"

@@ -22,12 +22,13 @@ def build_images(settings: Settings, only: list[str] | None = None) -> int:
     root = settings.models_file.resolve().parent
     built: set[str] = set()
     for model in models.values():
-        if model.image and model.build and model.image not in built and (not only or model.name in only):
-            if not build_one(client, model, root / model.build):
+        run = model.runtime
+        if run.image and run.build and run.image not in built and (not only or model.name in only):
+            if not build_one(client, model, root / run.build):
                 return 1
-            built.add(model.image)
+            built.add(run.image)
     engines = [url.strip() for url in settings.engines.split(",") if url.strip()]
-    images = {model.image for model in models.values() if model.image and (not only or model.name in only)}
+    images = {m.runtime.image for m in models.values() if m.runtime.image and (not only or m.name in only)}
     return 0 if all(copy_image(client, image, engines) for image in sorted(images)) else 1
 
 
@@ -65,11 +66,11 @@ def copy_image(client: Any, image: str, engines: list[str]) -> bool:
 
 def build_one(client: object, model: ModelConfig, context: Path) -> bool:
     """Build one image from ``context``; whether it worked."""
-    print(f"building {model.image} from {context}/", flush=True)
-    for chunk in client.api.build(path=str(context), tag=model.image, network_mode="host",  # type: ignore[attr-defined]
+    print(f"building {model.runtime.image} from {context}/", flush=True)
+    for chunk in client.api.build(path=str(context), tag=model.runtime.image, network_mode="host",  # type: ignore[attr-defined]
                                   pull=False, rm=True, decode=True):
         if "error" in chunk:
-            print(f"build of {model.image} failed: {chunk['error']}", flush=True)
+            print(f"build of {model.runtime.image} failed: {chunk['error']}", flush=True)
             return False
         line = chunk.get("stream", "").rstrip()
         if line.startswith("Step ") or line.startswith("Successfully"):

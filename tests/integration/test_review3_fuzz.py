@@ -73,7 +73,7 @@ def answer(faults: Faults, served: dict[int, int]) -> Any:
             connection.close()
             raise OSError("closed unanswered")
         elif roll < 0.22:
-            time.sleep(MODEL.request_timeout + 0.4)  # slow: the job fails timeout, the replica is alive
+            time.sleep(MODEL.jobs.request_timeout + 0.4)  # slow: the job fails timeout, the replica is alive
             connection.sendall(response(200, json.dumps({"y": x}).encode()))
         elif roll < 0.25:
             connection.sendall(response(200, b"not json"))
@@ -126,10 +126,10 @@ def leader(store: Store, token: str, servers: list[WireServer], stop: threading.
 
     while not stop.is_set():
         jobs = store.jobs
-        for reaped in jobs.reap({"m": MODEL.max_attempts}):
+        for reaped in jobs.reap({"m": MODEL.jobs.max_attempts}):
             count(f"reaped {reaped.outcome}")
         count("resent", len(jobs.resend_lost("m", 0.5)))
-        jobs.dispatch("m", MODEL.concurrency)
+        jobs.dispatch("m", MODEL.scaling.concurrency)
         snapshot = store.replicas.snapshot("m", {})
         for replica in snapshot.replicas:
             if replica.state is ReplicaState.FAILED and not draining(MODEL, replica, snapshot.now):
@@ -144,7 +144,7 @@ def ready(store: Store, token: str, server: WireServer) -> None:
     replica_id = f"r{time.monotonic_ns()}"
     assert store.replicas.add(token, replica_id, "m", "test")
     assert store.replicas.launched(token, replica_id, server.url, replica_id)
-    assert store.replicas.ready(token, replica_id, MODEL.concurrency) is not None
+    assert store.replicas.ready(token, replica_id, MODEL.scaling.concurrency) is not None
 
 
 @pytest.fixture

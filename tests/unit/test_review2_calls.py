@@ -24,7 +24,8 @@ def store(clock: Clock) -> Store:
 def test_review2_hole04_a_failed_replica_is_stopped_only_once_its_other_jobs_let_go(store: Store,
                                                                                     clock: Clock) -> None:
     backend = FakeBackend()
-    autoscaler = scaler(store, backend, m=MODEL.model_copy(update={"concurrency": 2, "max_replicas": 1}))
+    two_slots = MODEL.scaling.model_copy(update={"concurrency": 2, "max_replicas": 1})
+    autoscaler = scaler(store, backend, m=MODEL.model_copy(update={"scaling": two_slots}))
     token = store.lease(3).hold() or ""
     first, neighbour = submit(store, 2)
     autoscaler.lead(token, full=True)

@@ -143,7 +143,7 @@ def test_replicas_of_a_removed_model_are_stopped_once_idle_past_the_grace_and_th
     store = Store.of(fakeredis.FakeRedis(decode_responses=True), retention=60, clock=clock)
     backend = FakeBackend()
     token = store.lease(3).hold() or ""
-    warm = MODEL.model_copy(update={"min_replicas": 1})
+    warm = MODEL.model_copy(update={"scaling": MODEL.scaling.model_copy(update={"min_replicas": 1})})
     scaler(store, backend, m=warm).lead(token, full=True)
     [replica] = store.replicas.of("m")
     assert replica.state is ReplicaState.READY and store.jobs.models_held() == {"m"}

@@ -131,11 +131,11 @@ def run_job(ctx: WorkerContext, job_id: str, model_name: str) -> Summary:
         refused = ctx.store.jobs.refuse(job_id, why)
         return Summary(job_id, refused, error=why if refused == JobStatus.FAILED else None)
     token = uuid.uuid4().hex
-    started = ctx.store.jobs.start(job_id, token, ctx.leases.lease, ctx.worker, model.concurrency,
-                                   model.on_start_failure == "fail", ctx.host)
+    started = ctx.store.jobs.start(job_id, token, ctx.leases.lease, ctx.worker, model.scaling.concurrency,
+                                   model.jobs.on_start_failure == "fail", ctx.host)
     if isinstance(started, str):
         return Summary(job_id, started)
-    with ctx.leases.holding(job_id, token, model.max_attempts * (model.request_timeout + 10)):
+    with ctx.leases.holding(job_id, token, model.jobs.max_attempts * (model.jobs.request_timeout + 10)):
         return run_started(ctx, model, started, token)
 
 
@@ -169,7 +169,7 @@ def run_started(ctx: WorkerContext, model: ModelConfig, started: Started, token:
         log.warning("job %s: replica %s %s: %s", started.job.id, started.slot.replica_id,
                     "is gone" if outcome.gone else "failed the call", outcome.reason)
         retried = ctx.store.jobs.retry(started.job.id, token, started.slot.replica_id, outcome.reason, outcome.gone,
-                                       model.max_attempts, model.concurrency, ctx.leases.lease, ctx.worker,
+                                       model.jobs.max_attempts, model.scaling.concurrency, ctx.leases.lease, ctx.worker,
                                        ctx.host)
         if isinstance(retried, str):
             return Summary(started.job.id, retried, started.slot.replica_id, seconds=seconds)
@@ -182,7 +182,7 @@ def call(ctx: WorkerContext, model: ModelConfig, started: Started) -> Outcome | 
     ``Retry-After``, while the deadline allows."""
     protocol = protocol_for(model)
     request = protocol.request(started.job.id, started.job.input)
-    until = time.monotonic() + model.request_timeout
+    until = time.monotonic() + model.jobs.request_timeout
     while True:
         try:
             response, body = transport.ask(ctx.http, request.method, started.slot.endpoint + request.path, until,
@@ -196,7 +196,7 @@ def call(ctx: WorkerContext, model: ModelConfig, started: Started) -> Outcome | 
         try:
             if busy := transient(response.status, response.headers):
                 raise busy
-            return protocol.outcome(response.status, response.headers, body, model.request_timeout)
+            return protocol.outcome(response.status, response.headers, body, model.jobs.request_timeout)
         except ReplicaBusy as busy:
             pause = max(BUSY_PAUSE, busy.retry_after or 0.0)
             if time.monotonic() + pause > until:
@@ -212,9 +212,9 @@ def judge(ctx: WorkerContext, model: ModelConfig, endpoint: str, exc: Exception,
     answer is gone."""
     reason = f"{type(exc).__name__}: {exc}"[:1000]
     found = transport.probe(ctx.http, protocol_for(model), endpoint,
-                            time.monotonic() + min(PROBE_TIMEOUT, model.request_timeout))
+                            time.monotonic() + min(PROBE_TIMEOUT, model.jobs.request_timeout))
     if found is None or found[0] is not Readiness.READY:
         return Fault(f"{reason}; and no answer to a readiness probe", gone=True)
     if timed_out:
-        return Fault(f"no complete answer within the request timeout of {model.request_timeout:g} s", slow=True)
+        return Fault(f"no complete answer within the request timeout of {model.jobs.request_timeout:g} s", slow=True)
     return Fault(reason)

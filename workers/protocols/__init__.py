@@ -16,14 +16,14 @@ from workers.protocols.runpod import RunPodProtocol
 
 def protocol_for(model: ModelConfig) -> ReplicaProtocol:
     """The adapter of the model's ``protocol``."""
-    if model.protocol == "cog":
+    if model.calls.protocol == "cog":
         return CogProtocol()
-    if model.protocol == "kserve":
+    if model.calls.protocol == "kserve":
         return KServeProtocol(model.served)
-    if model.protocol == "runpod":
+    if model.calls.protocol == "runpod":
         return RunPodProtocol()
-    if model.protocol == "http":
-        return HttpProtocol(model.predict_path, model.health_path, model.ready_statuses)
+    if model.calls.protocol == "http":
+        return HttpProtocol(model.calls.predict_path, model.calls.health_path, model.calls.ready_statuses)
     return NativeProtocol()
 
 

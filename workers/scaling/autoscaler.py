@@ -115,17 +115,17 @@ class Autoscaler:
         """Take back the jobs of lost workers, resend lost messages, expire long waits, fill free slots, and fail
         the waiting jobs of models no longer served."""
         jobs = self.store.jobs
-        for reaped in jobs.reap({name: m.max_attempts for name, m in self.models.items()}):
+        for reaped in jobs.reap({name: m.jobs.max_attempts for name, m in self.models.items()}):
             self.store.events.record(reaped.model, f"job_{reaped.outcome.lower()}", job=reaped.job_id,
                                      owner=reaped.owner, reason="lease expired: its worker was lost")
         for model in self.models.values():
             for job_id, owner in jobs.resend_lost(model.name, self.orphan_after).items():
                 self.store.events.record(model.name, "job_resent", job=job_id, owner=owner,
                                          reason="its message was lost; sent again")
-            if expired := jobs.expire_parked(model.name, model.queue_timeout):
+            if expired := jobs.expire_parked(model.name, model.jobs.queue_timeout):
                 self.store.events.record(model.name, "jobs_expired", reason=f"{len(expired)} job(s) waited over "
                                                                             f"the queue timeout")
-            jobs.dispatch(model.name, model.concurrency)
+            jobs.dispatch(model.name, model.scaling.concurrency)
         for name in jobs.models_held() - set(self.models):
             if abandoned := jobs.abandon(name, self.removed_after).failed:
                 self.store.events.record(name, "jobs_removed", reason=f"{len(abandoned)} waiting job(s) failed: "
@@ -133,13 +133,13 @@ class Autoscaler:
 
     def observe(self, model: ModelConfig) -> ModelSnapshot:
         """The model now."""
-        return self.store.replicas.snapshot(model.name, model.seeds)
+        return self.store.replicas.snapshot(model.name, model.scaling.seeds)
 
     def reconcile(self, model: ModelConfig, token: str) -> None:
         """Tidy away failed and drained replicas, then start and stop what the policy decides."""
         snapshot = self.observe(model)
         state = ScalingState.of(snapshot.scaling)
-        decision, new_state = decide(observation(snapshot), Policy.of(model), state, self.clock())
+        decision, new_state = decide(observation(snapshot), Policy.of(model.scaling), state, self.clock())
         if new_state != state:
             self.store.replicas.save_scaling(token, model.name, new_state.fields())
         for replica in snapshot.replicas:
@@ -149,7 +149,7 @@ class Autoscaler:
         for _ in range(decision.start):
             self.start(model, token)
         for replica_id in decision.stop:
-            if self.store.replicas.drain_if_idle(token, replica_id, model.idle_timeout):
+            if self.store.replicas.drain_if_idle(token, replica_id, model.scaling.idle_timeout):
                 self.store.events.record(model.name, "scale_down", replica_id, f"idle: {decision.reason}")
 
     def tidy(self, model: ModelConfig, replica: Replica, token: str, now: float) -> None:
@@ -170,7 +170,7 @@ class Autoscaler:
             if self.store.replicas.remove(token, replica):
                 self.store.events.record(model.name, "lost", replica.id, "its start did not finish")
             return
-        left = max(0.0, model.start_timeout - (now - replica.started_at))
+        left = max(0.0, model.scaling.start_timeout - (now - replica.started_at))
         self.await_ready(model, replica.id, Launched(replica.endpoint, replica.handle), token, left)
 
     def start(self, model: ModelConfig, token: str) -> None:
@@ -195,7 +195,7 @@ class Autoscaler:
             self.store.events.record(model.name, "start_abandoned", replica_id, "its record was removed while it "
                                                                                 "started")
         elif recorded > 0:
-            self.await_ready(model, replica_id, launched, token, model.start_timeout)
+            self.await_ready(model, replica_id, launched, token, model.scaling.start_timeout)
         # else another autoscaler leads now: it adopts the replica (or stops it as a stray)
 
     def await_ready(self, model: ModelConfig, replica_id: str, launched: Launched, token: str,
@@ -212,7 +212,7 @@ class Autoscaler:
             self.start_failed(model, replica_id, reason[:1000] + ("; its last lines:\n" + "\n".join(lines)
                                                                    if lines else ""), token)
             return
-        found = self.store.replicas.ready(token, replica_id, model.concurrency)
+        found = self.store.replicas.ready(token, replica_id, model.scaling.concurrency)
         if found is not None:
             self.store.events.record(model.name, "ready", replica_id,
                                      f"cold start {found[0]:.3f} s; {found[1]} waiting job(s) sent to it")
@@ -221,7 +221,7 @@ class Autoscaler:
         """Record a failed start (the policy backs off), and fail waiting jobs if the model says so."""
         log.error("replica %s of %s failed to start: %s", replica_id, model.name, reason)
         failed = self.store.replicas.start_failed(token, replica_id, model.name, reason,
-                                                  model.on_start_failure == "fail")
+                                                  model.jobs.on_start_failure == "fail")
         if failed is not None:  # else another autoscaler leads: it judges the replica itself
             self.store.events.record(model.name, "start_failed", replica_id,
                                      reason + (f" ({failed} waiting job(s) failed)" if failed else ""))
@@ -332,7 +332,7 @@ def draining(model: ModelConfig, replica: Replica, now: float) -> bool:
     """Whether a FAILED replica still holds slots of jobs whose calls may yet end well: it is out of routing, and
     stopping it would fail them too; each call ends within its request timeout (and a probe), then it is stopped."""
     return (replica.state is ReplicaState.FAILED and replica.in_flight > 0 and replica.failed_at is not None
-            and now < replica.failed_at + model.request_timeout + FAILED_GRACE)
+            and now < replica.failed_at + model.jobs.request_timeout + FAILED_GRACE)
 
 
 def observation(snapshot: ModelSnapshot) -> Observation:

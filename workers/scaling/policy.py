@@ -30,7 +30,7 @@ would be ready only after the backlog had drained.
 import math
 from dataclasses import dataclass
 
-from workers.config import ModelConfig
+from workers.config import Scaling
 from workers.store.records import ReplicaState
 
 
@@ -75,10 +75,10 @@ class Policy:
     backoff_max: float = 60.0  # longest wait between start attempts
 
     @classmethod
-    def of(cls, model: ModelConfig) -> "Policy":
-        """The policy a model's config declares."""
-        return cls(concurrency=model.concurrency, min_replicas=model.min_replicas,
-                   max_replicas=model.max_replicas, idle_timeout=model.idle_timeout)
+    def of(cls, scaling: Scaling) -> "Policy":
+        """The policy a model's scaling section declares."""
+        return cls(concurrency=scaling.concurrency, min_replicas=scaling.min_replicas,
+                   max_replicas=scaling.max_replicas, idle_timeout=scaling.idle_timeout)
 
 
 @dataclass(frozen=True)

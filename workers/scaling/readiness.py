@@ -63,7 +63,7 @@ class ReadinessProbe:
                 return found[1]
             self.sleep(self.poll)
         pending = f"; still pending: {last.reason}" if last.phase is Phase.PENDING and last.reason else ""
-        return f"not ready within the start timeout of {model.start_timeout:g} s{pending}"
+        return f"not ready within the start timeout of {model.scaling.start_timeout:g} s{pending}"
 
     def check(self, protocol: ReplicaProtocol, endpoint: str, deadline: float) -> tuple[Readiness, str] | None:
         """One probe, answered whole by ``deadline``: the protocol's verdict; None if no answer came by then."""

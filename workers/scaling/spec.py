@@ -42,13 +42,14 @@ class ReplicaSpec:
     def of(cls, model: ModelConfig, replica_id: str) -> "ReplicaSpec":
         """The spec of replica ``replica_id`` of ``model``: where to listen, how many requests at once, what its
         protocol needs, and the model's own settings."""
-        env = {"HOST": "{host}", "PORT": "{port}", "CONCURRENCY": str(model.concurrency),
-               **protocol_for(model).environment(), **model.env}
-        return cls(model=model.name, replica_id=replica_id, image=model.image, command=tuple(model.command),
-                   args=tuple(model.args), env=env, volumes=tuple(model.volumes),
-                   resources=Resources(cpus=model.cpus, memory=model.memory, pids=model.pids, shm_size=model.shm_size),
-                   gpus=model.gpus if isinstance(model.gpus, int) else tuple(model.gpus), port=model.port,
-                   constraints=tuple(model.constraints))
+        run = model.runtime
+        env = {"HOST": "{host}", "PORT": "{port}", "CONCURRENCY": str(model.scaling.concurrency),
+               **protocol_for(model).environment(), **run.env}
+        return cls(model=model.name, replica_id=replica_id, image=run.image, command=tuple(run.command),
+                   args=tuple(run.args), env=env, volumes=tuple(run.volumes),
+                   resources=Resources(cpus=run.cpus, memory=run.memory, pids=run.pids, shm_size=run.shm_size),
+                   gpus=run.gpus if isinstance(run.gpus, int) else tuple(run.gpus), port=run.port,
+                   constraints=tuple(run.constraints))
 
     def environment(self, host: str, port: int) -> dict[str, str]:
         """The replica's environment, listening on ``host``:``port``."""
