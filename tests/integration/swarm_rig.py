@@ -50,22 +50,23 @@ class SwarmRig:
     """``hosts`` hosts in one swarm; ``gpus`` gives host numbers synthetic GPUs (Swarm generic resources)."""
 
     def __init__(self, base: Path, hosts: int = 3, gpus: dict[int, Sequence[str]] | None = None,
-                 heartbeat: str = "1s") -> None:
+                 heartbeat: str = "1s", prefix: str = PREFIX, net: str = NET) -> None:
         self.base = base
         self.hosts = list(range(1, hosts + 1))
         self.gpus = gpus or {}
         self.heartbeat = heartbeat
-        self.bridge = f"{PREFIX}br"
-        self.gateway = f"{NET}.1"  # the root namespace's address on the bridge
+        self.prefix, self.net = prefix, net  # two rigs of different prefixes and ranges can run side by side
+        self.bridge = f"{prefix}br"
+        self.gateway = f"{net}.1"  # the root namespace's address on the bridge
         self.clients: dict[int, Any] = {}
 
     def name(self, host: int) -> str:
         """The host's netns, hostname and Swarm node name."""
-        return f"{PREFIX}{host}"
+        return f"{self.prefix}{host}"
 
     def address(self, host: int) -> str:
         """The host's address on the bridge."""
-        return f"{NET}.1{host}"
+        return f"{self.net}.1{host}"
 
     def socket(self, host: int) -> str:
         """The host's engine, as ``DOCKER_HOST`` names it."""
@@ -198,7 +199,7 @@ class SwarmRig:
 
     def contained(self, host: int) -> list[int]:
         """Pids in the host's container cgroups."""
-        pids = set()
+        pids: set[int] = set()
         for group in self.cgroups(host):
             for procs in group.rglob("cgroup.procs"):
                 with contextlib.suppress(OSError, ValueError):
