@@ -31,7 +31,16 @@ import redis
 
 from bench import measure as timing
 from bench import reference
-from bench.run import PAYLOAD, Platform, Processes, celery_call, environment, start_reference_worker, wait_until
+from bench.run import (
+    PAYLOAD,
+    Platform,
+    Processes,
+    answers,
+    celery_call,
+    environment,
+    start_reference_worker,
+    wait_until,
+)
 from workers.embedded import start_embedded_redis
 from workers.scaling.backends import free_port
 
@@ -106,6 +115,7 @@ def main() -> None:
             processes.start("swarm-gateway", [*me, "gateway", "--port", str(port)], **swarm_env)
             processes.start("swarm-autoscaler", [*me, "autoscaler"], **swarm_env)
             swarm = Platform(processes, "swarm", port)
+            wait_until(lambda: answers(f"{swarm.url}/healthz"), 60, "the swarm's gateway", interval=0.2)
             wait_until(lambda: swarm.ready_replicas("iris") == 3, 120, "three replicas on the swarm", interval=0.2)
             with Platform(processes, "process", free_port()) as today:
                 wait_until(lambda: today.ready_replicas("iris") >= 1, 60, "the warm replica of iris")
