@@ -13,6 +13,7 @@ from flask.json.provider import DefaultJSONProvider
 from flask_openapi3 import Info, OpenAPI, Tag
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError
 from werkzeug.exceptions import BadRequest, ClientDisconnected, RequestEntityTooLarge, UnsupportedMediaType
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -40,7 +41,7 @@ from gateway.schemas import (
 from workers.config import ModelConfig, Settings
 from workers.protocols.base import float_sized
 from workers.store import Store, urls
-from workers.store.jobs import JobStore, Refusal
+from workers.store.jobs import JobStore, Refusal, Unreplicated
 from workers.store.records import Job, JobStatus
 
 SECURED: list[dict[str, list[str]]] = [{"bearer": []}]  # API keys, when SM_API_KEYS is set
@@ -109,7 +110,8 @@ class Gateway:
         """A submit that failed: 503 only once the job surely will not run (it was never recorded, or it was taken
         back); the job if it stays (a worker has it); 504 if Redis stays away until ``deadline`` (monotonic) so
         that nobody can tell."""
-        if isinstance(error, redis.ConnectionError) and "connecting to" in str(error):
+        if isinstance(error, MasterNotFoundError) or (isinstance(error, (redis.ConnectionError, redis.TimeoutError))
+                                                      and "connecting to" in str(error).lower()):
             raise errors.Unavailable(f"the job store is unreachable: {error}")  # nothing was sent
         while True:
             try:
@@ -122,6 +124,9 @@ class Gateway:
                 time.sleep(0.2)
         if kept in ("WITHDRAWN", "NONE"):
             raise errors.Unavailable(f"the job store failed during the submit ({error}); nothing was kept")
+        if isinstance(error, Unreplicated):  # a worker took it already: it runs, but a failover could lose it
+            raise errors.OutcomeUnknown(f"job {job.id} runs, but no Redis replica held it in time ({error}); "
+                                        f"GET /v1/jobs/{job.id} tells whether it stays")
         try:
             return self.store.jobs.get(job.id) or replace(job, status=JobStatus(kept))
         except redis.RedisError:

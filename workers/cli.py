@@ -4,7 +4,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import secrets
 import signal
 import subprocess
@@ -40,7 +39,11 @@ def start_redis(settings: Settings) -> tuple[str, subprocess.Popen[bytes] | None
 
 def masked(url: str) -> str:
     """A Redis URL with its password hidden."""
-    return re.sub(r"://([^:@/]*):[^@/]*@", r"://\1:***@", url)
+    scheme, found, rest = url.partition("://")
+    credentials, at, hosts = rest.rpartition("@")
+    if not (found and at and ":" in credentials):
+        return url
+    return f"{scheme}://{credentials.partition(':')[0]}:***@{hosts}"
 
 
 def spawn(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:

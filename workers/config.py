@@ -203,7 +203,7 @@ def fill(text: str, port: int, host: str) -> str:
 class Settings(BaseSettings):
     """Everything configurable, from ``SM_*`` environment variables (``REDIS_URL`` too)."""
 
-    model_config = SettingsConfigDict(env_prefix="SM_", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix="SM_", populate_by_name=True, hide_input_in_errors=True)
 
     redis_url: str = Field(
         "redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL", "SM_REDIS_URL", "redis_url")

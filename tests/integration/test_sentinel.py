@@ -15,7 +15,8 @@ from tests.integration.faults import Submitter, tally, wait_finished
 from tests.integration.platform import Platform, unavailable
 from workers.polling import wait_until
 from workers.scaling.backends import free_port
-from workers.store import connect
+from workers.store import Store, connect
+from workers.store.jobs import Unreplicated
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 PASSWORD = "sentinel-test-password"
@@ -129,3 +130,12 @@ def test_the_primary_killed_under_load_the_replica_takes_over_and_no_accepted_jo
     assert result.lost == [] and result.committed_twice == []
     assert result.succeeded == len(submitter.accepted) == 120
     assert all(platform.processes[name].poll() is None for name in ("gateway", "autoscaler", "worker", "worker2"))
+
+
+def test_a_submit_no_replica_holds_in_time_is_taken_back(client: "redis.Redis") -> None:
+    store = Store.of(client, 60, replicas=1, replicas_within=0.05)  # a Redis with no replica at all
+    job = store.jobs.new("m", {"x": 1})
+    with pytest.raises(Unreplicated):
+        store.jobs.submit(job)
+    assert store.jobs.withdraw(job) == "WITHDRAWN"  # no replica is connected: none can bring it back
+    assert store.jobs.get(job.id) is None

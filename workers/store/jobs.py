@@ -65,20 +65,34 @@ class JobStore:
     def submit(self, job: Job, max_queued: int = 0, max_per_owner: int = 0) -> Job | Refusal:
         """Record the job and push its Celery message, both or neither; a Refusal if ``max_queued`` jobs of the
         model already wait, or ``max_per_owner`` of its owner's have not started (0: no cap; no owner: none)."""
-        created = self.scripts("submit", job.id, job.model, max_queued, max_per_owner, job.owner, "input",
-                               json.dumps(job.input))
+        created, held = self.replicated("submit", job.id, job.model, max_queued, max_per_owner, job.owner, "input",
+                                        json.dumps(job.input))
         if created in (Refusal.FULL, Refusal.KEY_FULL):
             return Refusal(created)
-        if self.replicas and (held := int(self.redis.wait(self.replicas, int(self.replicas_within * 1000)))) < \
-                self.replicas:  # a failover now could lose it: the caller takes it back (Gateway.settle)
+        if held < self.replicas:  # a failover now could lose it: the caller takes it back (Gateway.settle)
             raise Unreplicated(f"{held} of {self.replicas} Redis replica(s) hold job {job.id} after "
                                f"{self.replicas_within:g} s")
         return Job(id=job.id, model=job.model, status=JobStatus.QUEUED, input=job.input, created_at=float(created),
                    owner=job.owner)
 
     def withdraw(self, job: Job) -> str:
-        """Take back a job whose submit may or may not have happened: WITHDRAWN, NONE, or the status it keeps."""
-        return str(self.scripts("withdraw", job.id))
+        """Take back a job whose submit may or may not have happened: WITHDRAWN, NONE, or the status it keeps;
+        Unreplicated if a connected replica does not know yet (a failover could bring the job back)."""
+        kept, held = self.replicated("withdraw", job.id)
+        if held < self.replicas and held < int(self.redis.info("replication").get("connected_slaves", 0)):
+            raise Unreplicated(f"{held} of {self.replicas} Redis replica(s) saw job {job.id} withdrawn")
+        return str(kept)
+
+    def replicated(self, name: str, *args: Any) -> tuple[Any, int]:
+        """Run script ``name``; with replicas to wait for, then WAIT for them on the same connection (WAIT counts
+        the writes of its own connection): its answer, and how many replicas hold its writes."""
+        if not self.replicas:
+            return self.scripts(name, *args), 0
+        with self.redis.pipeline(transaction=False) as pipe:
+            self.scripts(name, *args, pipe=pipe)
+            pipe.wait(self.replicas, max(1, int(self.replicas_within * 1000)))
+            answer, held = pipe.execute()
+        return answer, int(held)
 
     def get(self, job_id: str) -> Job | None:
         """The job, or None if unknown or expired."""

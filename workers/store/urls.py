@@ -10,9 +10,13 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 SCHEME = "sentinel"
+ASKING = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}  # a Sentinel that does not answer at once is
+# skipped for the next (redis-py tries each in turn): a frozen one must not hold every new connection
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,7 @@ class Sentinels:
     master: str
     password: str = ""
     db: int = 0
+    username: str = ""  # an ACL user ("" = default)
 
     @classmethod
     def parse(cls, url: str) -> "Sentinels | None":
@@ -44,13 +49,15 @@ class Sentinels:
         db = split.path.strip("/") or "0"
         if not db.isdigit():
             raise ValueError(f"the database is a number, got {db!r}")
-        return cls(tuple(addresses), master, unquote(credentials.partition(":")[2]), int(db))
+        user, _, password = credentials.partition(":")
+        return cls(tuple(addresses), master, unquote(password), int(db), unquote(user))
 
     def celery_broker(self) -> tuple[str, dict[str, Any]]:
         """Celery's broker URL for these Sentinels, and the transport options it needs."""
-        auth = f":{quote(self.password, safe='')}@" if self.password else ""
-        return ";".join(f"{SCHEME}://{auth}{host}:{port}/{self.db}" for host, port in self.addresses), \
-            {"master_name": self.master}
+        auth = f"{quote(self.username, safe='')}:{quote(self.password, safe='')}@" if self.password else ""
+        where = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in self.addresses]
+        return ";".join(f"{SCHEME}://{auth}{address}/{self.db}" for address in where), \
+            {"master_name": self.master, "sentinel_kwargs": ASKING}
 
 
 def client(url: str, **options: Any) -> redis.Redis:
@@ -58,9 +65,10 @@ def client(url: str, **options: Any) -> redis.Redis:
     sentinels = Sentinels.parse(url)
     if sentinels is None:
         return redis.Redis.from_url(url, **options)
-    timeouts = {name: options[name] for name in ("socket_timeout", "socket_connect_timeout") if name in options}
-    found = Sentinel(list(sentinels.addresses), sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
+    found = Sentinel(list(sentinels.addresses),  # type: ignore[no-untyped-call]
+                     sentinel_kwargs={**ASKING, "retry": Retry(NoBackoff(), 0)})
     primary: redis.Redis = found.master_for(  # type: ignore[no-untyped-call]
-        sentinels.master, password=sentinels.password or None, db=sentinels.db, **options)
+        sentinels.master, password=sentinels.password or None, username=sentinels.username or None,
+        db=sentinels.db, **options)
     return primary
 
