@@ -13,6 +13,7 @@ import redis
 
 from tests.integration.faults import Submitter, tally, wait_finished
 from tests.integration.platform import Platform, unavailable
+from tests.integration.test_holes import sleepy
 from workers.polling import wait_until
 from workers.scaling.backends import free_port
 from workers.store import Store, connect
@@ -20,14 +21,7 @@ from workers.store.jobs import Unreplicated
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 PASSWORD = "sentinel-test-password"
-SLEEPY = """
-[models.sleepy]
-command = ["python", "-m", "model.server"]
-concurrency = 4
-max_replicas = 2
-idle_timeout = 30
-env = { MODEL_CLASS = "testmodels:Sleepy", SERVICE_TIME = "0.1" }
-"""
+SLEEPY = sleepy(env='{ MODEL_CLASS = "testmodels:Sleepy", SERVICE_TIME = "0.1" }')
 
 
 class Servers:
