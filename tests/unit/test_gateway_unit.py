@@ -6,7 +6,7 @@ import fakeredis
 import pytest
 import redis
 
-from gateway.app import Gateway
+from gateway.service import Gateway
 from workers.config import ModelConfig, Settings
 from workers.store import Store
 from workers.store.records import JobStatus

@@ -1,0 +1,119 @@
+"""The native front door: the /v1 API (jobs, models, replicas, events, hosts)."""
+
+from typing import Any
+
+from flask import Response, g, jsonify
+from flask_openapi3 import APIBlueprint, Tag
+from flask_openapi3.utils import get_operation_id_for_path
+
+from gateway import errors
+from gateway.schemas import (
+    ErrorBody,
+    EventList,
+    EventQuery,
+    EventView,
+    HostList,
+    JobInput,
+    JobPath,
+    JobView,
+    LogQuery,
+    ModelList,
+    ModelPath,
+    ModelView,
+    ReplicaLog,
+    ReplicaPath,
+    WaitQuery,
+    iso,
+)
+from gateway.service import LONGEST_ID, Gateway
+
+SECURED: list[dict[str, list[str]]] = [{"bearer": []}]  # API keys, when SM_API_KEYS is set
+JOBS = Tag(name="jobs", description="submit, read and cancel inference jobs")
+MODELS = Tag(name="models", description="served models, their queues and replicas")
+HOSTS = Tag(name="hosts", description="the machines replicas run on")
+ERRORS: dict[Any, Any] = {400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 413: ErrorBody, 415: ErrorBody,
+                          422: ErrorBody, 429: ErrorBody, 503: ErrorBody, 507: ErrorBody}
+
+
+def respond(body: Any, status: int = 200) -> Response:
+    """A pydantic model as a JSON response."""
+    response = jsonify(body.model_dump(mode="json"))
+    response.status_code = status
+    return response
+
+
+def operation_id(*, bp_name: str = "", name: str = "", path: str = "", method: str = "") -> str:
+    """An operation's id in the OpenAPI document: its function, path and method (the door's name left out)."""
+    return str(get_operation_id_for_path(name=name, path=path, method=method))
+
+
+def blueprint(gateway: Gateway) -> APIBlueprint:
+    """The /v1 routes over ``gateway``."""
+    api = APIBlueprint("native", __name__, operation_id_callback=operation_id)
+
+    @api.post("/v1/models/<model>/jobs", security=SECURED, tags=[JOBS],
+              responses={200: JobView, 202: JobView, 429: ErrorBody, 504: ErrorBody, **ERRORS})
+    def submit_job(path: ModelPath, query: WaitQuery, body: JobInput) -> Response:
+        """Submit a job; with ?wait=<s>, block up to that long for its result."""
+        job = gateway.submit(gateway.model(path.model), body.root, query.wait, g.principal)
+        return respond(JobView.of(job), 200 if job.status.finished else 202)
+
+    @api.get("/v1/jobs/<job_id>", security=SECURED, tags=[JOBS], responses={200: JobView, **ERRORS})
+    def get_job(path: JobPath) -> Response:
+        """A job's status, output or error, timings, replica and attempts."""
+        return respond(JobView.of(gateway.job(path.job_id, g.principal)))
+
+    @api.delete("/v1/jobs/<job_id>", security=SECURED, tags=[JOBS], responses={200: JobView, 409: ErrorBody, **ERRORS})
+    def cancel_job(path: JobPath) -> Response:
+        """Cancel a queued job; a running one is cancelled best-effort (its result is discarded)."""
+        job = gateway.job(path.job_id, g.principal)
+        if gateway.store.jobs.cancel(job.id) != "OK":
+            raise errors.JobFinished(f"job {job.id} already finished as {gateway.job(job.id, g.principal).status}")
+        return respond(JobView.of(gateway.job(job.id, g.principal)))
+
+    @api.get("/v1/models", security=SECURED, tags=[MODELS], responses={200: ModelList})
+    def list_models() -> Response:
+        """Every served model with its queue, replicas and moving averages."""
+        return respond(ModelList(models=[gateway.view(m) for m in gateway.models.values()]))
+
+    @api.get("/v1/models/<model>", security=SECURED, tags=[MODELS], responses={200: ModelView, **ERRORS})
+    def get_model(path: ModelPath) -> Response:
+        """One model: queue depth, in flight, moving averages, replicas and an example input."""
+        return respond(gateway.view(gateway.model(path.model)))
+
+    @api.get("/v1/models/<model>/replicas/<replica>/logs", security=SECURED, tags=[MODELS],
+             responses={200: ReplicaLog, **ERRORS})
+    def replica_logs(path: ReplicaPath, query: LogQuery) -> Response:
+        """The last lines a replica printed (its container's output, or its process's log file)."""
+        model = gateway.model(path.model)
+        replica = gateway.store.replicas.get(path.replica) if len(path.replica) <= LONGEST_ID else None
+        if replica is None or replica.model != model.name:
+            raise errors.UnknownReplica(f"{model.name!r} has no replica {path.replica[:LONGEST_ID]!r}")
+        if not gateway.log_requests.acquire(blocking=False):
+            raise errors.RateLimited("too many log requests at once; retry")
+        try:
+            lines = gateway.waits.replicas.ask_logs(replica.id, query.tail, timeout=5)
+        finally:
+            gateway.log_requests.release()
+        if lines is None:
+            raise errors.Unavailable("no autoscaler answered (the leading one reads the logs); retry")
+        return respond(ReplicaLog(replica=replica.id, lines=lines))
+
+    @api.get("/v1/events", security=SECURED, tags=[MODELS], responses={200: EventList, **ERRORS})
+    def list_events(query: EventQuery) -> Response:
+        """The autoscaler's decisions and lifecycle events with their reasons, newest first (with API keys, the
+        events about jobs show only the caller's)."""
+        if query.model is not None:
+            gateway.model(query.model)
+        owner = g.principal if gateway.guard.accepted else None
+        events = gateway.store.events.recent(query.model, query.limit, owner)
+        return respond(EventList(events=[EventView(at=iso(e.at), model=e.model, kind=e.kind, replica=e.replica,
+                                                   reason=e.reason, job=e.job) for e in events]))
+
+    @api.get("/v1/hosts", security=SECURED, tags=[HOSTS], responses={200: HostList, **ERRORS})
+    def list_hosts() -> Response:
+        """The machines replicas may run on (state, address, capacity, GPUs) and the replicas on each, as the
+        leading autoscaler last saw them."""
+        return respond(gateway.hosts())
+
+    return api

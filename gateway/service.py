@@ -1,0 +1,108 @@
+"""The job service both front doors call: submits, reads and the views of models and hosts."""
+
+import threading
+import time
+from dataclasses import replace
+from typing import Any
+
+import redis
+from redis.sentinel import MasterNotFoundError
+
+from gateway import errors
+from gateway.auth import Guard, Waiters, parse_digests
+from gateway.schemas import HostList, ModelView
+from workers.config import ModelConfig, Settings
+from workers.store import Store
+from workers.store.jobs import JobStore, Refusal, Unreplicated
+from workers.store.records import Job, JobStatus
+
+WITHDRAW_FOR = 10.0  # seconds from its start a submit whose answer was lost keeps trying to take its job back
+LONGEST_ID = 128  # a longer job id is unknown without a lookup
+
+
+class Gateway:
+    """The gateway's handlers over its clients."""
+
+    def __init__(self, settings: Settings, models: dict[str, ModelConfig], store: Store,
+                 waits: Store | None = None) -> None:
+        self.settings = settings
+        self.models = models
+        self.store = store  # every command but the waits: short timeouts (a hung Redis answers soon)
+        self.waits = waits or store  # blocking waits, whose timeout is the wait's own
+        self.guard = Guard(store.limits, parse_digests(settings.api_keys), settings.auth_failures_per_minute,
+                           settings.rate_limit)
+        self.waiters = Waiters(settings.max_waiters, settings.max_waiters_per_key)
+        self.log_requests = threading.BoundedSemaphore(4)  # requests of replica logs in flight (each waits ≤ 5 s)
+
+    def model(self, name: str) -> ModelConfig:
+        """The named model, or UnknownModel."""
+        if name not in self.models:
+            raise errors.UnknownModel(f"no model named {name!r}; GET /v1/models lists them")
+        return self.models[name]
+
+    def job(self, job_id: str, owner: str) -> Job:
+        """The caller's job, or UnknownJob (also for another key's job, and for any id the platform never made)."""
+        job = self.store.jobs.get(job_id) if len(job_id) <= LONGEST_ID else None
+        if job is None or job.owner != owner:
+            raise errors.UnknownJob(f"no job {job_id[:LONGEST_ID]!r} (unknown, or expired after its retention)")
+        return job
+
+    def submit(self, model: ModelConfig, payload: dict[str, Any], wait: float, owner: str) -> Job:
+        """Record the job and push its message (one script: both or neither), then wait up to ``wait`` seconds."""
+        job = JobStore.new(model.name, payload, owner)
+        began = time.monotonic()
+        try:
+            recorded = self.store.jobs.submit(job, model.jobs.max_queued, model.jobs.max_queued_per_key)
+        except redis.OutOfMemoryError as exc:  # refused at its first write: nothing was recorded
+            raise errors.StoreFull(f"the job store is full ({exc}); retry once finished jobs expire") from exc
+        except redis.RedisError as exc:
+            recorded = self.settle(job, exc, began + WITHDRAW_FOR)
+        if recorded is Refusal.FULL:
+            raise errors.QueueFull(f"{model.name!r} has {model.jobs.max_queued} jobs waiting; retry later")
+        if recorded is Refusal.KEY_FULL:
+            raise errors.QueueFull(f"{model.jobs.max_queued_per_key} jobs of this key wait for {model.name!r}; "
+                                   f"retry once some have started")
+        if wait <= 0:
+            return recorded
+        with self.waiters.admit(owner) as admitted:
+            if not admitted:  # too many waits at once: answer now, the client polls the job
+                return recorded
+            try:
+                return self.waits.jobs.wait(recorded.id, min(wait, self.settings.max_wait)) or recorded
+            except redis.RedisError:  # the job is accepted: never a 503 for it now
+                return recorded
+
+    def settle(self, job: Job, error: redis.RedisError, deadline: float) -> Job:
+        """A submit that failed: 503 only once the job surely will not run (it was never recorded, or it was taken
+        back); the job if it stays (a worker has it); 504 if Redis stays away until ``deadline`` (monotonic) so
+        that nobody can tell."""
+        if isinstance(error, MasterNotFoundError) or (isinstance(error, (redis.ConnectionError, redis.TimeoutError))
+                                                      and "connecting to" in str(error).lower()):
+            raise errors.Unavailable(f"the job store is unreachable: {error}")  # nothing was sent
+        while True:
+            try:
+                kept = self.store.jobs.withdraw(job)
+                break
+            except redis.RedisError as exc:
+                if time.monotonic() > deadline:
+                    raise errors.OutcomeUnknown(f"the job store went away while job {job.id} was submitted: "
+                                                f"{exc}; GET /v1/jobs/{job.id} tells once it is back") from exc
+                time.sleep(0.2)
+        if kept in ("WITHDRAWN", "NONE"):
+            raise errors.Unavailable(f"the job store failed during the submit ({error}); nothing was kept")
+        if isinstance(error, Unreplicated):  # a worker took it already: it runs, but a failover could lose it
+            raise errors.OutcomeUnknown(f"job {job.id} runs, but no Redis replica held it in time ({error}); "
+                                        f"GET /v1/jobs/{job.id} tells whether it stays")
+        try:
+            return self.store.jobs.get(job.id) or replace(job, status=JobStatus(kept))
+        except redis.RedisError:
+            return replace(job, status=JobStatus(kept))
+
+    def view(self, model: ModelConfig) -> ModelView:
+        """The model as the store sees it."""
+        return ModelView.of(model, self.store.replicas.snapshot(model.name, model.scaling.seeds))
+
+    def hosts(self) -> HostList:
+        """The hosts as the leader last saw them, with the replicas of every model (served or not) on each."""
+        names = dict.fromkeys([*self.models, *sorted(self.store.jobs.models_held())])
+        return HostList.of(self.store.replicas.hosts(), [r for name in names for r in self.store.replicas.of(name)])
