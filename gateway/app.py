@@ -21,11 +21,16 @@ from workers.config import Settings
 from workers.protocols.base import float_sized
 from workers.store import Store, urls
 
+PUBLIC = frozenset({  # the endpoints anyone may call; every other route needs an API key (when keys are set)
+    "healthz", "readyz", "openapi_json", "static",  # probes, the OpenAPI document, Flask's (empty) static folder
+    "openapi.openapi", "openapi.doc_url", "openapi.static",  # the docs UI
+})
 
 def authenticate(gateway: Gateway) -> None:
-    """Who calls (g.principal), within their limits; only the /v1 API needs a key."""
+    """Who calls (g.principal), within their limits: every route but the PUBLIC ones needs a key (so does a path
+    no route matches)."""
     g.principal = ""
-    if request.path.startswith("/v1/"):
+    if request.endpoint not in PUBLIC:
         g.principal = gateway.guard.check(request.headers.get("Authorization"), request.remote_addr or "unknown")
 
 
