@@ -23,11 +23,14 @@ def parse_digests(configured: str) -> frozenset[str]:
     return frozenset(d.strip().lower() for d in configured.split(",") if d.strip())
 
 
-def principal(authorization: str | None, accepted: frozenset[str]) -> str:
-    """Who is calling: "" when auth is off, else a prefix of their key's digest; 401 if not accepted."""
+def principal(authorization: str | None, accepted: frozenset[str], bare: bool = False) -> str:
+    """Who is calling: "" when auth is off, else a prefix of their key's digest; 401 if not accepted. ``bare``:
+    the key alone (``Authorization: <key>``, as RunPod's API takes it) is accepted too."""
     if not accepted:
         return ""
-    scheme, _, token = (authorization or "").partition(" ")
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    if bare and scheme and not token:
+        scheme, token = "bearer", scheme
     if scheme.lower() != "bearer" or not token:
         raise errors.Unauthorized("send an API key as 'Authorization: Bearer <key>'")
     found = digest(token.strip())
@@ -48,13 +51,14 @@ class Guard:
         self.failures_per_minute = failures_per_minute
         self.per_second = per_second
 
-    def check(self, authorization: str | None, source: str) -> str:
-        """The caller's principal ("" without API keys), within its rate limit; 401 or 429 otherwise."""
+    def check(self, authorization: str | None, source: str, bare: bool = False) -> str:
+        """The caller's principal ("" without API keys), within its rate limit; 401 or 429 otherwise (``bare``:
+        see ``principal``)."""
         if not self.accepted:
             self.limit(ADDRESS + source, "from this address")
             return ""
         try:
-            who = principal(authorization, self.accepted)
+            who = principal(authorization, self.accepted, bare)
         except errors.Unauthorized:
             if self.limits.auth_failed(source) > self.failures_per_minute:
                 raise errors.TooManyFailures("too many failed authentications from this address; wait a "

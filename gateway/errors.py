@@ -1,9 +1,12 @@
-"""The gateway's exception tree, mapped to JSON ``{"error": {"code", "message"}}`` in one place."""
+"""The gateway's exception tree, mapped to HTTP in one place; each front door renders the error body its clients
+expect (the native API ``{"error": {"code", "message"}}``, RunPod's and KServe's ``{"error": "<message>"}``)."""
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import redis
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, current_app, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -106,9 +109,56 @@ class StoreFull(ApiError):
     status, code, retry_after = 507, "store_full", 30
 
 
+class Unsupported(ApiError):
+    """The request asks for something this door does not do."""
+
+    status, code = 400, "unsupported"
+
+
+class ModelFailed(ApiError):
+    """A door that answers only with the result: the model failed the job (not for its input)."""
+
+    status, code = 500, "model_error"
+
+
+class StillRunning(ApiError):
+    """A door that answers only with the result waited its longest and the job has not finished (it goes on)."""
+
+    status, code, retry_after = 504, "still_running", 1
+
+
+class NotReady(ApiError):
+    """A model cannot serve now: its last start failed."""
+
+    status, code, retry_after = 503, "not_ready", 5
+
+
+Render = Callable[[str, str], Any]  # (code, message) → a door's error body
+BODIES = "error_bodies"  # the app's extension: the path prefix of each door → its Render
+
+
+def native_body(code: str, message: str) -> Any:
+    """The native API's error body."""
+    return {"error": {"code": code, "message": message}}
+
+
+def flat_body(code: str, message: str) -> Any:
+    """RunPod's and the Open Inference Protocol's error body: the message alone."""
+    return {"error": message}
+
+
+def render(code: str, message: str) -> Any:
+    """The error body of the door the request came in by (found by its path: a path no route matches too)."""
+    bodies: dict[str, Render] = current_app.extensions.get(BODIES, {})
+    for prefix, body in bodies.items():
+        if request.path.startswith(prefix):
+            return body(code, message)
+    return native_body(code, message)
+
+
 def error_response(status: int, code: str, message: str, retry_after: int | None = None) -> Response:
-    """The one error body of the API."""
-    response = jsonify(error={"code": code, "message": message})
+    """An error response in the body of the request's door."""
+    response = jsonify(render(code, message))
     response.status_code = status
     if retry_after is not None:
         response.headers["Retry-After"] = str(retry_after)
@@ -121,8 +171,10 @@ def validation_error(exc: ValidationError) -> Response:
     return error_response(InvalidInput.status, InvalidInput.code, problems)
 
 
-def register(app: Flask) -> None:
-    """Map every exception to a JSON error response."""
+def register(app: Flask, bodies: dict[str, Render]) -> None:
+    """Map every exception to a JSON error response, in the body of each door (``bodies``: path prefix → Render;
+    any other path: the native body)."""
+    app.extensions[BODIES] = bodies
 
     @app.errorhandler(ApiError)
     def api_error(exc: ApiError) -> Response:

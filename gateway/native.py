@@ -35,9 +35,9 @@ ERRORS: dict[Any, Any] = {400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 413: E
                           422: ErrorBody, 429: ErrorBody, 503: ErrorBody, 507: ErrorBody}
 
 
-def respond(body: Any, status: int = 200) -> Response:
-    """A pydantic model as a JSON response."""
-    response = jsonify(body.model_dump(mode="json"))
+def respond(body: Any, status: int = 200, exclude_none: bool = False) -> Response:
+    """A pydantic model as a JSON response (``exclude_none``: its fields that are None left out)."""
+    response = jsonify(body.model_dump(mode="json", exclude_none=exclude_none))
     response.status_code = status
     return response
 
@@ -66,10 +66,7 @@ def blueprint(gateway: Gateway) -> APIBlueprint:
     @api.delete("/v1/jobs/<job_id>", security=SECURED, tags=[JOBS], responses={200: JobView, 409: ErrorBody, **ERRORS})
     def cancel_job(path: JobPath) -> Response:
         """Cancel a queued job; a running one is cancelled best-effort (its result is discarded)."""
-        job = gateway.job(path.job_id, g.principal)
-        if gateway.store.jobs.cancel(job.id) != "OK":
-            raise errors.JobFinished(f"job {job.id} already finished as {gateway.job(job.id, g.principal).status}")
-        return respond(JobView.of(gateway.job(job.id, g.principal)))
+        return respond(JobView.of(gateway.cancel(path.job_id, g.principal)))
 
     @api.get("/v1/models", security=SECURED, tags=[MODELS], responses={200: ModelList})
     def list_models() -> Response:

@@ -14,7 +14,7 @@ from gateway.schemas import HostList, ModelView
 from workers.config import ModelConfig, Settings
 from workers.store import Store
 from workers.store.jobs import JobStore, Refusal, Unreplicated
-from workers.store.records import Job, JobStatus
+from workers.store.records import Job, JobStatus, ModelSnapshot
 
 WITHDRAW_FOR = 10.0  # seconds from its start a submit whose answer was lost keeps trying to take its job back
 LONGEST_ID = 128  # a longer job id is unknown without a lookup
@@ -106,3 +106,14 @@ class Gateway:
         """The hosts as the leader last saw them, with the replicas of every model (served or not) on each."""
         names = dict.fromkeys([*self.models, *sorted(self.store.jobs.models_held())])
         return HostList.of(self.store.replicas.hosts(), [r for name in names for r in self.store.replicas.of(name)])
+
+    def cancel(self, job_id: str, owner: str) -> Job:
+        """Cancel the caller's job (best-effort once running): the job as it is then; JobFinished if it had."""
+        job = self.job(job_id, owner)
+        if self.store.jobs.cancel(job.id) != "OK":
+            raise errors.JobFinished(f"job {job.id} already finished as {self.job(job.id, owner).status}")
+        return self.job(job.id, owner)
+
+    def snapshot(self, model: ModelConfig) -> ModelSnapshot:
+        """The model as the store sees it now."""
+        return self.store.replicas.snapshot(model.name, model.scaling.seeds)
