@@ -13,7 +13,7 @@ from redis.retry import Retry
 from werkzeug.exceptions import BadRequest, ClientDisconnected, RequestEntityTooLarge, UnsupportedMediaType
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from gateway import errors, native
+from gateway import errors, kserve, native, runpod
 from gateway.native import respond
 from gateway.schemas import ErrorBody, Health
 from gateway.service import Gateway
@@ -24,6 +24,7 @@ from workers.store import Store, urls
 PUBLIC = frozenset({  # the endpoints anyone may call; every other route needs an API key (when keys are set)
     "healthz", "readyz", "openapi_json", "static",  # probes, the OpenAPI document, Flask's (empty) static folder
     "openapi.openapi", "openapi.doc_url", "openapi.static",  # the docs UI
+    "kserve.server_live", "kserve.server_ready",  # the Open Inference Protocol's probes (open, as on KServe)
 })
 
 def authenticate(gateway: Gateway) -> None:
@@ -31,13 +32,16 @@ def authenticate(gateway: Gateway) -> None:
     no route matches)."""
     g.principal = ""
     if request.endpoint not in PUBLIC:
-        g.principal = gateway.guard.check(request.headers.get("Authorization"), request.remote_addr or "unknown")
+        g.principal = gateway.guard.check(request.headers.get("Authorization"), request.remote_addr or "unknown",
+                                          bare=request.blueprint == "runpod")
 
 
 def parse_json_body() -> None:
     """Reject a body that is not JSON before any handler runs (415, 400)."""
     if request.method not in ("POST", "PUT", "PATCH"):
         return
+    if request.content_length == 0 or (request.content_length is None and "Transfer-Encoding" not in request.headers):
+        return  # no body (a cancel's POST): a route that takes one answers 422
     if not request.is_json:
         raise UnsupportedMediaType("send the model's input as Content-Type: application/json")
     limit = request.max_content_length
@@ -92,9 +96,12 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
                                 x_proto=settings.trusted_proxies)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.before_request(lambda: authenticate(gateway))
+    app.before_request(kserve.take_json)
     app.before_request(parse_json_body)
-    errors.register(app)
+    errors.register(app, {runpod.PREFIX: errors.flat_body, kserve.PREFIX: errors.flat_body})
     app.register_api(native.blueprint(gateway))
+    app.register_api(runpod.blueprint(gateway))
+    app.register_api(kserve.blueprint(gateway))
 
     @app.get("/healthz", responses={200: Health})
     def healthz() -> Response:

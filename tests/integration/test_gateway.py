@@ -67,7 +67,7 @@ CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
      "unknown_job"),
     ("cancel unknown job", "DELETE", "/v1/jobs/" + "0" * 32, {}, 404, "unknown_job"),
     ("unknown model details", "GET", "/v1/models/nope", {}, 404, "unknown_model"),
-    ("no such route", "GET", "/v2/everything", {}, 404, "not_found"),
+    ("no such route", "GET", "/v3/everything", {}, 404, "not_found"),
 ]
 
 

@@ -1,0 +1,190 @@
+"""The RunPod door: RunPod serverless endpoints' routes under ``/runpod/v2/<model>/`` (the model's name is the
+endpoint id), so the ``runpod`` SDK works with ``runpod.endpoint_url_base = "<gateway>/runpod/v2"``.
+
+Each route is a few lines over the job service; statuses, timings (milliseconds) and errors (``{"error": "<message>"}``)
+are RunPod's."""
+
+from typing import Any
+
+from flask import Response, g
+from flask_openapi3 import APIBlueprint, Tag
+from pydantic import BaseModel, Field
+
+from gateway import errors
+from gateway.native import SECURED, operation_id, respond
+from gateway.service import Gateway
+from workers.store.records import Job, JobStatus, ModelSnapshot, ReplicaState
+
+PREFIX = "/runpod/v2"
+RUNPOD = Tag(name="runpod", description="RunPod serverless endpoints' API (the model's name is the endpoint id)")
+STATUSES = {JobStatus.QUEUED: "IN_QUEUE", JobStatus.RUNNING: "IN_PROGRESS", JobStatus.SUCCEEDED: "COMPLETED",
+            JobStatus.FAILED: "FAILED", JobStatus.CANCELLED: "CANCELLED"}
+TIMED_OUT = "timeout"  # the error code of a job past its request deadline: RunPod's TIMED_OUT
+
+
+class FlatError(BaseModel):
+    """An error, as RunPod answers it."""
+
+    error: str
+
+
+ERRORS: dict[Any, Any] = {code: FlatError for code in (400, 401, 404, 408, 409, 413, 415, 422, 429, 503, 507)}
+
+
+class EndpointPath(BaseModel):
+    """An endpoint (a model) in the URL."""
+
+    model: str = Field(description="the model's name: RunPod's endpoint id")
+
+
+class EndpointJobPath(EndpointPath):
+    """A job of an endpoint in the URL."""
+
+    job_id: str = Field(description="the job's id")
+
+
+class Policy(BaseModel):
+    """RunPod's per-job execution policy."""
+
+    ttl: int | None = Field(None, description="not yet supported: must be absent")
+    executionTimeout: int | None = Field(None, description="not yet supported: must be absent")
+
+
+class RunRequest(BaseModel):
+    """A RunPod job request: the model's input under ``input``."""
+
+    input: dict[str, Any] = Field(description="the model's input")
+    webhook: str | None = Field(None, description="not yet supported: must be absent")
+    policy: Policy | None = None
+
+
+class SyncQuery(BaseModel):
+    """How long ``runsync`` waits."""
+
+    wait: int | None = Field(None, ge=0, description="milliseconds to wait for the result (at most SM_MAX_WAIT; "
+                                                     "by default SM_MAX_WAIT)")
+
+
+class JobState(BaseModel):
+    """A job as RunPod shows it."""
+
+    id: str
+    status: str = Field(description="IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED or TIMED_OUT")
+    delayTime: int | None = Field(None, description="milliseconds it waited before it started")
+    executionTime: int | None = Field(None, description="milliseconds it ran")
+    output: Any = None
+    error: str | None = None
+    workerId: str | None = Field(None, description="the replica that ran it")
+
+    @classmethod
+    def of(cls, job: Job) -> "JobState":
+        """RunPod's view of a job."""
+        status = STATUSES[job.status]
+        if job.error is not None and job.error.code == TIMED_OUT:
+            status = "TIMED_OUT"
+        return cls(id=job.id, status=status, delayTime=milliseconds(job.created_at, job.started_at),
+                   executionTime=milliseconds(job.started_at, job.finished_at), output=job.output,
+                   error=job.error.message if job.error else None, workerId=job.replica)
+
+
+class JobCounts(BaseModel):
+    """An endpoint's jobs by state (completed, failed and retried are not counted: null)."""
+
+    completed: int | None = None
+    failed: int | None = None
+    inProgress: int
+    inQueue: int
+    retried: int | None = None
+
+
+class WorkerCounts(BaseModel):
+    """An endpoint's replicas by state."""
+
+    idle: int = Field(description="ready, serving nothing")
+    running: int = Field(description="ready, serving a job")
+    ready: int = Field(description="idle + running")
+    initializing: int = Field(description="starting")
+    unhealthy: int = Field(description="failed, not yet removed")
+
+
+class EndpointHealth(BaseModel):
+    """An endpoint's jobs and workers."""
+
+    jobs: JobCounts
+    workers: WorkerCounts
+
+    @classmethod
+    def of(cls, snapshot: ModelSnapshot) -> "EndpointHealth":
+        """From a snapshot of the model."""
+        ready = [r for r in snapshot.replicas if r.state is ReplicaState.READY]
+        running = sum(1 for r in ready if r.in_flight > 0)
+        states = [r.state for r in snapshot.replicas]
+        return cls(jobs=JobCounts(inProgress=snapshot.in_flight, inQueue=snapshot.queued),
+                   workers=WorkerCounts(idle=len(ready) - running, running=running, ready=len(ready),
+                                        initializing=states.count(ReplicaState.STARTING),
+                                        unhealthy=states.count(ReplicaState.FAILED)))
+
+
+def milliseconds(start: float | None, end: float | None) -> int | None:
+    """Whole milliseconds from start to end, if both happened."""
+    return round((end - start) * 1000) if start is not None and end is not None else None
+
+
+def state(job: Job) -> Response:
+    """A job as RunPod answers it (fields it lacks left out)."""
+    return respond(JobState.of(job), exclude_none=True)
+
+
+def refuse_unsupported(request: RunRequest) -> None:
+    """Unsupported (nothing recorded) for what the platform does not do per job yet."""
+    if request.webhook is not None:
+        raise errors.Unsupported("per-job webhooks are not supported yet; send the request without 'webhook'")
+    if request.policy is not None and (request.policy.ttl is not None or request.policy.executionTimeout is not None):
+        raise errors.Unsupported("per-job ttl and executionTimeout are not supported yet; the model's request_timeout "
+                                 "bounds a run")
+
+
+def blueprint(gateway: Gateway) -> APIBlueprint:
+    """The RunPod routes over ``gateway``."""
+    api = APIBlueprint("runpod", __name__, url_prefix=PREFIX, abp_tags=[RUNPOD], abp_security=SECURED,
+                       abp_responses=ERRORS, operation_id_callback=operation_id)
+
+    def submit(path: EndpointPath, body: RunRequest, wait: float) -> Job:
+        model = gateway.model(path.model)
+        refuse_unsupported(body)
+        return gateway.submit(model, body.input, wait, g.principal)
+
+    @api.post("/<model>/run", responses={200: JobState})
+    def run(path: EndpointPath, body: RunRequest) -> Response:
+        """Queue a job: its id and status IN_QUEUE."""
+        return state(submit(path, body, 0))
+
+    @api.post("/<model>/runsync", responses={200: JobState})
+    def runsync(path: EndpointPath, query: SyncQuery, body: RunRequest) -> Response:
+        """Run a job and wait for it (``?wait=`` milliseconds): its output if it finished, else its status."""
+        limit = gateway.settings.max_wait
+        return state(submit(path, body, limit if query.wait is None else min(query.wait / 1000, limit)))
+
+    @api.get("/<model>/status/<job_id>", responses={200: JobState})
+    def status(path: EndpointJobPath) -> Response:
+        """A job's status, timings, and output or error."""
+        return state(endpoint_job(path))
+
+    @api.post("/<model>/cancel/<job_id>", responses={200: JobState})
+    def cancel(path: EndpointJobPath) -> Response:
+        """Cancel a job (best-effort once it runs); 409 if it has finished."""
+        return state(gateway.cancel(endpoint_job(path).id, g.principal))
+
+    @api.get("/<model>/health", responses={200: EndpointHealth})
+    def health(path: EndpointPath) -> Response:
+        """The endpoint's jobs waiting and running, and its workers by state."""
+        return respond(EndpointHealth.of(gateway.snapshot(gateway.model(path.model))))
+
+    def endpoint_job(path: EndpointJobPath) -> Job:
+        model = gateway.model(path.model)
+        job = gateway.job(path.job_id, g.principal)
+        if job.model != model.name:
+            raise errors.UnknownJob(f"endpoint {model.name!r} has no job {job.id!r}")
+        return job
+
+    return api
