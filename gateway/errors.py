@@ -151,7 +151,7 @@ def render(code: str, message: str) -> Any:
     """The error body of the door the request came in by (found by its path: a path no route matches too)."""
     bodies: dict[str, Render] = current_app.extensions.get(BODIES, {})
     for prefix, body in bodies.items():
-        if request.path.startswith(prefix):
+        if request.path == prefix or request.path.startswith(prefix + "/"):
             return body(code, message)
     return native_body(code, message)
 

@@ -1,0 +1,106 @@
+"""The front doors in the pure tier (the app on fakeredis): each door's error body, also for paths no route
+matches; V2 bodies without a Content-Type; RunPod's names for statuses and timings."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+from flask.testing import FlaskClient
+
+import gateway.app
+from gateway.app import create_app
+from gateway.runpod import JobState
+from workers.config import Settings
+from workers.store.records import Job, JobError, JobStatus
+
+pytestmark = pytest.mark.unit
+MODELS = """
+[models.m]
+command = ["x"]
+[models.v]
+protocol = "kserve"
+command = ["x"]
+"""
+V2 = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}]}
+
+
+@pytest.fixture
+def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[FlaskClient, fakeredis.FakeRedis]:
+    """The app on fakeredis, its waits short."""
+    models = tmp_path / "models.toml"
+    models.write_text(MODELS)
+    fake = fakeredis.FakeRedis(decode_responses=True)
+    monkeypatch.setattr(gateway.app, "gateway_client", lambda url, timeout: fake)
+    return create_app(Settings(models_file=models, max_wait=0.1)).test_client(), fake
+
+
+def jobs(fake: fakeredis.FakeRedis) -> list[Any]:
+    """Every job record."""
+    return list(fake.scan_iter("sm:job:*"))
+
+
+@pytest.mark.parametrize(("method", "path", "kwargs", "status"), [
+    ("GET", "/runpod/v2/m/nowhere", {}, 404),
+    ("GET", "/runpod/v2/m/run", {}, 405),
+    ("POST", "/runpod/v2/nope/run", {"json": {"input": {}}}, 404),
+    ("POST", "/runpod/v2/m/run", {"json": {"input": "text"}}, 422),
+    ("POST", "/runpod/v2/m/run", {"data": b"{", "content_type": "application/json"}, 400),
+    ("POST", "/runpod/v2/m/run", {"json": {"input": {}, "webhook": "http://x"}}, 400),
+    ("GET", "/runpod/v2/m/status/" + "0" * 32, {}, 404),
+    ("GET", "/v2/nowhere", {}, 404),
+    ("POST", "/v2/models/m/infer", {"json": V2}, 404),
+    ("POST", "/v2/models/v/infer", {"json": {"inputs": [{"name": "x"}]}}, 422),
+    ("POST", "/v2/models/v/infer", {"data": b"x=1", "content_type": "text/plain"}, 415),
+    ("POST", "/v2/models/v/infer", {"data": json.dumps(V2), "headers": {"Inference-Header-Content-Length": "9"}},
+     400),
+])
+def test_each_door_answers_in_its_own_error_body_and_records_nothing(
+        client: tuple[FlaskClient, fakeredis.FakeRedis], method: str, path: str, kwargs: dict[str, Any],
+        status: int) -> None:
+    app, fake = client
+    answer = app.open(path, method=method, **kwargs)
+    assert answer.status_code == status and isinstance(answer.json["error"], str), answer.json
+    assert jobs(fake) == []
+
+
+def test_the_native_door_keeps_its_error_body(client: tuple[FlaskClient, fakeredis.FakeRedis]) -> None:
+    app, _ = client
+    for path in ("/v1/models/nope", "/v3/nowhere", "/v2x"):
+        assert set(app.get(path).json["error"]) == {"code", "message"}, path
+
+
+def test_a_v2_body_without_content_type_is_json_and_becomes_the_jobs_input(
+        client: tuple[FlaskClient, fakeredis.FakeRedis]) -> None:
+    app, fake = client
+    answer = app.post("/v2/models/v/infer", data=json.dumps(V2))  # no Content-Type, as tritonclient sends it
+    assert answer.status_code == 504 and "GET /v1/jobs/" in answer.json["error"]  # no worker: it waits, then says so
+    [key] = jobs(fake)
+    assert json.loads(fake.hget(key, "input") or "null") == V2
+    assert app.post("/v1/models/m/jobs", data=json.dumps({"a": 1})).status_code == 415  # only on the V2 door
+
+
+def test_a_runpod_job_is_queued_read_and_cancelled(client: tuple[FlaskClient, fakeredis.FakeRedis]) -> None:
+    app, _ = client
+    queued = app.post("/runpod/v2/m/run", json={"input": {"a": 1}}).json
+    assert queued == {"id": queued["id"], "status": "IN_QUEUE"}
+    assert app.get(f"/runpod/v2/m/status/{queued['id']}").json["status"] == "IN_QUEUE"
+    assert app.get(f"/runpod/v2/v/status/{queued['id']}").status_code == 404  # another endpoint's job
+    assert app.post(f"/runpod/v2/m/cancel/{queued['id']}").json["status"] == "CANCELLED"  # no body, as the SDK
+    assert app.post(f"/runpod/v2/m/cancel/{queued['id']}").status_code == 409
+    health = app.get("/runpod/v2/m/health").json
+    assert health["jobs"]["inQueue"] == 0 and health["workers"]["ready"] == 0
+
+
+@pytest.mark.parametrize(("status", "error", "shown"), [
+    (JobStatus.QUEUED, None, "IN_QUEUE"), (JobStatus.RUNNING, None, "IN_PROGRESS"),
+    (JobStatus.SUCCEEDED, None, "COMPLETED"), (JobStatus.FAILED, JobError("model_error", "boom"), "FAILED"),
+    (JobStatus.FAILED, JobError("timeout", "too slow"), "TIMED_OUT"), (JobStatus.CANCELLED, None, "CANCELLED"),
+])
+def test_runpods_names_for_statuses_and_timings(status: JobStatus, error: JobError | None, shown: str) -> None:
+    job = Job(id="j", model="m", status=status, input={}, created_at=100.0, started_at=100.25, finished_at=101.5,
+              error=error)
+    state = JobState.of(job)
+    assert (state.status, state.delayTime, state.executionTime) == (shown, 250, 1250)
+    assert state.error == (error.message if error else None)
