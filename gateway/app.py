@@ -39,10 +39,10 @@ from gateway.schemas import (
     iso,
 )
 from workers.config import ModelConfig, Settings
+from workers.job import Job, JobStatus
 from workers.protocols.base import float_sized
 from workers.store import Store, urls
 from workers.store.jobs import JobStore, Refusal, Unreplicated
-from workers.store.records import Job, JobStatus
 
 SECURED: list[dict[str, list[str]]] = [{"bearer": []}]  # API keys, when SM_API_KEYS is set
 JOBS = Tag(name="jobs", description="submit, read and cancel inference jobs")

@@ -7,7 +7,8 @@ from typing import Any
 from pydantic import BaseModel, Field, RootModel
 
 from workers.config import ModelConfig
-from workers.store.records import Host, Job, JobStatus, ModelSnapshot, Replica, ReplicaState, SeenHosts
+from workers.job import Job, JobStatus
+from workers.store.records import Host, ModelSnapshot, Replica, ReplicaState, SeenHosts
 
 
 class ModelPath(BaseModel):

@@ -20,7 +20,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from workers.store import keys, urls
+from workers.store import urls
 
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # a model's name: in URLs, queue names and Redis keys
 VOLUME = r"^/[^:]*:/[^:]*$"  # "/host/path:/container/path"
@@ -183,11 +183,6 @@ class ModelConfig(BaseModel):
                     raise ValueError(f"{section} is given whole and {key} beside it; allowed: one or the other")
                 grouped.setdefault(section, {})[key] = value
         return grouped
-
-    @property
-    def queue(self) -> str:
-        """The Celery queue of this model's jobs."""
-        return keys.celery_queue(self.name)
 
     @property
     def served(self) -> str:

@@ -22,10 +22,11 @@ from tests.integration.test_holes import job, model_view, post, sleepy
 from tests.integration.wire import Request, WireServer, response, trickle
 from workers.config import ModelConfig
 from workers.execution.runner import LeaseKeeper, Summary, WorkerContext, run_job, run_started
+from workers.job import JobStatus, Outcome
 from workers.protocols.transport import http_pool
 from workers.scaling.backends import free_port
 from workers.store import Store, keys
-from workers.store.records import JobStatus, Outcome, ReplicaState, Started
+from workers.store.records import ReplicaState, Started
 
 pytestmark = pytest.mark.integration
 OK = Outcome(JobStatus.SUCCEEDED, output='{"y": 1}')

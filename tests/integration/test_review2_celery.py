@@ -21,12 +21,13 @@ from gateway.app import create_app
 from tests.integration.platform import MODELS_TOML, Platform, eventually
 from workers.config import Settings
 from workers.execution import runner
+from workers.job import Job, JobStatus
 from workers.protocols import transport
 from workers.scaling.autoscaler import Autoscaler
 from workers.scaling.backends import ProcessBackend, free_port
 from workers.scaling.readiness import ReadinessProbe
 from workers.store import Store, keys
-from workers.store.records import Job, JobStatus, Started
+from workers.store.records import Started
 
 pytestmark = pytest.mark.integration
 FLOWER_USER = ("watcher", "flower-secret")

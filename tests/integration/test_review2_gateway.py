@@ -22,10 +22,11 @@ from gateway.auth import digest
 from tests.integration.platform import Platform, eventually
 from workers.config import ModelConfig, Settings
 from workers.embedded import start_embedded_redis
+from workers.job import Job
 from workers.scaling.backends import ProcessBackend
 from workers.scaling.spec import ReplicaSpec
 from workers.store import Store
-from workers.store.records import Job, Started
+from workers.store.records import Started
 
 pytestmark = pytest.mark.integration
 KEY, OTHER = "key-of-alice", "key-of-bob"

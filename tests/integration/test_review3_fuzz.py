@@ -24,10 +24,11 @@ from tests.integration.wire import Request, WireServer, response
 from workers.config import ModelConfig
 from workers.execution.celery_app import cancel_revoked, cancel_revoked_running
 from workers.execution.runner import LeaseKeeper, WorkerContext, run_job
+from workers.job import JobStatus
 from workers.protocols.transport import http_pool
 from workers.scaling.autoscaler import draining
 from workers.store import Store, keys
-from workers.store.records import JobStatus, ReplicaState
+from workers.store.records import ReplicaState
 
 pytestmark = pytest.mark.integration
 READY = response(200, b'{"status": "READY"}')

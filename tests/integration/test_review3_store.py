@@ -7,8 +7,9 @@ import pytest
 import redis
 
 from workers.config import Settings
+from workers.job import JobStatus, Outcome
 from workers.store import Store
-from workers.store.records import JobStatus, Outcome, Started
+from workers.store.records import Started
 
 pytestmark = pytest.mark.integration
 OK = Outcome(JobStatus.SUCCEEDED, output='{"y": 1}', service_time=0.01)

@@ -8,10 +8,11 @@ import pytest
 import redis
 from celery import Celery
 
+from workers.job import Job, JobError, JobStatus, Outcome
 from workers.store import Store, keys
 from workers.store.envelope import TASK_NAME, template
 from workers.store.jobs import Refusal
-from workers.store.records import Job, JobError, JobStatus, Outcome, ReplicaState, Started
+from workers.store.records import ReplicaState, Started
 
 pytestmark = pytest.mark.integration
 OK = Outcome(JobStatus.SUCCEEDED, output='{"y": 1}', service_time=0.01)

@@ -11,9 +11,9 @@ from celery.exceptions import Ignore, Retry
 from workers import cli
 from workers.execution.celery_app import JobFailed, cancel_revoked, report
 from workers.execution.runner import Summary
+from workers.job import JobError, JobStatus
 from workers.store import Store
 from workers.store.envelope import TASK_NAME
-from workers.store.records import JobError, JobStatus
 
 BAD = JobError("bad_input", "expected 4 numbers")
 CLOCK = itertools.count(1)

@@ -19,10 +19,10 @@ from celery.worker import state as worker_state
 from workers.config import Settings
 from workers.execution import runner
 from workers.execution.pool import ThreadPool
+from workers.job import JobError, JobStatus
 from workers.protocols import transport
 from workers.store import Store, connect, urls
 from workers.store.envelope import TASK_NAME
-from workers.store.records import JobError, JobStatus
 
 
 class JobFailed(Exception):

@@ -27,10 +27,11 @@ import redis
 import urllib3
 
 from workers.config import ModelConfig
+from workers.job import JobError, JobStatus, Outcome
 from workers.protocols import Readiness, protocol_for, transport
 from workers.protocols.base import ReplicaBusy, bad_response, transient
 from workers.store import Store
-from workers.store.records import JobError, JobStatus, Outcome, Started
+from workers.store.records import Started
 
 log = logging.getLogger(__name__)
 BUSY_PAUSE = 0.2  # seconds before asking a busy replica again (unless it says how long)

@@ -13,8 +13,9 @@ from typing import Any, NamedTuple, cast
 
 import redis
 
+from workers.job import Job, JobError, JobStatus, Outcome
 from workers.store import keys
-from workers.store.records import Job, JobError, JobStatus, Outcome, Started
+from workers.store.records import Started
 from workers.store.scripts import Scripts
 
 
