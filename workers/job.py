@@ -22,7 +22,7 @@ class JobStatus(enum.StrEnum):
 
     @property
     def finished(self) -> bool:
-        """True once nothing more will happen to the job (unless it is resubmitted)."""
+        """True once nothing more will happen to the job."""
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
@@ -42,10 +42,8 @@ MOVES = (
     Move("fail", JobStatus.RUNNING, JobStatus.FAILED),  # finish.lua, retry.lua and reap.lua after the last attempt
     Move("fail", JobStatus.QUEUED, JobStatus.FAILED),  # start, refuse, expire_parked, start_failed, abandon
     Move("requeue", JobStatus.RUNNING, JobStatus.QUEUED),  # retry.lua (its replica failed), reap.lua (worker lost)
-    Move("cancel", JobStatus.QUEUED, JobStatus.CANCELLED),  # cancel.lua, purge.lua
+    Move("cancel", JobStatus.QUEUED, JobStatus.CANCELLED),  # cancel.lua
     Move("cancel", JobStatus.RUNNING, JobStatus.CANCELLED),  # cancel.lua (best-effort: its result is refused)
-    Move("resubmit", JobStatus.FAILED, JobStatus.QUEUED),  # resubmit.lua (POST /v1/jobs/<id>/retry)
-    Move("resubmit", JobStatus.CANCELLED, JobStatus.QUEUED),  # resubmit.lua
 )
 
 
@@ -89,7 +87,7 @@ class Job:
     cancelled_while: JobStatus | None = None
     owner: str = ""  # the API key (a digest prefix) that submitted it
     worker: str = ""  # the worker (host:pid) that claimed it last
-    commits: int = 0  # outcomes committed: 1 once finished (each resubmit allows one more)
+    commits: int = 0  # outcomes committed: 1 once finished
     requeued_at: float | None = None  # when it was last taken back from a lost worker or sent again
 
     @classmethod

@@ -10,7 +10,7 @@ local text = 'model ' .. model .. ' is no longer served (it is not in the models
 local failed = {}
 for _, waiting in ipairs({K.queued .. model, K.parked .. model}) do
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', waiting, '-inf', NOW - grace, 'LIMIT', 0, limit - #failed)) do
-    if redis.call('HGET', K.job .. id, 'status') == 'QUEUED' then
+    if redis.call('HGET', K.job .. id, 'status') == S.QUEUED then
       fail(id, model, 'model_removed', text, false)
       table.insert(failed, id)
     else

@@ -16,7 +16,7 @@ if backlog == 0 then redis.call('DEL', withdrawn) end  -- every message pushed s
 local sent = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.queued .. model, '-inf', NOW - after, 'LIMIT', 0, limit)) do
   local current = redis.call('HMGET', K.job .. id, 'status', 'claim', 'lease_until', 'owner', 'push')
-  if current[1] ~= 'QUEUED' then
+  if current[1] ~= S.QUEUED then
     redis.call('ZREM', K.queued .. model, id)
   elseif not (current[2] and tonumber(current[3] or '0') > NOW) then
     local push = tonumber(current[5] or '0')

@@ -13,8 +13,8 @@ if cap > 0 and waiting >= cap then return 'FULL' end
 local mine = unstarted(model, owner)
 if mine and owner_cap > 0 and redis.call('ZCARD', mine) >= owner_cap then return 'KEY_FULL' end
 local created = stamp(NOW)
-redis.call('HSET', job, 'id', id, 'model', model, 'status', 'QUEUED', 'created_at', created, 'attempts', 0,
-           'owner', owner)
+move(id, S.QUEUED)
+redis.call('HSET', job, 'id', id, 'model', model, 'created_at', created, 'attempts', 0, 'owner', owner)
 if #ARGV > 7 then redis.call('HSET', job, unpack(ARGV, 8)) end
 if mine then redis.call('ZADD', mine, NOW, id) end
 send(id, model)
