@@ -39,10 +39,11 @@ from gateway.schemas import (
     iso,
 )
 from workers.config import ModelConfig, Settings
-from workers.job import Job, JobStatus
+from workers.job import Job
 from workers.protocols.base import float_sized
 from workers.store import Store, urls
 from workers.store.jobs import JobStore, Refusal, Unreplicated
+from workers.store.replies import CancelReply, WithdrawReply
 
 SECURED: list[dict[str, list[str]]] = [{"bearer": []}]  # API keys, when SM_API_KEYS is set
 JOBS = Tag(name="jobs", description="submit, read and cancel inference jobs")
@@ -122,15 +123,15 @@ class Gateway:
                     raise errors.OutcomeUnknown(f"the job store went away while job {job.id} was submitted: "
                                                 f"{exc}; GET /v1/jobs/{job.id} tells once it is back") from exc
                 time.sleep(0.2)
-        if kept in ("WITHDRAWN", "NONE"):
+        if isinstance(kept, WithdrawReply):
             raise errors.Unavailable(f"the job store failed during the submit ({error}); nothing was kept")
         if isinstance(error, Unreplicated):  # a worker took it already: it runs, but a failover could lose it
             raise errors.OutcomeUnknown(f"job {job.id} runs, but no Redis replica held it in time ({error}); "
                                         f"GET /v1/jobs/{job.id} tells whether it stays")
         try:
-            return self.store.jobs.get(job.id) or replace(job, status=JobStatus(kept))
+            return self.store.jobs.get(job.id) or replace(job, status=kept)
         except redis.RedisError:
-            return replace(job, status=JobStatus(kept))
+            return replace(job, status=kept)
 
     def view(self, model: ModelConfig) -> ModelView:
         """The model as the store sees it."""
@@ -233,7 +234,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     def cancel_job(path: JobPath) -> Response:
         """Cancel a queued job; a running one is cancelled best-effort (its result is discarded)."""
         job = gateway.job(path.job_id, g.principal)
-        if gateway.store.jobs.cancel(job.id) != "OK":
+        if gateway.store.jobs.cancel(job.id) is not CancelReply.OK:
             raise errors.JobFinished(f"job {job.id} already finished as {gateway.job(job.id, g.principal).status}")
         return respond(JobView.of(gateway.job(job.id, g.principal)))
 

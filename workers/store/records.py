@@ -29,14 +29,6 @@ class Started:
     job: Job
     slot: Slot
 
-    @classmethod
-    def of(cls, reply: Any) -> "Started | str":
-        """From a script's ``['RUNNING', replica, endpoint, fields ...]``; else the script's reason, as text."""
-        if not isinstance(reply, list):
-            return str(reply)
-        fields = dict(zip(reply[3::2], reply[4::2], strict=True))
-        return cls(job=Job.from_hash(fields), slot=Slot(replica_id=reply[1], endpoint=reply[2]))
-
 
 class ReplicaState(enum.StrEnum):
     """A replica's lifecycle: STARTING → READY → DRAINING → removed; FAILED from any, then removed."""
