@@ -219,7 +219,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".serverless-model")  # embedded Redis data and replica logs
     namespace: str = ""  # tells this platform's replicas from another's on one host; "" = an id kept in its Redis
     job_lease: PositiveFloat = 5.0  # seconds a worker's claim on a job lives unless renewed
-    leader_lease: PositiveFloat = 3.0  # seconds the autoscaler lease lives unless renewed (failover time)
+    leader_lease: PositiveFloat = 3.0  # seconds the leadership lasts unless renewed (failover time; SM_LEADER_LEASE)
     redis_fsync: Literal["always", "everysec", "no"] = "always"  # embedded Redis: "always" loses no acknowledged write
     redis_max_memory: str = Field("1gb", pattern=r"^[1-9]\d*(kb|mb|gb)$")  # embedded Redis: its memory bound
     redis_timeout: PositiveFloat = 3.0  # seconds a gateway's Redis command may take (a ?wait: its wait + 5 s)

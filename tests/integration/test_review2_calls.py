@@ -71,7 +71,7 @@ def sleepy_replica() -> Iterator[str]:
 
 def replica(store: Store, url: str, replica_id: str = "r1", token: str = "") -> str:
     """A READY replica of model ``m`` at ``url``, recorded as the leader (``token``, else a new lease); the token."""
-    token = token or store.lease(60).hold() or ""
+    token = token or store.leadership(60).hold() or ""
     assert store.replicas.add(token, replica_id, "m", "test")
     assert store.replicas.launched(token, replica_id, url, replica_id)
     assert store.replicas.ready(token, replica_id, 1) is not None

@@ -54,7 +54,7 @@ def error_code(store: Store, job: Job) -> str:
 
 def ready_replica(store: Store, model: str) -> str:
     """A READY replica of ``model`` with one slot; the leader's token."""
-    token = store.lease(30).hold()
+    token = store.leadership(30).hold()
     assert token and store.replicas.add(token, "r1", model, "process")
     assert store.replicas.launched(token, "r1", "http://127.0.0.1:9/", "1")
     assert store.replicas.ready(token, "r1", concurrency=1) is not None
@@ -258,7 +258,7 @@ def test_review2_hole20_lost_messages_are_found_exactly_whatever_the_backlog(
     """Random submits, takes (a fifth by workers that die), withdrawals and resend passes: a resent job's message
     had always left the queue, and after the last passes no QUEUED job is without a waiting message."""
     queue = keys.celery_queue("m")
-    token = store.lease(30).hold()
+    token = store.leadership(30).hold()
     assert token and store.replicas.add(token, "r1", "m", "process")
     assert store.replicas.launched(token, "r1", "http://127.0.0.1:9/", "1")
     assert store.replicas.ready(token, "r1", concurrency=10**6) is not None

@@ -163,7 +163,7 @@ def test_review3_fuzz_every_job_ends_once_with_its_own_answer(store: Store, clie
     faults = Faults(seed)
     served: dict[int, int] = {}
     servers.extend(WireServer(answer(faults, served)) for _ in range(3))
-    token = store.lease(600).hold()
+    token = store.leadership(600).hold()
     assert token
     for server in servers:
         ready(store, token, server)

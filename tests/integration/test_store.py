@@ -20,7 +20,7 @@ OK = Outcome(JobStatus.SUCCEEDED, output='{"y": 1}', service_time=0.01)
 
 def leader(store: Store) -> str:
     """Take the autoscaler lease; its token."""
-    token = store.lease(30).hold()
+    token = store.leadership(30).hold()
     assert token
     return token
 

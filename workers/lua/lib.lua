@@ -24,7 +24,7 @@ local function move(id, to)
   redis.call('HSET', K.job .. id, 'status', to)
 end
 
-local function leads(token)  -- whether the caller holds the autoscaler lease now (every leader write asks)
+local function leads(token)  -- whether the caller leads the autoscalers now (every leader write asks)
   return token ~= '' and redis.call('GET', K.leader) == token
 end
 
