@@ -162,7 +162,7 @@ class ModelView(BaseModel):
     name: str
     queue_depth: int = Field(description="jobs waiting, parked ones included")
     parked: int = Field(description="jobs waiting for a free replica slot")
-    in_flight: int
+    running: int = Field(description="jobs running (a replica's in_flight: the slots its jobs hold)")
     averages: dict[str, Average] = Field(description="moving averages: service_time, cold_start")
     replicas: list[ReplicaView]
     concurrency: int
@@ -175,7 +175,7 @@ class ModelView(BaseModel):
     def of(cls, model: ModelConfig, snapshot: ModelSnapshot) -> "ModelView":
         """The view of a model as the store saw it."""
         return cls(
-            name=model.name, queue_depth=snapshot.queued, parked=snapshot.parked, in_flight=snapshot.in_flight,
+            name=model.name, queue_depth=snapshot.waiting, parked=snapshot.parked, running=snapshot.running,
             averages={name: Average(seconds=a.seconds, samples=a.samples) for name, a in snapshot.averages.items()},
             replicas=[ReplicaView.of(r, snapshot.now) for r in snapshot.replicas],
             concurrency=model.scaling.concurrency, min_replicas=model.scaling.min_replicas,

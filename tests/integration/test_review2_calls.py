@@ -217,7 +217,7 @@ def test_review2_hole04_a_slow_input_fails_alone_and_its_replica_serves_on(
     assert warm["status"] == "SUCCEEDED", warm
     with ThreadPoolExecutor(2) as pool:
         slow = pool.submit(lambda: post(platform, "sleepy", {"sleep": 30}, wait=40).json())
-        platform.wait_until(lambda: model_view(platform, "sleepy")["in_flight"] == 1, 20, "the slow job did not start")
+        platform.wait_until(lambda: model_view(platform, "sleepy")["running"] == 1, 20, "the slow job did not start")
         neighbour = pool.submit(lambda: post(platform, "sleepy", {"sleep": 1.5}, wait=40).json())
         answers = slow.result(), neighbour.result()
 

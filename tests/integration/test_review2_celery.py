@@ -278,7 +278,7 @@ def test_review2_hole20_lost_messages_are_found_exactly_whatever_the_backlog(
                     if rng.random() >= 0.2:  # else its worker died with it
                         store.jobs.start(json.loads(message)["headers"]["id"], f"t{seed}.{step}", 30, "w", 10**6,
                                          False)
-            elif roll < 0.75 and (queued := client.zrange(keys.queued("m"), 0, -1)):
+            elif roll < 0.75 and (queued := client.zrange(keys.sent("m"), 0, -1)):
                 found = store.jobs.get(rng.choice(queued))
                 if found is not None:
                     store.jobs.withdraw(found)
@@ -290,6 +290,6 @@ def test_review2_hole20_lost_messages_are_found_exactly_whatever_the_backlog(
             if not store.jobs.resend_lost("m", after=0):
                 break
         still = waiting()
-        stranded = [job_id for job_id in client.zrange(keys.queued("m"), 0, -1)
+        stranded = [job_id for job_id in client.zrange(keys.sent("m"), 0, -1)
                     if client.hget(keys.job(job_id), "status") == "QUEUED" and job_id not in still]
         assert stranded == [], f"seed {seed}: {len(stranded)} queued job(s) with no message"

@@ -221,7 +221,7 @@ def test_review3_fuzz_every_job_ends_once_with_its_own_answer(store: Store, clie
     for replica in store.replicas.of("m"):
         if replica.in_flight:
             problems.append(f"replica {replica.id} ({replica.state}) still holds {replica.in_flight} slots")
-    leftovers = {name: client.zcard(name) for name in (keys.LEASES, keys.queued("m"), keys.parked("m"))}
+    leftovers = {name: client.zcard(name) for name in (keys.LEASES, keys.sent("m"), keys.parked("m"))}
     leftovers[keys.running("m")] = client.scard(keys.running("m"))
     problems += [f"{name} holds {count}" for name, count in leftovers.items() if count]
     outcomes: dict[str, int] = {}

@@ -64,7 +64,7 @@ def test_a_job_runs_on_a_slot_and_commits_once(store: Store, client: "redis.Redi
     assert done.created_at <= done.started_at <= done.finished_at  # type: ignore[operator]
     assert in_flight(store) == [0] and 0 < client.ttl(keys.job(job.id)) <= 60
     snapshot = store.replicas.snapshot("m", {"service_time": 9.0, "cold_start": 9.0})
-    assert snapshot.averages["service_time"].seconds == pytest.approx(0.01) and snapshot.queued == 0
+    assert snapshot.averages["service_time"].seconds == pytest.approx(0.01) and snapshot.waiting == 0
 
 
 def test_only_the_current_claim_starts_and_commits(store: Store) -> None:
@@ -228,7 +228,7 @@ def test_a_job_taken_back_from_a_lost_worker_waits_afresh(store: Store) -> None:
     store.client.hset(keys.job(job.id), "created_at", "1")  # created long ago; it ran for a long time
     store.client.zadd(keys.LEASES, {job.id: 0})
     assert [r.outcome for r in store.jobs.reap({"m": 3})] == ["REQUEUED"]
-    store.client.zrem(keys.queued("m"), job.id)  # its new message was lost, say: it waits parked again
+    store.client.zrem(keys.sent("m"), job.id)  # its new message was lost, say: it waits parked again
     store.client.zadd(keys.parked("m"), {job.id: 1})
     assert store.jobs.expire_parked("m", queue_timeout=60) == []  # it waits since it was taken back
 

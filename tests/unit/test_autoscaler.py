@@ -160,7 +160,7 @@ def test_idle_replicas_go_after_the_idle_timeout_and_not_before(store: Store, cl
     token = store.leadership(3).hold() or ""
     submit(store, 1)
     autoscaler.lead(token, full=True)
-    store.client.delete(keys.celery_queue("m"), keys.queued("m"))  # the job ran elsewhere; nothing waits
+    store.client.delete(keys.celery_queue("m"), keys.sent("m"))  # the job ran elsewhere; nothing waits
     clock.advance(29)
     autoscaler.lead(token, full=True)
     assert states(store) == [ReplicaState.READY]

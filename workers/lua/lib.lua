@@ -38,7 +38,7 @@ local function send(id, model)  -- push the job's message onto the model's Celer
   local n = redis.call('HINCRBY', K.job .. id, 'sends', 1)
   redis.call('LPUSH', K.celery .. model, message(id, model, id .. '.' .. n))
   redis.call('HSET', K.job .. id, 'push', redis.call('INCR', K.pushes .. model))
-  redis.call('ZADD', K.queued .. model, NOW, id)
+  redis.call('ZADD', K.sent .. model, NOW, id)
   redis.call('SADD', K.models, model)
 end
 
@@ -65,7 +65,7 @@ local function free_slots(model, concurrency)
       free = free + math.max(0, (tonumber(r[2]) or concurrency) - redis.call('SCARD', K.slots .. rid))
     end
   end
-  return free - redis.call('ZCARD', K.queued .. model)
+  return free - redis.call('ZCARD', K.sent .. model)
 end
 
 -- A slot on the least-loaded READY replica other than avoid (if given): {replica, endpoint}, or nil.
@@ -118,7 +118,7 @@ local function judged(rid, failed, reason)  -- an exchange ended: a failed one c
 end
 
 local function park(id, model)  -- wait for capacity, holding nothing: no message out, no claim
-  redis.call('ZREM', K.queued .. model, id)
+  redis.call('ZREM', K.sent .. model, id)
   redis.call('ZREM', K.leases, id)
   redis.call('HDEL', K.job .. id, 'claim', 'lease_until')
   redis.call('ZADD', K.parked .. model, redis.call('HGET', K.job .. id, 'created_at'), id)
@@ -143,7 +143,7 @@ local function unstarted(model, owner)  -- the owner's jobs of the model not sta
 end
 
 local function leave_queue(id, model)  -- the one place a job stops waiting: it starts, ends, or is taken back
-  redis.call('ZREM', K.queued .. model, id)
+  redis.call('ZREM', K.sent .. model, id)
   redis.call('ZREM', K.parked .. model, id)
   local mine = unstarted(model, redis.call('HGET', K.job .. id, 'owner'))
   if mine then redis.call('ZREM', mine, id) end

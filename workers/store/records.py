@@ -133,9 +133,9 @@ class ModelSnapshot:
     """A model as one script saw it at ``now`` (Redis time)."""
 
     now: float
-    queued: int  # waiting: messages out and parked
+    waiting: int  # QUEUED jobs: sent (their message is out) and parked
     parked: int
-    in_flight: int
+    running: int  # RUNNING jobs (a replica's in_flight counts the slots held on it)
     replicas: tuple[Replica, ...]
     averages: dict[str, MovingAverage] = field(default_factory=dict)
     start_failure: StartFailure | None = None
@@ -150,8 +150,8 @@ class ModelSnapshot:
         averages = {metric: MovingAverage(seconds=_finite(stats.get(metric), seed),
                                           samples=int(stats.get(f"{metric}_samples", 0)))
                     for metric, seed in seeds.items()}
-        return cls(now=float(found["now"]), queued=int(found["queued"]) + int(found["parked"]),
-                   parked=int(found["parked"]), in_flight=int(found["in_flight"]), replicas=tuple(replicas),
+        return cls(now=float(found["now"]), waiting=int(found["sent"]) + int(found["parked"]),
+                   parked=int(found["parked"]), running=int(found["running"]), replicas=tuple(replicas),
                    averages=averages, scaling=dict(found["scaling"] or {}),
                    start_failure=StartFailure(float(failure["at"]), failure["reason"]) if failure else None)
 
