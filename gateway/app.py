@@ -43,12 +43,13 @@ from workers.job import Job
 from workers.protocols.base import float_sized
 from workers.store import Store, urls
 from workers.store.jobs import JobStore, Refusal, Unreplicated
-from workers.store.replies import CancelReply, WithdrawReply
+from workers.store.replies import CancelReply, ResubmitReply, WithdrawReply
 
 SECURED: list[dict[str, list[str]]] = [{"bearer": []}]  # API keys, when SM_API_KEYS is set
 JOBS = Tag(name="jobs", description="submit, read and cancel inference jobs")
 MODELS = Tag(name="models", description="served models, their queues and replicas")
 HOSTS = Tag(name="hosts", description="the machines replicas run on")
+BODILESS = {"retry_job"}  # POST routes that take no body (no Content-Type needed)
 ERRORS: dict[Any, Any] = {400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 413: ErrorBody, 415: ErrorBody,
                           422: ErrorBody, 429: ErrorBody, 503: ErrorBody, 507: ErrorBody}
 WITHDRAW_FOR = 10.0  # seconds from its start a submit whose answer was lost keeps trying to take its job back
@@ -133,6 +134,27 @@ class Gateway:
         except redis.RedisError:
             return replace(job, status=kept)
 
+    def retry(self, job_id: str, owner: str) -> Job:
+        """Queue the caller's FAILED or CANCELLED job again: same id, attempts kept; NotRetryable if it cannot."""
+        job = self.job(job_id, owner)
+        if job.model not in self.models:
+            raise errors.NotRetryable(f"job {job.id}'s model {job.model!r} is no longer served")
+        limits = self.models[job.model].jobs
+        found = self.store.jobs.resubmit(job.id, limits.max_queued, limits.max_queued_per_key)
+        if found is ResubmitReply.FULL:
+            raise errors.QueueFull(f"{job.model!r} has {limits.max_queued} jobs waiting; retry later")
+        if found is ResubmitReply.KEY_FULL:
+            raise errors.QueueFull(f"{limits.max_queued_per_key} jobs of this key wait for {job.model!r}; retry once "
+                                   f"some have started")
+        if found is ResubmitReply.HELD:
+            raise errors.NotRetryable(f"job {job.id} was cancelled while it ran and its call has not returned yet; "
+                                      f"retry in a moment")
+        if found is ResubmitReply.MISSING:
+            raise errors.UnknownJob(f"no job {job.id!r} (expired after its retention)")
+        if found is not ResubmitReply.OK:
+            raise errors.NotRetryable(f"job {job.id} is {found}: only a FAILED or CANCELLED job can be retried")
+        return self.job(job.id, owner)
+
     def view(self, model: ModelConfig) -> ModelView:
         """The model as the store sees it."""
         return ModelView.of(model, self.store.replicas.snapshot(model.name, model.scaling.seeds))
@@ -159,7 +181,7 @@ def authenticate(gateway: Gateway) -> None:
 
 def parse_json_body() -> None:
     """Reject a body that is not JSON before any handler runs (415, 400)."""
-    if request.method not in ("POST", "PUT", "PATCH"):
+    if request.method not in ("POST", "PUT", "PATCH") or request.endpoint in BODILESS:
         return
     if not request.is_json:
         raise UnsupportedMediaType("send the model's input as Content-Type: application/json")
@@ -237,6 +259,12 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         if gateway.store.jobs.cancel(job.id) is not CancelReply.OK:
             raise errors.JobFinished(f"job {job.id} already finished as {gateway.job(job.id, g.principal).status}")
         return respond(JobView.of(gateway.job(job.id, g.principal)))
+
+    @app.post("/v1/jobs/<job_id>/retry", security=SECURED, tags=[JOBS],
+              responses={200: JobView, 409: ErrorBody, **ERRORS})
+    def retry_job(path: JobPath) -> Response:
+        """Queue a FAILED (expired too) or CANCELLED job again: same id, attempts kept, output and error cleared."""
+        return respond(JobView.of(gateway.retry(path.job_id, g.principal)))
 
     @app.get("/v1/models", security=SECURED, tags=[MODELS], responses={200: ModelList})
     def list_models() -> Response:

@@ -22,7 +22,7 @@ class JobStatus(enum.StrEnum):
 
     @property
     def finished(self) -> bool:
-        """True once nothing more will happen to the job."""
+        """True once nothing more will happen to the job (unless it is resubmitted)."""
         return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
@@ -44,6 +44,8 @@ MOVES = (
     Move("requeue", JobStatus.RUNNING, JobStatus.QUEUED),  # retry.lua (its replica failed), reap.lua (worker lost)
     Move("cancel", JobStatus.QUEUED, JobStatus.CANCELLED),  # cancel.lua
     Move("cancel", JobStatus.RUNNING, JobStatus.CANCELLED),  # cancel.lua (best-effort: its result is refused)
+    Move("resubmit", JobStatus.FAILED, JobStatus.QUEUED),  # resubmit.lua (POST /v1/jobs/<id>/retry)
+    Move("resubmit", JobStatus.CANCELLED, JobStatus.QUEUED),  # resubmit.lua
 )
 
 
@@ -87,7 +89,7 @@ class Job:
     cancelled_while: JobStatus | None = None
     owner: str = ""  # the API key (a digest prefix) that submitted it
     worker: str = ""  # the worker (host:pid) that claimed it last
-    commits: int = 0  # outcomes committed: 1 once finished
+    commits: int = 0  # outcomes committed: one per run that finished (a resubmitted job runs again)
     requeued_at: float | None = None  # when it was last taken back from a lost worker or sent again
 
     @classmethod

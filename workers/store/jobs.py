@@ -21,6 +21,7 @@ from workers.store.replies import (
     FinishReply,
     ReapReply,
     RefuseReply,
+    ResubmitReply,
     StartReply,
     WithdrawReply,
 )
@@ -127,6 +128,10 @@ class JobStore:
         of a finished job."""
         reason = [why.code, why.message] if why else []
         return replies.word(self.scripts("cancel", job_id, *reason), CancelReply)
+
+    def resubmit(self, job_id: str, max_queued: int = 0, max_per_owner: int = 0) -> ResubmitReply | JobStatus:
+        """Queue a FAILED or CANCELLED job again, same id, attempts kept (capped as a submit is): OK, or why not."""
+        return replies.word(self.scripts("resubmit", job_id, max_queued, max_per_owner), ResubmitReply)
 
     def refuse(self, job_id: str, why: JobError) -> RefuseReply | JobStatus:
         """Fail a QUEUED job nobody holds, whose model this worker does not serve: FAILED, or why not."""

@@ -50,6 +50,16 @@ class StartReply(StrEnum):
     MISSING = "MISSING"
 
 
+class ResubmitReply(StrEnum):
+    """resubmit.lua (else the status of a job that cannot run again: QUEUED, RUNNING or SUCCEEDED)."""
+
+    OK = "OK"  # queued again
+    FULL = "FULL"  # the model's queue is at its cap
+    KEY_FULL = "KEY_FULL"  # the owner's share of it is
+    HELD = "HELD"  # cancelled while it ran, its call has not returned yet: it still holds its replica slot
+    MISSING = "MISSING"
+
+
 class ReapReply(StrEnum):
     """What reap.lua did with a job whose lease ran out."""
 
