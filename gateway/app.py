@@ -33,6 +33,7 @@ from gateway.schemas import (
     ModelList,
     ModelPath,
     ModelView,
+    Purged,
     ReplicaLog,
     ReplicaPath,
     WaitQuery,
@@ -155,6 +156,10 @@ class Gateway:
             raise errors.NotRetryable(f"job {job.id} is {found}: only a FAILED or CANCELLED job can be retried")
         return self.job(job.id, owner)
 
+    def purge(self, model: ModelConfig, owner: str | None) -> int:
+        """Cancel the model's waiting jobs (only ``owner``'s, if given): how many."""
+        return self.store.jobs.purge(model.name, owner)
+
     def view(self, model: ModelConfig) -> ModelView:
         """The model as the store sees it."""
         return ModelView.of(model, self.store.replicas.snapshot(model.name, model.scaling.seeds))
@@ -265,6 +270,12 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
     def retry_job(path: JobPath) -> Response:
         """Queue a FAILED (expired too) or CANCELLED job again: same id, attempts kept, output and error cleared."""
         return respond(JobView.of(gateway.retry(path.job_id, g.principal)))
+
+    @app.delete("/v1/models/<model>/queue", security=SECURED, tags=[MODELS], responses={200: Purged, **ERRORS})
+    def purge_queue(path: ModelPath) -> Response:
+        """Cancel every waiting (not running) job of the model; with API keys, the caller's own."""
+        model = gateway.model(path.model)
+        return respond(Purged(cancelled=gateway.purge(model, g.principal if gateway.guard.accepted else None)))
 
     @app.get("/v1/models", security=SECURED, tags=[MODELS], responses={200: ModelList})
     def list_models() -> Response:

@@ -185,6 +185,12 @@ class ModelView(BaseModel):
         )
 
 
+class Purged(BaseModel):
+    """What a purge of a model's queue did."""
+
+    cancelled: int = Field(description="the waiting jobs it cancelled (with API keys: the caller's own)")
+
+
 class ModelList(BaseModel):
     """Every served model."""
 

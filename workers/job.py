@@ -42,7 +42,7 @@ MOVES = (
     Move("fail", JobStatus.RUNNING, JobStatus.FAILED),  # finish.lua, retry.lua and reap.lua after the last attempt
     Move("fail", JobStatus.QUEUED, JobStatus.FAILED),  # start, refuse, expire_parked, start_failed, abandon
     Move("requeue", JobStatus.RUNNING, JobStatus.QUEUED),  # retry.lua (its replica failed), reap.lua (worker lost)
-    Move("cancel", JobStatus.QUEUED, JobStatus.CANCELLED),  # cancel.lua
+    Move("cancel", JobStatus.QUEUED, JobStatus.CANCELLED),  # cancel.lua, purge.lua
     Move("cancel", JobStatus.RUNNING, JobStatus.CANCELLED),  # cancel.lua (best-effort: its result is refused)
     Move("resubmit", JobStatus.FAILED, JobStatus.QUEUED),  # resubmit.lua (POST /v1/jobs/<id>/retry)
     Move("resubmit", JobStatus.CANCELLED, JobStatus.QUEUED),  # resubmit.lua

@@ -19,6 +19,7 @@ from workers.store.records import Started
 from workers.store.replies import (
     CancelReply,
     FinishReply,
+    Purged,
     ReapReply,
     RefuseReply,
     ResubmitReply,
@@ -132,6 +133,15 @@ class JobStore:
     def resubmit(self, job_id: str, max_queued: int = 0, max_per_owner: int = 0) -> ResubmitReply | JobStatus:
         """Queue a FAILED or CANCELLED job again, same id, attempts kept (capped as a submit is): OK, or why not."""
         return replies.word(self.scripts("resubmit", job_id, max_queued, max_per_owner), ResubmitReply)
+
+    def purge(self, model: str, owner: str | None = None, batch: int = 500) -> int:
+        """Cancel the model's waiting jobs (only ``owner``'s, if given), ``batch`` per script call: how many."""
+        cancelled, found = 0, Purged(0, "", 0, 0, False)
+        while not found.done:
+            found = Purged.of(self.scripts("purge", model, owner or "", int(owner is not None), batch, found.before,
+                                           found.sent_offset, found.parked_offset))
+            cancelled += found.cancelled
+        return cancelled
 
     def refuse(self, job_id: str, why: JobError) -> RefuseReply | JobStatus:
         """Fail a QUEUED job nobody holds, whose model this worker does not serve: FAILED, or why not."""

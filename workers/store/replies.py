@@ -6,7 +6,7 @@ A script answers a word of its own (an enum below), the status of a job it did n
 """
 
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from workers.job import Job, JobStatus
 from workers.store.records import Slot, Started
@@ -58,6 +58,21 @@ class ResubmitReply(StrEnum):
     KEY_FULL = "KEY_FULL"  # the owner's share of it is
     HELD = "HELD"  # cancelled while it ran, its call has not returned yet: it still holds its replica slot
     MISSING = "MISSING"
+
+
+class Purged(NamedTuple):
+    """One call of purge.lua: the jobs it cancelled, and where the next call goes on (unless ``done``)."""
+
+    cancelled: int
+    before: str  # the purge takes the jobs that waited when it began (Redis time)
+    sent_offset: int  # the jobs skipped (another owner's) in the sent, and in the parked
+    parked_offset: int
+    done: bool
+
+    @classmethod
+    def of(cls, reply: Any) -> "Purged":
+        """From the script's ``{cancelled, before, sent offset, parked offset, done}``."""
+        return cls(int(reply[0]), str(reply[1]), int(reply[2]), int(reply[3]), bool(int(reply[4])))
 
 
 class ReapReply(StrEnum):
