@@ -125,10 +125,10 @@ def plot_burst(scale: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    t, queued, in_flight, ready, replicas_any = zip(*scale["samples"], strict=True)
+    t, waiting, running, ready, replicas_any = zip(*scale["samples"], strict=True)
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(t, queued, label="queue depth")
-    ax.plot(t, in_flight, label="in flight")
+    ax.plot(t, waiting, label="queue depth")
+    ax.plot(t, running, label="running")
     ax.set_xlabel("seconds since the burst began")
     ax.set_ylabel("jobs")
     replicas = ax.twinx()

@@ -270,7 +270,7 @@ def burst(platform: Platform, client: redis.Redis, jobs: int, senders: int = 8) 
     while time.monotonic() < deadline:
         view = platform.model(model)
         ready = sum(r["state"] == "READY" for r in view["replicas"])
-        samples.append((time.time() - began, view["queue_depth"], view["in_flight"], ready, len(view["replicas"])))
+        samples.append((time.time() - began, view["queue_depth"], view["running"], ready, len(view["replicas"])))
         if not any(t.is_alive() for t in threads) and not view["replicas"]:
             break
         time.sleep(0.05)

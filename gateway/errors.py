@@ -85,6 +85,12 @@ class JobFinished(ApiError):
     status, code = 409, "job_finished"
 
 
+class NotRetryable(ApiError):
+    """The job cannot run again now: it has not finished, it succeeded, or its model is no longer served."""
+
+    status, code = 409, "not_retryable"
+
+
 class TooManyFailures(ApiError):
     """Too many failed authentications from one client address."""
 

@@ -18,7 +18,8 @@ from gateway.native import SECURED, operation_id, respond
 from gateway.runpod import FlatError
 from gateway.service import Gateway
 from workers.config import ModelConfig
-from workers.store.records import Job, JobStatus, ReplicaState
+from workers.job import Job, JobStatus
+from workers.store.records import ReplicaState
 
 PREFIX = "/v2"
 KSERVE = Tag(name="kserve", description="the Open Inference Protocol (KServe V2) for kserve-protocol models")

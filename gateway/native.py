@@ -20,6 +20,7 @@ from gateway.schemas import (
     ModelList,
     ModelPath,
     ModelView,
+    Purged,
     ReplicaLog,
     ReplicaPath,
     WaitQuery,
@@ -67,6 +68,18 @@ def blueprint(gateway: Gateway) -> APIBlueprint:
     def cancel_job(path: JobPath) -> Response:
         """Cancel a queued job; a running one is cancelled best-effort (its result is discarded)."""
         return respond(JobView.of(gateway.cancel(path.job_id, g.principal)))
+
+    @api.post("/v1/jobs/<job_id>/retry", security=SECURED, tags=[JOBS],
+              responses={200: JobView, 409: ErrorBody, **ERRORS})
+    def retry_job(path: JobPath) -> Response:
+        """Queue a FAILED (expired too) or CANCELLED job again: same id, attempts kept, output and error cleared."""
+        return respond(JobView.of(gateway.retry(path.job_id, g.principal)))
+
+    @api.delete("/v1/models/<model>/queue", security=SECURED, tags=[MODELS], responses={200: Purged, **ERRORS})
+    def purge_queue(path: ModelPath) -> Response:
+        """Cancel every waiting (not running) job of the model; with API keys, the caller's own."""
+        model = gateway.model(path.model)
+        return respond(Purged(cancelled=gateway.purge(model, g.principal if gateway.guard.accepted else None)))
 
     @api.get("/v1/models", security=SECURED, tags=[MODELS], responses={200: ModelList})
     def list_models() -> Response:

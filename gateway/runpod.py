@@ -13,7 +13,8 @@ from pydantic import BaseModel, Field
 from gateway import errors
 from gateway.native import SECURED, operation_id, respond
 from gateway.service import Gateway
-from workers.store.records import Job, JobStatus, ModelSnapshot, ReplicaState
+from workers.job import Job, JobStatus
+from workers.store.records import ModelSnapshot, ReplicaState
 
 PREFIX = "/runpod/v2"
 RUNPOD = Tag(name="runpod", description="RunPod serverless endpoints' API (the model's name is the endpoint id)")
@@ -119,10 +120,17 @@ class EndpointHealth(BaseModel):
         ready = [r for r in snapshot.replicas if r.state is ReplicaState.READY]
         running = sum(1 for r in ready if r.in_flight > 0)
         states = [r.state for r in snapshot.replicas]
-        return cls(jobs=JobCounts(inProgress=snapshot.in_flight, inQueue=snapshot.queued),
+        return cls(jobs=JobCounts(inProgress=snapshot.running, inQueue=snapshot.waiting),
                    workers=WorkerCounts(idle=len(ready) - running, running=running, ready=len(ready),
                                         initializing=states.count(ReplicaState.STARTING),
                                         unhealthy=states.count(ReplicaState.FAILED)))
+
+
+class PurgedQueue(BaseModel):
+    """What RunPod's purge-queue answers."""
+
+    removed: int
+    status: str
 
 
 def milliseconds(start: float | None, end: float | None) -> int | None:
@@ -174,6 +182,18 @@ def blueprint(gateway: Gateway) -> APIBlueprint:
     def cancel(path: EndpointJobPath) -> Response:
         """Cancel a job (best-effort once it runs); 409 if it has finished."""
         return state(gateway.cancel(endpoint_job(path).id, g.principal))
+
+    @api.post("/<model>/retry/<job_id>", responses={200: JobState})
+    def retry(path: EndpointJobPath) -> Response:
+        """Queue a FAILED or CANCELLED job again (same id); 409 otherwise."""
+        return state(gateway.retry(endpoint_job(path).id, g.principal))
+
+    @api.post("/<model>/purge-queue", responses={200: PurgedQueue})
+    def purge_queue(path: EndpointPath) -> Response:
+        """Cancel the endpoint's jobs still in the queue (with API keys, the caller's own): how many."""
+        model = gateway.model(path.model)
+        removed = gateway.purge(model, g.principal if gateway.guard.accepted else None)
+        return respond(PurgedQueue(removed=removed, status="completed"))
 
     @api.get("/<model>/health", responses={200: EndpointHealth})
     def health(path: EndpointPath) -> Response:

@@ -7,7 +7,8 @@ from typing import Any
 from pydantic import BaseModel, Field, RootModel
 
 from workers.config import ModelConfig
-from workers.store.records import Host, Job, JobStatus, ModelSnapshot, Replica, ReplicaState, SeenHosts
+from workers.job import Job, JobStatus
+from workers.store.records import Host, ModelSnapshot, Replica, ReplicaState, SeenHosts
 
 
 class ModelPath(BaseModel):
@@ -161,7 +162,7 @@ class ModelView(BaseModel):
     name: str
     queue_depth: int = Field(description="jobs waiting, parked ones included")
     parked: int = Field(description="jobs waiting for a free replica slot")
-    in_flight: int
+    running: int = Field(description="jobs running (a replica's in_flight: the slots its jobs hold)")
     averages: dict[str, Average] = Field(description="moving averages: service_time, cold_start")
     replicas: list[ReplicaView]
     concurrency: int
@@ -174,7 +175,7 @@ class ModelView(BaseModel):
     def of(cls, model: ModelConfig, snapshot: ModelSnapshot) -> "ModelView":
         """The view of a model as the store saw it."""
         return cls(
-            name=model.name, queue_depth=snapshot.queued, parked=snapshot.parked, in_flight=snapshot.in_flight,
+            name=model.name, queue_depth=snapshot.waiting, parked=snapshot.parked, running=snapshot.running,
             averages={name: Average(seconds=a.seconds, samples=a.samples) for name, a in snapshot.averages.items()},
             replicas=[ReplicaView.of(r, snapshot.now) for r in snapshot.replicas],
             concurrency=model.scaling.concurrency, min_replicas=model.scaling.min_replicas,
@@ -182,6 +183,12 @@ class ModelView(BaseModel):
             example_input=model.docs.example_input,
             links={"self": f"/v1/models/{model.name}", "jobs": f"/v1/models/{model.name}/jobs"},
         )
+
+
+class Purged(BaseModel):
+    """What a purge of a model's queue did."""
+
+    cancelled: int = Field(description="the waiting jobs it cancelled (with API keys: the caller's own)")
 
 
 class ModelList(BaseModel):

@@ -14,7 +14,9 @@ from gateway.schemas import HostList, ModelView
 from workers.config import ModelConfig, Settings
 from workers.store import Store
 from workers.store.jobs import JobStore, Refusal, Unreplicated
-from workers.store.records import Job, JobStatus, ModelSnapshot
+from workers.job import Job
+from workers.store.records import ModelSnapshot
+from workers.store.replies import CancelReply, ResubmitReply, WithdrawReply
 
 WITHDRAW_FOR = 10.0  # seconds from its start a submit whose answer was lost keeps trying to take its job back
 LONGEST_ID = 128  # a longer job id is unknown without a lookup
@@ -88,15 +90,15 @@ class Gateway:
                     raise errors.OutcomeUnknown(f"the job store went away while job {job.id} was submitted: "
                                                 f"{exc}; GET /v1/jobs/{job.id} tells once it is back") from exc
                 time.sleep(0.2)
-        if kept in ("WITHDRAWN", "NONE"):
+        if isinstance(kept, WithdrawReply):
             raise errors.Unavailable(f"the job store failed during the submit ({error}); nothing was kept")
         if isinstance(error, Unreplicated):  # a worker took it already: it runs, but a failover could lose it
             raise errors.OutcomeUnknown(f"job {job.id} runs, but no Redis replica held it in time ({error}); "
                                         f"GET /v1/jobs/{job.id} tells whether it stays")
         try:
-            return self.store.jobs.get(job.id) or replace(job, status=JobStatus(kept))
+            return self.store.jobs.get(job.id) or replace(job, status=kept)
         except redis.RedisError:
-            return replace(job, status=JobStatus(kept))
+            return replace(job, status=kept)
 
     def view(self, model: ModelConfig) -> ModelView:
         """The model as the store sees it."""
@@ -110,9 +112,34 @@ class Gateway:
     def cancel(self, job_id: str, owner: str) -> Job:
         """Cancel the caller's job (best-effort once running): the job as it is then; JobFinished if it had."""
         job = self.job(job_id, owner)
-        if self.store.jobs.cancel(job.id) != "OK":
+        if self.store.jobs.cancel(job.id) is not CancelReply.OK:
             raise errors.JobFinished(f"job {job.id} already finished as {self.job(job.id, owner).status}")
         return self.job(job.id, owner)
+
+    def retry(self, job_id: str, owner: str) -> Job:
+        """Queue the caller's FAILED or CANCELLED job again: same id, attempts kept; NotRetryable if it cannot."""
+        job = self.job(job_id, owner)
+        if job.model not in self.models:
+            raise errors.NotRetryable(f"job {job.id}'s model {job.model!r} is no longer served")
+        limits = self.models[job.model].jobs
+        found = self.store.jobs.resubmit(job.id, limits.max_queued, limits.max_queued_per_key)
+        if found is ResubmitReply.FULL:
+            raise errors.QueueFull(f"{job.model!r} has {limits.max_queued} jobs waiting; retry later")
+        if found is ResubmitReply.KEY_FULL:
+            raise errors.QueueFull(f"{limits.max_queued_per_key} jobs of this key wait for {job.model!r}; retry once "
+                                   f"some have started")
+        if found is ResubmitReply.HELD:
+            raise errors.NotRetryable(f"job {job.id} was cancelled while it ran and its call has not returned yet; "
+                                      f"retry in a moment")
+        if found is ResubmitReply.MISSING:
+            raise errors.UnknownJob(f"no job {job.id!r} (expired after its retention)")
+        if found is not ResubmitReply.OK:
+            raise errors.NotRetryable(f"job {job.id} is {found}: only a FAILED or CANCELLED job can be retried")
+        return self.job(job.id, owner)
+
+    def purge(self, model: ModelConfig, owner: str | None) -> int:
+        """Cancel the model's waiting jobs (only ``owner``'s, if given): how many."""
+        return self.store.jobs.purge(model.name, owner)
 
     def snapshot(self, model: ModelConfig) -> ModelSnapshot:
         """The model as the store sees it now."""

@@ -15,6 +15,7 @@ from typing import Any
 import requests
 
 from workers.config import ConfigError, Settings
+from workers.store import keys
 
 log = logging.getLogger("serverless-model")
 CELERY_APP = "workers.execution.celery_app"
@@ -127,7 +128,7 @@ def gateway(args: argparse.Namespace) -> int:
 
 def worker(args: argparse.Namespace) -> int:
     """Run a Celery worker on every declared model's queue."""
-    queues = ",".join(m.queue for m in Settings().load_models().values())
+    queues = ",".join(keys.celery_queue(name) for name in Settings().load_models())
     argv = ["celery", "-A", CELERY_APP, "worker", "-Q", queues,
             "--concurrency", str(args.concurrency), "--loglevel", "INFO", "--without-gossip",
             "--without-mingle", "--hostname", args.name, *(["--task-events"] if args.task_events else []),

@@ -20,7 +20,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from workers.store import keys, urls
+from workers.store import urls
 
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # a model's name: in URLs, queue names and Redis keys
 VOLUME = r"^/[^:]*:/[^:]*$"  # "/host/path:/container/path"
@@ -185,11 +185,6 @@ class ModelConfig(BaseModel):
         return grouped
 
     @property
-    def queue(self) -> str:
-        """The Celery queue of this model's jobs."""
-        return keys.celery_queue(self.name)
-
-    @property
     def served(self) -> str:
         """The model's name inside its server (kserve)."""
         return self.calls.served_name or self.name
@@ -224,7 +219,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".serverless-model")  # embedded Redis data and replica logs
     namespace: str = ""  # tells this platform's replicas from another's on one host; "" = an id kept in its Redis
     job_lease: PositiveFloat = 5.0  # seconds a worker's claim on a job lives unless renewed
-    leader_lease: PositiveFloat = 3.0  # seconds the autoscaler lease lives unless renewed (failover time)
+    leader_lease: PositiveFloat = 3.0  # seconds the leadership lasts unless renewed (failover time; SM_LEADER_LEASE)
     redis_fsync: Literal["always", "everysec", "no"] = "always"  # embedded Redis: "always" loses no acknowledged write
     redis_max_memory: str = Field("1gb", pattern=r"^[1-9]\d*(kb|mb|gb)$")  # embedded Redis: its memory bound
     redis_timeout: PositiveFloat = 3.0  # seconds a gateway's Redis command may take (a ?wait: its wait + 5 s)

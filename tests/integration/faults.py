@@ -15,9 +15,9 @@ import psutil
 import redis
 import requests
 
+from workers.job import JobStatus
 from workers.polling import wait_until
 from workers.store import Store, keys
-from workers.store.records import JobStatus
 
 
 @dataclass

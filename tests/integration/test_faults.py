@@ -17,8 +17,8 @@ import requests
 from tests.integration.faults import Submitter, tally, wait_finished
 from tests.integration.platform import Platform
 from workers.embedded import start_embedded_redis
+from workers.job import JobStatus
 from workers.store import Store, keys
-from workers.store.records import JobStatus
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 LEASE = 3.0

@@ -15,8 +15,8 @@ import requests
 
 from tests.integration.faults import tally
 from tests.integration.platform import TEST_IMAGE, Platform
+from workers.job import JobStatus
 from workers.store import Store, keys
-from workers.store.records import JobStatus
 
 pytestmark = [pytest.mark.faults, pytest.mark.docker, pytest.mark.integration]
 WARM_PAIR = f"""

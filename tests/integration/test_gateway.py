@@ -24,7 +24,7 @@ def gateway(make_platform: Callable[..., Platform]) -> Platform:
 
 def nothing_enqueued(client: "redis.Redis") -> bool:
     """No job record, no queued id, no Celery message."""
-    return not list(client.scan_iter(keys.job("*"))) and client.zcard(keys.queued("iris")) == 0 \
+    return not list(client.scan_iter(keys.job("*"))) and client.zcard(keys.sent("iris")) == 0 \
         and client.llen(keys.celery_queue("iris")) == 0
 
 
@@ -90,10 +90,10 @@ def test_accepted_job_is_recorded_and_enqueued(gateway: Platform, client: "redis
     job = response.json()
     assert job["status"] == "QUEUED" and job["links"]["self"] == f"/v1/jobs/{job['id']}"
     assert client.llen(keys.celery_queue("iris")) == 1
-    assert client.zrange(keys.queued("iris"), 0, -1) == [job["id"]]
+    assert client.zrange(keys.sent("iris"), 0, -1) == [job["id"]]
     assert requests.get(gateway.url + job["links"]["self"], timeout=5).json()["status"] == "QUEUED"
     model = requests.get(f"{gateway.url}/v1/models/iris", timeout=5).json()
-    assert model["queue_depth"] == 1 and model["in_flight"] == 0
+    assert model["queue_depth"] == 1 and model["running"] == 0
     assert model["example_input"] == {"features": [[5.1, 3.5, 1.4, 0.2]]}
 
 
@@ -121,4 +121,4 @@ def test_full_queue_is_429_with_retry_after_and_enqueues_nothing(make_platform: 
     assert accepted == [202, 202]
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "queue_full"
     assert int(refused.headers["Retry-After"]) > 0
-    assert client.zcard(keys.queued("capped")) == 2 and client.llen(keys.celery_queue("capped")) == 2
+    assert client.zcard(keys.sent("capped")) == 2 and client.llen(keys.celery_queue("capped")) == 2

@@ -116,7 +116,7 @@ def test_hole04_stopping_the_autoscaler_leaves_busy_replicas_serving(make_platfo
     assert warm["status"] == "SUCCEEDED"
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(lambda: post(platform, "sleepy", {"sleep": 3}, wait=40).json())
-        platform.wait_until(lambda: model_view(platform, "sleepy")["in_flight"] == 1, 20, "the job did not start")
+        platform.wait_until(lambda: model_view(platform, "sleepy")["running"] == 1, 20, "the job did not start")
         platform.stop("autoscaler")
         answer = pending.result()
 
@@ -166,7 +166,7 @@ def test_hole07_a_failed_scale_up_leaves_jobs_to_the_busy_ready_replica(make_pla
     assert post(platform, "exclusive", {"sleep": 2}, wait=30).json()["status"] == "SUCCEEDED"  # service time 2 s
     with ThreadPoolExecutor(3) as pool:
         busy = pool.submit(lambda: post(platform, "exclusive", {"sleep": 4}, wait=60).json())
-        platform.wait_until(lambda: model_view(platform, "exclusive")["in_flight"] == 1, 20, "no job started")
+        platform.wait_until(lambda: model_view(platform, "exclusive")["running"] == 1, 20, "no job started")
         queued = [pool.submit(lambda i=i: post(platform, "exclusive", {"i": i, "sleep": 0}, wait=60).json())
                   for i in range(2)]
         answers = [busy.result(), *(f.result() for f in queued)]

@@ -50,7 +50,7 @@ def summary(replica_id: str, model: str, state: str) -> dict[str, str]:
 
 def test_the_hosts_a_sweep_saved_are_listed_with_the_replicas_on_each(gateway: FlaskClient, store: Store,
                                                                       backend: ProcessBackend) -> None:
-    token = store.lease(30).hold()
+    token = store.leadership(30).hold()
     assert token
     running = new_replica_id()
     assert store.replicas.add(token, running, "m", backend.name)
@@ -75,7 +75,7 @@ def test_the_hosts_a_sweep_saved_are_listed_with_the_replicas_on_each(gateway: F
 
 
 def test_no_hosts_saved_lists_none(gateway: FlaskClient, store: Store) -> None:
-    store.replicas.add(store.lease(30).hold() or "", "starting", "m", "process")
+    store.replicas.add(store.leadership(30).hold() or "", "starting", "m", "process")
     response = gateway.get("/v1/hosts", headers=KEY)
     assert response.status_code == 200
     assert response.get_json() == {"hosts": [], "seen_at": None, "unplaced": [summary("starting", "m", "STARTING")]}
@@ -92,7 +92,7 @@ def test_only_the_leader_saves_the_hosts_and_they_expire(store: Store, client: "
     host = Host("node-a", "ready", "10.0.0.1", 8.0, 32 << 30, ("GPU-aaa", "GPU-bbb"), "manager", "active")
     assert not store.replicas.save_hosts("not-the-leader", [host])
     assert store.replicas.hosts() is None
-    assert store.replicas.save_hosts(store.lease(30).hold() or "", [host], ttl=30)
+    assert store.replicas.save_hosts(store.leadership(30).hold() or "", [host], ttl=30)
     seen = store.replicas.hosts()
     assert seen is not None and seen.hosts == (host,) and abs(seen.at - store.now()) < 5
     assert 0 < client.ttl(keys.HOSTS) <= 30

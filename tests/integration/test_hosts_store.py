@@ -6,7 +6,7 @@ from workers.store.records import Started
 
 def replicas_on(store: Store, hosts: dict[str, str], concurrency: int = 1) -> str:
     """READY replicas of model m, id → hostname; the leader's token."""
-    token = store.lease(30).hold()
+    token = store.leadership(30).hold()
     assert token
     for replica_id, host in hosts.items():
         assert store.replicas.add(token, replica_id, "m", "swarm")

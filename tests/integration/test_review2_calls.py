@@ -22,10 +22,11 @@ from tests.integration.test_holes import job, model_view, post, sleepy
 from tests.integration.wire import Request, WireServer, response, trickle
 from workers.config import ModelConfig
 from workers.execution.runner import LeaseKeeper, Summary, WorkerContext, run_job, run_started
+from workers.job import JobStatus, Outcome
 from workers.protocols.transport import http_pool
 from workers.scaling.backends import free_port
 from workers.store import Store, keys
-from workers.store.records import JobStatus, Outcome, ReplicaState, Started
+from workers.store.records import ReplicaState, Started
 
 pytestmark = pytest.mark.integration
 OK = Outcome(JobStatus.SUCCEEDED, output='{"y": 1}')
@@ -70,7 +71,7 @@ def sleepy_replica() -> Iterator[str]:
 
 def replica(store: Store, url: str, replica_id: str = "r1", token: str = "") -> str:
     """A READY replica of model ``m`` at ``url``, recorded as the leader (``token``, else a new lease); the token."""
-    token = token or store.lease(60).hold() or ""
+    token = token or store.leadership(60).hold() or ""
     assert store.replicas.add(token, replica_id, "m", "test")
     assert store.replicas.launched(token, replica_id, url, replica_id)
     assert store.replicas.ready(token, replica_id, 1) is not None
@@ -216,7 +217,7 @@ def test_review2_hole04_a_slow_input_fails_alone_and_its_replica_serves_on(
     assert warm["status"] == "SUCCEEDED", warm
     with ThreadPoolExecutor(2) as pool:
         slow = pool.submit(lambda: post(platform, "sleepy", {"sleep": 30}, wait=40).json())
-        platform.wait_until(lambda: model_view(platform, "sleepy")["in_flight"] == 1, 20, "the slow job did not start")
+        platform.wait_until(lambda: model_view(platform, "sleepy")["running"] == 1, 20, "the slow job did not start")
         neighbour = pool.submit(lambda: post(platform, "sleepy", {"sleep": 1.5}, wait=40).json())
         answers = slow.result(), neighbour.result()
 

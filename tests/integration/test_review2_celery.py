@@ -21,12 +21,13 @@ from gateway.app import create_app
 from tests.integration.platform import MODELS_TOML, Platform, eventually
 from workers.config import Settings
 from workers.execution import runner
+from workers.job import Job, JobStatus
 from workers.protocols import transport
 from workers.scaling.autoscaler import Autoscaler
 from workers.scaling.backends import ProcessBackend, free_port
 from workers.scaling.readiness import ReadinessProbe
 from workers.store import Store, keys
-from workers.store.records import Job, JobStatus, Started
+from workers.store.records import Started
 
 pytestmark = pytest.mark.integration
 FLOWER_USER = ("watcher", "flower-secret")
@@ -53,7 +54,7 @@ def error_code(store: Store, job: Job) -> str:
 
 def ready_replica(store: Store, model: str) -> str:
     """A READY replica of ``model`` with one slot; the leader's token."""
-    token = store.lease(30).hold()
+    token = store.leadership(30).hold()
     assert token and store.replicas.add(token, "r1", model, "process")
     assert store.replicas.launched(token, "r1", "http://127.0.0.1:9/", "1")
     assert store.replicas.ready(token, "r1", concurrency=1) is not None
@@ -257,7 +258,7 @@ def test_review2_hole20_lost_messages_are_found_exactly_whatever_the_backlog(
     """Random submits, takes (a fifth by workers that die), withdrawals and resend passes: a resent job's message
     had always left the queue, and after the last passes no QUEUED job is without a waiting message."""
     queue = keys.celery_queue("m")
-    token = store.lease(30).hold()
+    token = store.leadership(30).hold()
     assert token and store.replicas.add(token, "r1", "m", "process")
     assert store.replicas.launched(token, "r1", "http://127.0.0.1:9/", "1")
     assert store.replicas.ready(token, "r1", concurrency=10**6) is not None
@@ -277,7 +278,7 @@ def test_review2_hole20_lost_messages_are_found_exactly_whatever_the_backlog(
                     if rng.random() >= 0.2:  # else its worker died with it
                         store.jobs.start(json.loads(message)["headers"]["id"], f"t{seed}.{step}", 30, "w", 10**6,
                                          False)
-            elif roll < 0.75 and (queued := client.zrange(keys.queued("m"), 0, -1)):
+            elif roll < 0.75 and (queued := client.zrange(keys.sent("m"), 0, -1)):
                 found = store.jobs.get(rng.choice(queued))
                 if found is not None:
                     store.jobs.withdraw(found)
@@ -289,6 +290,6 @@ def test_review2_hole20_lost_messages_are_found_exactly_whatever_the_backlog(
             if not store.jobs.resend_lost("m", after=0):
                 break
         still = waiting()
-        stranded = [job_id for job_id in client.zrange(keys.queued("m"), 0, -1)
+        stranded = [job_id for job_id in client.zrange(keys.sent("m"), 0, -1)
                     if client.hget(keys.job(job_id), "status") == "QUEUED" and job_id not in still]
         assert stranded == [], f"seed {seed}: {len(stranded)} queued job(s) with no message"

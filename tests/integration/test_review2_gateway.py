@@ -22,10 +22,11 @@ from gateway.auth import digest
 from tests.integration.platform import Platform, eventually
 from workers.config import ModelConfig, Settings
 from workers.embedded import start_embedded_redis
+from workers.job import Job
 from workers.scaling.backends import ProcessBackend
 from workers.scaling.spec import ReplicaSpec
 from workers.store import Store
-from workers.store.records import Job, Started
+from workers.store.records import Started
 
 pytestmark = pytest.mark.integration
 KEY, OTHER = "key-of-alice", "key-of-bob"
@@ -124,7 +125,7 @@ def test_review2_hole08_one_key_cannot_fill_the_queue_and_its_share_frees_as_job
     expired_for = submit("alice")
     assert isinstance(expired_for, Job) and submit("alice") == "KEY_FULL"
 
-    token = store.lease(30).hold()
+    token = store.leadership(30).hold()
     assert token and store.replicas.add(token, "r1", "m", "fake")
     assert store.replicas.launched(token, "r1", "http://127.0.0.1:1", "r1")
     assert store.replicas.ready(token, "r1", concurrency=1) is not None

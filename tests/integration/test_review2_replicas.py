@@ -157,7 +157,7 @@ def autoscaler(store: Store, backend: ProcessBackend, model: ModelConfig) -> Ite
     """An autoscaler leading on ``store`` with inline actions; every replica of ``backend`` is killed after."""
     scaler = Autoscaler({model.name: model}, store, backend, ReadinessProbe(), Inline(), sweep_every=0)
     try:
-        yield scaler, store.lease(10).hold() or ""
+        yield scaler, store.leadership(10).hold() or ""
     finally:
         for pid in [*backend.children, *(int(r.handle) for r in backend.running().values())]:
             with contextlib.suppress(ProcessLookupError):

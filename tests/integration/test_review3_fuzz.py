@@ -24,10 +24,11 @@ from tests.integration.wire import Request, WireServer, response
 from workers.config import ModelConfig
 from workers.execution.celery_app import cancel_revoked, cancel_revoked_running
 from workers.execution.runner import LeaseKeeper, WorkerContext, run_job
+from workers.job import JobStatus
 from workers.protocols.transport import http_pool
 from workers.scaling.autoscaler import draining
 from workers.store import Store, keys
-from workers.store.records import JobStatus, ReplicaState
+from workers.store.records import ReplicaState
 
 pytestmark = pytest.mark.integration
 READY = response(200, b'{"status": "READY"}')
@@ -162,7 +163,7 @@ def test_review3_fuzz_every_job_ends_once_with_its_own_answer(store: Store, clie
     faults = Faults(seed)
     served: dict[int, int] = {}
     servers.extend(WireServer(answer(faults, served)) for _ in range(3))
-    token = store.lease(600).hold()
+    token = store.leadership(600).hold()
     assert token
     for server in servers:
         ready(store, token, server)
@@ -220,7 +221,7 @@ def test_review3_fuzz_every_job_ends_once_with_its_own_answer(store: Store, clie
     for replica in store.replicas.of("m"):
         if replica.in_flight:
             problems.append(f"replica {replica.id} ({replica.state}) still holds {replica.in_flight} slots")
-    leftovers = {name: client.zcard(name) for name in (keys.LEASES, keys.queued("m"), keys.parked("m"))}
+    leftovers = {name: client.zcard(name) for name in (keys.LEASES, keys.sent("m"), keys.parked("m"))}
     leftovers[keys.running("m")] = client.scard(keys.running("m"))
     problems += [f"{name} holds {count}" for name, count in leftovers.items() if count]
     outcomes: dict[str, int] = {}

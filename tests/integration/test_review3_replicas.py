@@ -116,7 +116,7 @@ def test_review3_shutting_down_stops_a_replica_whose_start_was_not_recorded_yet(
     model = ModelConfig(name="m", command=[sys.executable, "-c", "import time; time.sleep(120)"], start_timeout=30)
     backend = ProcessBackend(tmp_path, tmp_path / "logs", "rev3", grace=1.0)
     scaler = Autoscaler({"m": model}, store, backend, ReadinessProbe())
-    token = store.lease(30).hold()
+    token = store.leadership(30).hold()
     assert token and store.replicas.add(token, "0123456789ae", "m", backend.name)
     launched = backend.start(ReplicaSpec.of(model, "0123456789ae"))  # its launch returned; not recorded yet
     try:

@@ -7,8 +7,9 @@ import pytest
 import redis
 
 from workers.config import Settings
+from workers.job import JobStatus, Outcome
 from workers.store import Store
-from workers.store.records import JobStatus, Outcome, Started
+from workers.store.records import Started
 
 pytestmark = pytest.mark.integration
 OK = Outcome(JobStatus.SUCCEEDED, output='{"y": 1}', service_time=0.01)
@@ -33,7 +34,7 @@ def fill(client: "redis.Redis") -> Iterator[Callable[[], None]]:
 
 def running_job(store: Store, token: str) -> Started:
     """A job RUNNING on a READY replica under ``token``."""
-    leader = store.lease(30).hold()
+    leader = store.leadership(30).hold()
     assert leader
     assert store.replicas.add(leader, "r1", "m", "fake")
     assert store.replicas.launched(leader, "r1", "http://127.0.0.1/r1", "r1")

@@ -8,10 +8,11 @@ import pytest
 import redis
 from celery import Celery
 
+from workers.job import Job, JobError, JobStatus, Outcome
 from workers.store import Store, keys
 from workers.store.envelope import TASK_NAME, template
 from workers.store.jobs import Refusal
-from workers.store.records import Job, JobError, JobStatus, Outcome, ReplicaState, Started
+from workers.store.records import ReplicaState, Started
 
 pytestmark = pytest.mark.integration
 OK = Outcome(JobStatus.SUCCEEDED, output='{"y": 1}', service_time=0.01)
@@ -19,7 +20,7 @@ OK = Outcome(JobStatus.SUCCEEDED, output='{"y": 1}', service_time=0.01)
 
 def leader(store: Store) -> str:
     """Take the autoscaler lease; its token."""
-    token = store.lease(30).hold()
+    token = store.leadership(30).hold()
     assert token
     return token
 
@@ -63,7 +64,7 @@ def test_a_job_runs_on_a_slot_and_commits_once(store: Store, client: "redis.Redi
     assert done.created_at <= done.started_at <= done.finished_at  # type: ignore[operator]
     assert in_flight(store) == [0] and 0 < client.ttl(keys.job(job.id)) <= 60
     snapshot = store.replicas.snapshot("m", {"service_time": 9.0, "cold_start": 9.0})
-    assert snapshot.averages["service_time"].seconds == pytest.approx(0.01) and snapshot.queued == 0
+    assert snapshot.averages["service_time"].seconds == pytest.approx(0.01) and snapshot.waiting == 0
 
 
 def test_only_the_current_claim_starts_and_commits(store: Store) -> None:
@@ -227,7 +228,7 @@ def test_a_job_taken_back_from_a_lost_worker_waits_afresh(store: Store) -> None:
     store.client.hset(keys.job(job.id), "created_at", "1")  # created long ago; it ran for a long time
     store.client.zadd(keys.LEASES, {job.id: 0})
     assert [r.outcome for r in store.jobs.reap({"m": 3})] == ["REQUEUED"]
-    store.client.zrem(keys.queued("m"), job.id)  # its new message was lost, say: it waits parked again
+    store.client.zrem(keys.sent("m"), job.id)  # its new message was lost, say: it waits parked again
     store.client.zadd(keys.parked("m"), {job.id: 1})
     assert store.jobs.expire_parked("m", queue_timeout=60) == []  # it waits since it was taken back
 

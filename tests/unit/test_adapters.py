@@ -5,8 +5,8 @@ import json
 import pytest
 
 from workers.config import ConfigError, parse_models
+from workers.job import JobError, JobStatus
 from workers.protocols import Readiness, protocol_for
-from workers.store.records import JobError, JobStatus
 
 pytestmark = pytest.mark.unit
 MODELS = parse_models({"models": {

@@ -147,7 +147,7 @@ def test_a_burst_from_zero_starts_the_replicas_that_pay_off_and_sends_them_the_w
     for job_id in ids:  # workers found no slot: the jobs wait, parked
         assert store.jobs.start(job_id, "t", 5, "w", 1, True) == "PARKED"
     store.client.delete(keys.celery_queue("m"))
-    autoscaler.lead(store.lease(3).hold() or "", full=True)
+    autoscaler.lead(store.leadership(3).hold() or "", full=True)
 
     assert backend.starts == 4 and states(store) == [ReplicaState.READY] * 4  # the policy's worked example
     assert store.client.llen(keys.celery_queue("m")) == 4  # one waiting job sent to each new slot
@@ -157,10 +157,10 @@ def test_a_burst_from_zero_starts_the_replicas_that_pay_off_and_sends_them_the_w
 def test_idle_replicas_go_after_the_idle_timeout_and_not_before(store: Store, clock: Clock) -> None:
     backend = FakeBackend()
     autoscaler = scaler(store, backend)
-    token = store.lease(3).hold() or ""
+    token = store.leadership(3).hold() or ""
     submit(store, 1)
     autoscaler.lead(token, full=True)
-    store.client.delete(keys.celery_queue("m"), keys.queued("m"))  # the job ran elsewhere; nothing waits
+    store.client.delete(keys.celery_queue("m"), keys.sent("m"))  # the job ran elsewhere; nothing waits
     clock.advance(29)
     autoscaler.lead(token, full=True)
     assert states(store) == [ReplicaState.READY]
@@ -173,7 +173,7 @@ def test_idle_replicas_go_after_the_idle_timeout_and_not_before(store: Store, cl
 def test_failed_starts_back_off_and_the_backoff_survives_a_new_leader(store: Store, clock: Clock) -> None:
     backend = FakeBackend()
     backend.broken["m"] = StartFailed("image 'm' not found locally")
-    token = store.lease(3).hold() or ""
+    token = store.leadership(3).hold() or ""
     submit(store, 1)
     first = scaler(store, backend)
     first.lead(token, full=True)
@@ -201,7 +201,7 @@ def test_a_setup_that_never_gets_ready_fails_the_start_with_its_reason(store: St
     probe.verdicts["m"] = "setup failed: RuntimeError: cannot load weights"
     job = submit(store, 1)[0]
     assert store.jobs.start(job, "t", 5, "w", 1, True) == "PARKED"
-    scaler(store, probe=probe).lead(store.lease(3).hold() or "", full=True)
+    scaler(store, probe=probe).lead(store.leadership(3).hold() or "", full=True)
     failed = store.jobs.get(job)
     assert failed is not None and failed.error is not None and failed.error.code == "replica_start_failed"
     assert "cannot load weights" in failed.error.message
@@ -209,14 +209,14 @@ def test_a_setup_that_never_gets_ready_fails_the_start_with_its_reason(store: St
 
 def test_a_new_leader_adopts_what_runs_forgets_what_vanished_and_stops_strays(store: Store) -> None:
     backend = FakeBackend()
-    old = store.lease(3).hold() or ""
+    old = store.leadership(3).hold() or ""
     submit(store, 2)
     scaler(store, backend).lead(old, full=True)
     [running] = store.replicas.of("m")
     assert store.replicas.add(old, "vanished", "m", "fake")  # recorded, never ran
     backend.live["stray"] = Launched("http://fake/stray", "handle-stray")  # runs, never recorded
     store.client.delete(keys.LEADER)  # the old leader died
-    scaler(store, backend).sweep(store.lease(3).hold() or "", adopting=True)
+    scaler(store, backend).sweep(store.leadership(3).hold() or "", adopting=True)
 
     assert [r.id for r in store.replicas.of("m")] == [running.id]
     assert backend.stops == ["handle-stray"]
@@ -226,13 +226,13 @@ def test_a_new_leader_adopts_what_runs_forgets_what_vanished_and_stops_strays(st
 def test_a_sweep_saves_the_hosts_as_the_backend_sees_them_and_a_former_leaders_sweep_does_not(
         store: Store, clock: Clock) -> None:
     backend = FakeBackend()
-    old = store.lease(3).hold() or ""
+    old = store.leadership(3).hold() or ""
     scaler(store, backend).sweep(old, adopting=False)
     seen = store.replicas.hosts()
     assert seen == SeenHosts(at=clock.now, hosts=tuple(backend.machines))
 
     store.client.delete(keys.LEADER)  # the old leader lost its lease
-    new = store.lease(3).hold() or ""
+    new = store.leadership(3).hold() or ""
     clock.advance(5)
     backend.machines = backend.machines[:1]
     scaler(store, backend).sweep(old, adopting=False)  # its sweep, still running, is refused
@@ -247,7 +247,7 @@ def test_a_backend_that_cannot_list_its_hosts_is_logged_and_the_sweep_goes_on(
     backend.failing_hosts = TimeoutError("docker daemon did not answer in 30 s")
     backend.live["stray"] = Launched("http://fake/stray", "handle-stray")  # runs, never recorded
     with caplog.at_level(logging.WARNING):
-        scaler(store, backend).sweep(store.lease(3).hold() or "", adopting=False)
+        scaler(store, backend).sweep(store.leadership(3).hold() or "", adopting=False)
     assert backend.stops == ["handle-stray"]
     assert store.replicas.hosts() is None
     assert "cannot save the hosts: TimeoutError: docker daemon did not answer in 30 s" in caplog.text
@@ -258,10 +258,10 @@ def test_hole02_a_leader_that_lost_the_lease_mid_start_undoes_its_start(store: S
     held = Held()
     old = scaler(store, backend, actions=held)
     submit(store, 1)
-    old_token = store.lease(3).hold() or ""
+    old_token = store.leadership(3).hold() or ""
     old.lead(old_token, full=True)  # records a STARTING replica; its start is still to run (a slow Docker call)
     store.client.delete(keys.LEADER)  # ... during which its lease lapses
-    new_token = store.lease(3).hold() or ""
+    new_token = store.leadership(3).hold() or ""
     new = scaler(store, backend)
     new.sweep(new_token, adopting=True)  # the old leader's record runs nowhere: lost
     new.lead(new_token, full=True)  # the new leader starts its own
@@ -272,7 +272,7 @@ def test_hole02_a_leader_that_lost_the_lease_mid_start_undoes_its_start(store: S
 
 
 def test_hole09_a_standby_leaves_the_wake_ups_to_the_leader(store: Store) -> None:
-    store.lease(3).hold()  # another autoscaler leads
+    store.leadership(3).hold()  # another autoscaler leads
     submit(store, 1)
 
     class Once(threading.Event):
@@ -280,7 +280,7 @@ def test_hole09_a_standby_leaves_the_wake_ups_to_the_leader(store: Store) -> Non
             self.set()
             return True
 
-    scaler(store).run(Once(), interval=0.5, lease=store.lease(3))
+    scaler(store).run(Once(), interval=0.5, leadership=store.leadership(3))
     assert store.client.lrange(keys.SCALE, 0, -1) == ["m"]  # still there for the leader
 
 
@@ -289,7 +289,7 @@ def test_hole04_failing_backend_calls_are_events_and_the_loop_goes_on(store: Sto
     backend.broken["m"] = RuntimeError("docker daemon: 500 Server Error")
     backend.failing_scan = TimeoutError("docker daemon did not answer in 30 s")
     autoscaler = scaler(store, backend)
-    token = store.lease(3).hold() or ""
+    token = store.leadership(3).hold() or ""
     submit(store, 1)
     autoscaler.lead(token, full=True)
     autoscaler.lead(token, full=True)
@@ -303,14 +303,14 @@ def test_no_fresh_observation_no_decision(store: Store) -> None:
     stale_store = Store.of(store.client, retention=60, clock=jumpy)
     backend = FakeBackend()
     submit(stale_store, 3)
-    scaler(stale_store, backend).lead(stale_store.lease(3).hold() or "", full=True)
+    scaler(stale_store, backend).lead(stale_store.leadership(3).hold() or "", full=True)
     assert backend.starts == 0
 
 
 def test_shutting_down_with_stop_replicas_stops_them_all(store: Store) -> None:
     backend = FakeBackend()
     autoscaler = scaler(store, backend)
-    token = store.lease(3).hold() or ""
+    token = store.leadership(3).hold() or ""
     submit(store, 3)
     autoscaler.lead(token, full=True)
     autoscaler.stop_all(token)
@@ -323,14 +323,14 @@ def test_hole02_a_former_leader_leaves_a_replica_it_started_to_the_leader_that_a
     old = scaler(store, backend, actions=old_actions)
     job = submit(store, 1)[0]
     assert store.jobs.start(job, "t", 5, "w", 1, True) == "PARKED"
-    old.lead(store.lease(3).hold() or "", full=True)
+    old.lead(store.leadership(3).hold() or "", full=True)
     launch = old_actions.pending[0]  # its start (then its sweep, left undone)
     real_launched = store.replicas.launched
 
     def lease_lapses_mid_start(*args: Any) -> int:  # the old leader pauses after its container started
         store.replicas.launched = real_launched  # type: ignore[method-assign]
         store.client.delete(keys.LEADER)
-        new_token = store.lease(3).hold() or ""
+        new_token = store.leadership(3).hold() or ""
         new = scaler(store, backend, actions=new_actions)
         new.sweep(new_token, adopting=True)
         new.lead(new_token, full=True)

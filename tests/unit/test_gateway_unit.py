@@ -8,8 +8,8 @@ import redis
 
 from gateway.service import Gateway
 from workers.config import ModelConfig, Settings
+from workers.job import JobStatus
 from workers.store import Store
-from workers.store.records import JobStatus
 
 pytestmark = pytest.mark.unit
 MODEL = ModelConfig(name="m", command=["x"])

@@ -7,13 +7,14 @@ import pytest
 
 from model.server import create_app
 from workers.config import parse_models
+from workers.store import keys
 
 pytestmark = pytest.mark.unit
 
 
 def test_models_file_parses_with_defaults_and_rejects_unknown_fields() -> None:
     models = parse_models({"models": {"m": {"command": ["python", "x.py"], "concurrency": 2}}})
-    assert models["m"].queue == "model.m"
+    assert keys.celery_queue(models["m"].name) == "model.m"
     assert models["m"].scaling.max_replicas == 1 and models["m"].scaling.concurrency == 2
     with pytest.raises(ValueError, match="concurency"):
         parse_models({"models": {"m": {"concurency": 2}}})

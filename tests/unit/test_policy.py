@@ -22,42 +22,42 @@ def replicas(*specs: tuple[ReplicaState, int, float]) -> tuple[ReplicaSnapshot, 
     return tuple(ReplicaSnapshot(f"r{i}", state, busy, NOW - idle) for i, (state, busy, idle) in enumerate(specs))
 
 
-def observe(queued: int = 0, in_flight: int = 0, live: tuple[ReplicaSnapshot, ...] = (), service: float = 0.2,
+def observe(waiting: int = 0, running: int = 0, live: tuple[ReplicaSnapshot, ...] = (), service: float = 0.2,
             cold: float = 1.0, age: float = 0.0, failed_at: float | None = None, at: float = NOW) -> Observation:
     """An observation taken ``age`` seconds before ``at``."""
-    return Observation(taken_at=at - age, queued=queued, in_flight=in_flight, replicas=live,
+    return Observation(taken_at=at - age, waiting=waiting, running=running, replicas=live,
                        service_time=service, cold_start=cold, start_failed_at=failed_at)
 
 
 CASES: list[tuple[str, Observation | None, Policy, int, tuple[str, ...]]] = [
     # name, observation, policy, replicas to start, replicas to stop
     ("nothing to do", observe(), POLICY, 0, ()),
-    ("one job from zero starts one at once", observe(queued=1, service=0.01), POLICY, 1, ()),
-    ("from zero even when a replica cannot pay off", observe(queued=1, cold=100), POLICY, 1, ()),
-    ("burst from zero: worked example", observe(queued=40), POLICY, 4, ()),
-    ("slow cold start: only the replicas that pay off", observe(queued=40, cold=5), POLICY, 2, ()),
-    ("starting capacity counts", observe(queued=40, cold=5, live=replicas((STARTING, 0, 0))), POLICY, 1, ()),
+    ("one job from zero starts one at once", observe(waiting=1, service=0.01), POLICY, 1, ()),
+    ("from zero even when a replica cannot pay off", observe(waiting=1, cold=100), POLICY, 1, ()),
+    ("burst from zero: worked example", observe(waiting=40), POLICY, 4, ()),
+    ("slow cold start: only the replicas that pay off", observe(waiting=40, cold=5), POLICY, 2, ()),
+    ("starting capacity counts", observe(waiting=40, cold=5, live=replicas((STARTING, 0, 0))), POLICY, 1, ()),
     ("backlog drains before a new one is ready",
-     observe(queued=3, in_flight=2, live=replicas((READY, 1, 0), (READY, 1, 0))), POLICY, 0, ()),
-    ("concurrency adds slots", observe(queued=40, cold=1), replace(POLICY, concurrency=4), 2, ()),
-    ("never above max", observe(queued=1000), replace(POLICY, max_replicas=3), 3, ()),
+     observe(waiting=3, running=2, live=replicas((READY, 1, 0), (READY, 1, 0))), POLICY, 0, ()),
+    ("concurrency adds slots", observe(waiting=40, cold=1), replace(POLICY, concurrency=4), 2, ()),
+    ("never above max", observe(waiting=1000), replace(POLICY, max_replicas=3), 3, ()),
     ("min keeps warm replicas", observe(), replace(POLICY, min_replicas=2), 2, ()),
     ("min replicas are never stopped",
      observe(live=replicas((READY, 0, 100), (READY, 0, 100))), replace(POLICY, min_replicas=2), 0, ()),
     ("idle past the timeout: stopped", observe(live=replicas((READY, 0, 31))), POLICY, 0, ("r0",)),
     ("idle, but not long enough", observe(live=replicas((READY, 0, 29))), POLICY, 0, ()),
     ("busy replica is never stopped",
-     observe(in_flight=1, live=replicas((READY, 1, 100), (READY, 0, 100))), POLICY, 0, ("r1",)),
+     observe(running=1, live=replicas((READY, 1, 100), (READY, 0, 100))), POLICY, 0, ("r1",)),
     ("longest idle goes first",
-     observe(in_flight=1, live=replicas((READY, 0, 40), (READY, 0, 90), (READY, 1, 0))),
+     observe(running=1, live=replicas((READY, 0, 40), (READY, 0, 90), (READY, 1, 0))),
      replace(POLICY, min_replicas=2), 0, ("r1",)),
     ("all surplus idle ones go, longest idle first",
-     observe(in_flight=1, live=replicas((READY, 0, 40), (READY, 0, 90), (READY, 1, 0))), POLICY, 0, ("r1", "r0")),
-    ("nothing stops while jobs wait", observe(queued=1, live=replicas((READY, 0, 100), (READY, 0, 100))),
+     observe(running=1, live=replicas((READY, 0, 40), (READY, 0, 90), (READY, 1, 0))), POLICY, 0, ("r1", "r0")),
+    ("nothing stops while jobs wait", observe(waiting=1, live=replicas((READY, 0, 100), (READY, 0, 100))),
      POLICY, 0, ()),
     ("a starting replica is not stopped", observe(live=replicas((STARTING, 0, 100))), POLICY, 0, ()),
     ("no observation, no decision", None, POLICY, 0, ()),
-    ("stale observation, no decision", observe(queued=40, age=60), POLICY, 0, ()),
+    ("stale observation, no decision", observe(waiting=40, age=60), POLICY, 0, ()),
 ]
 
 
@@ -73,15 +73,15 @@ def test_failed_starts_back_off_exponentially_then_reset() -> None:
     state, delays = ScalingState(), []
     for failure in range(8):
         failed_at = NOW + failure
-        _, state = decide(observe(queued=40, failed_at=failed_at, at=failed_at), POLICY, state, failed_at)
+        _, state = decide(observe(waiting=40, failed_at=failed_at, at=failed_at), POLICY, state, failed_at)
         delays.append(state.retry_at - failed_at)
-        _, again = decide(observe(queued=40, failed_at=failed_at, at=failed_at), POLICY, state, failed_at)
+        _, again = decide(observe(waiting=40, failed_at=failed_at, at=failed_at), POLICY, state, failed_at)
         assert again == state  # the same failure is counted once
     assert delays == [1, 2, 4, 8, 16, 32, 60, 60]
     last = NOW + 7
-    assert decide(observe(queued=40, failed_at=last, at=last + 59), POLICY, state, last + 59)[0].start == 0
-    assert decide(observe(queued=40, failed_at=last, at=last + 60), POLICY, state, last + 60)[0].start == 4
-    decision, reset = decide(observe(queued=40, at=last + 1), POLICY, state, last + 1)  # a replica got READY
+    assert decide(observe(waiting=40, failed_at=last, at=last + 59), POLICY, state, last + 59)[0].start == 0
+    assert decide(observe(waiting=40, failed_at=last, at=last + 60), POLICY, state, last + 60)[0].start == 4
+    decision, reset = decide(observe(waiting=40, at=last + 1), POLICY, state, last + 1)  # a replica got READY
     assert decision.start == 4 and reset == ScalingState()
 
 

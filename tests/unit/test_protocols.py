@@ -4,8 +4,8 @@ import math
 
 import pytest
 
+from workers.job import JobError, JobStatus, Outcome
 from workers.protocols import NativeProtocol, Readiness
-from workers.store.records import JobError, JobStatus, Outcome
 
 pytestmark = pytest.mark.unit
 NATIVE = NativeProtocol()

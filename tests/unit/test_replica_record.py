@@ -11,7 +11,7 @@ pytestmark = pytest.mark.unit
 
 def test_a_replicas_slots_are_the_concurrency_it_was_started_with_whatever_a_worker_says() -> None:
     store = Store.of(fakeredis.FakeRedis(decode_responses=True), retention=60)
-    token = store.lease(30).hold() or ""
+    token = store.leadership(30).hold() or ""
     assert store.replicas.add(token, "r1", "m", "process")
     assert store.replicas.launched(token, "r1", "http://10.0.0.2:9000", "1")
     assert store.replicas.ready(token, "r1", concurrency=2) is not None

@@ -26,7 +26,7 @@ def test_review2_hole04_a_failed_replica_is_stopped_only_once_its_other_jobs_let
     backend = FakeBackend()
     two_slots = MODEL.scaling.model_copy(update={"concurrency": 2, "max_replicas": 1})
     autoscaler = scaler(store, backend, m=MODEL.model_copy(update={"scaling": two_slots}))
-    token = store.lease(3).hold() or ""
+    token = store.leadership(3).hold() or ""
     first, neighbour = submit(store, 2)
     autoscaler.lead(token, full=True)
     [replica] = store.replicas.of("m")
@@ -45,7 +45,7 @@ def test_review2_hole04_a_failed_replica_is_stopped_only_once_its_other_jobs_let
 def test_review2_a_failed_replica_holding_no_other_job_is_stopped_at_once(store: Store) -> None:
     backend = FakeBackend()
     autoscaler = scaler(store, backend)
-    token = store.lease(3).hold() or ""
+    token = store.leadership(3).hold() or ""
     [job_id] = submit(store, 1)
     autoscaler.lead(token, full=True)
     [replica] = store.replicas.of("m")
@@ -57,7 +57,7 @@ def test_review2_a_failed_replica_holding_no_other_job_is_stopped_at_once(store:
 
 def test_review2_hole04_a_call_that_failed_on_a_live_replica_leaves_it_in_routing(store: Store) -> None:
     autoscaler = scaler(store, FakeBackend())
-    token = store.lease(3).hold() or ""
+    token = store.leadership(3).hold() or ""
     [job_id] = submit(store, 1)
     autoscaler.lead(token, full=True)
     [replica] = store.replicas.of("m")

@@ -11,9 +11,10 @@ from celery.exceptions import Ignore, Retry
 from workers import cli
 from workers.execution.celery_app import JobFailed, cancel_revoked, report
 from workers.execution.runner import Summary
+from workers.job import JobError, JobStatus
 from workers.store import Store
 from workers.store.envelope import TASK_NAME
-from workers.store.records import JobError, JobStatus
+from workers.store.replies import StartReply, word
 
 BAD = JobError("bad_input", "expected 4 numbers")
 CLOCK = itertools.count(1)
@@ -61,7 +62,8 @@ def flower_state(job_id: str, deliveries: list[Summary], store: Store) -> dict[s
 def test_review2_hole19_a_job_that_parked_first_ends_in_flower_as_the_job_ended(deliveries: list[str],
                                                                                  final: str) -> None:
     store = fake_store()
-    summaries = [Summary("j1", status, error=BAD if status == "FAILED" else None) for status in deliveries]
+    summaries = [Summary("j1", word(status, StartReply), error=BAD if status == "FAILED" else None)
+                 for status in deliveries]
     seen = flower_state("j1", summaries, store)
     assert seen["state"] == final, seen
     assert bool(seen["retried"]) == ("PARKED" in deliveries)  # the wait shows, as a RETRY
@@ -74,7 +76,7 @@ def test_review2_hole19_a_failed_job_raises_its_error_and_a_parked_one_a_retry()
     with pytest.raises(JobFailed, match="bad_input: expected 4 numbers"):
         report(Summary("j1", JobStatus.FAILED, error=BAD), store)
     with pytest.raises(Retry):
-        report(Summary("j1", "PARKED"), store)
+        report(Summary("j1", StartReply.PARKED), store)
     assert report(Summary("j1", JobStatus.SUCCEEDED, replica="r1"), store)["status"] == "SUCCEEDED"
 
 

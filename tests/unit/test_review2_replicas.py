@@ -127,7 +127,7 @@ class SlowToStop:
 
 def test_review2_hole15_shutting_down_stops_every_replica_at_once() -> None:
     store = Store.of(fakeredis.FakeRedis(decode_responses=True))
-    token = store.lease(3).hold() or ""
+    token = store.leadership(3).hold() or ""
     for replica_id in ("aaaaaaaaaaa1", "aaaaaaaaaaa2", "aaaaaaaaaaa3", "aaaaaaaaaaa4"):
         assert store.replicas.add(token, replica_id, "m", "slow")
         store.replicas.launched(token, replica_id, "http://x", f"handle-{replica_id}")
@@ -142,7 +142,7 @@ def test_replicas_of_a_removed_model_are_stopped_once_idle_past_the_grace_and_th
     clock = Clock()
     store = Store.of(fakeredis.FakeRedis(decode_responses=True), retention=60, clock=clock)
     backend = FakeBackend()
-    token = store.lease(3).hold() or ""
+    token = store.leadership(3).hold() or ""
     warm = MODEL.model_copy(update={"scaling": MODEL.scaling.model_copy(update={"min_replicas": 1})})
     scaler(store, backend, m=warm).lead(token, full=True)
     [replica] = store.replicas.of("m")
@@ -162,7 +162,7 @@ def test_replicas_of_a_removed_model_are_stopped_once_idle_past_the_grace_and_th
 def test_a_full_store_stops_the_janitor_but_not_the_scaling(monkeypatch: pytest.MonkeyPatch) -> None:
     store = Store.of(fakeredis.FakeRedis(decode_responses=True), retention=60, clock=Clock())
     backend = FakeBackend()
-    token = store.lease(3).hold() or ""
+    token = store.leadership(3).hold() or ""
     submit(store, 1)
 
     def full(*_: Any) -> None:

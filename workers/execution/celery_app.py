@@ -19,10 +19,11 @@ from celery.worker import state as worker_state
 from workers.config import Settings
 from workers.execution import runner
 from workers.execution.pool import ThreadPool
+from workers.job import JobError, JobStatus
 from workers.protocols import transport
 from workers.store import Store, connect, urls
 from workers.store.envelope import TASK_NAME
-from workers.store.records import JobError, JobStatus
+from workers.store.replies import CancelReply, StartReply
 
 
 class JobFailed(Exception):
@@ -91,15 +92,15 @@ def report(summary: runner.Summary, store: Store) -> dict[str, object]:
     """The task's end as Flower shows it, which is the job's: a SUCCESS with its summary, or a FAILURE with why.
     A parked job's delivery is a RETRY (a later event overrides it), and a delivery that did not run the job
     (another holds or held it) ends with no event, so it never overrides the job's own end."""
-    if summary.status == JobStatus.SUCCEEDED:
+    if summary.status is JobStatus.SUCCEEDED:
         return summary.as_result()
-    if summary.status == "PARKED":
+    if summary.status is StartReply.PARKED:
         parked = JobParked("no free replica slot: the job waits and is sent again when one frees")
         raise Retry(str(parked), exc=parked)
     if summary.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
         raise Ignore()
     job = store.jobs.get(summary.job_id)
-    if summary.status == JobStatus.CANCELLED:
+    if summary.status is JobStatus.CANCELLED:
         during = job.cancelled_while if job and job.cancelled_while else JobStatus.QUEUED
         why = f" ({job.error.code}: {job.error.message})" if job and job.error else ""
         raise JobCancelled(f"the job was cancelled while {during}{why}")
@@ -110,7 +111,7 @@ def report(summary: runner.Summary, store: Store) -> dict[str, object]:
 def cancel_revoked(store: Store, job_id: str) -> None:
     """Cancel the job of a revoked task (the task id is the job id), with an event that says so."""
     job = store.jobs.get(job_id)
-    if job is not None and store.jobs.cancel(job_id, REVOKED) == "OK":
+    if job is not None and store.jobs.cancel(job_id, REVOKED) is CancelReply.OK:
         store.events.record(job.model, "job_cancelled", job=job_id, owner=job.owner, reason=REVOKED.message)
 
 

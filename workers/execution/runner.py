@@ -27,10 +27,12 @@ import redis
 import urllib3
 
 from workers.config import ModelConfig
+from workers.job import JobError, JobStatus, Outcome
 from workers.protocols import Readiness, protocol_for, transport
 from workers.protocols.base import ReplicaBusy, bad_response, transient
 from workers.store import Store
-from workers.store.records import JobError, JobStatus, Outcome, Started
+from workers.store.records import Started
+from workers.store.replies import FinishReply, RefuseReply, StartReply
 
 log = logging.getLogger(__name__)
 BUSY_PAUSE = 0.2  # seconds before asking a busy replica again (unless it says how long)
@@ -108,7 +110,7 @@ class Summary:
     """What one task did with its job: the job's status as the task left it, and where and how long it ran."""
 
     job_id: str
-    status: str  # a JobStatus, or PARKED / CLAIMED / MISSING / STALE: the task did not run it
+    status: JobStatus | StartReply | RefuseReply | FinishReply  # the job's status, or why the task did not run it
     replica: str = ""
     error: JobError | None = None
     seconds: float = 0.0  # the replica call's wall time, last attempt
@@ -129,11 +131,11 @@ def run_job(ctx: WorkerContext, job_id: str, model_name: str) -> Summary:
         why = JobError("model_not_served", f"worker {ctx.worker} does not serve model {model_name!r} (it is not in "
                                            f"its models file)")
         refused = ctx.store.jobs.refuse(job_id, why)
-        return Summary(job_id, refused, error=why if refused == JobStatus.FAILED else None)
+        return Summary(job_id, refused, error=why if refused is JobStatus.FAILED else None)
     token = uuid.uuid4().hex
     started = ctx.store.jobs.start(job_id, token, ctx.leases.lease, ctx.worker, model.scaling.concurrency,
                                    model.jobs.on_start_failure == "fail", ctx.host)
-    if isinstance(started, str):
+    if not isinstance(started, Started):
         return Summary(job_id, started)
     with ctx.leases.holding(job_id, token, model.jobs.max_attempts * (model.jobs.request_timeout + 10)):
         return run_started(ctx, model, started, token)
@@ -164,14 +166,14 @@ def run_started(ctx: WorkerContext, model: ModelConfig, started: Started, token:
             if outcome.status is JobStatus.SUCCEEDED:  # the replica's own time, if it said, but never more than ours
                 outcome = replace(outcome, service_time=min(seconds, outcome.service_time or seconds))
             committed = ctx.store.jobs.finish(started.job.id, token, outcome, timed_out)
-            status = outcome.status.value if committed in ("OK", outcome.status.value) else committed
+            status = outcome.status if committed is FinishReply.OK or committed is outcome.status else committed
             return Summary(started.job.id, status, started.slot.replica_id, outcome.error, seconds)
         log.warning("job %s: replica %s %s: %s", started.job.id, started.slot.replica_id,
                     "is gone" if outcome.gone else "failed the call", outcome.reason)
         retried = ctx.store.jobs.retry(started.job.id, token, started.slot.replica_id, outcome.reason, outcome.gone,
                                        model.jobs.max_attempts, model.scaling.concurrency, ctx.leases.lease, ctx.worker,
                                        ctx.host)
-        if isinstance(retried, str):
+        if not isinstance(retried, Started):
             return Summary(started.job.id, retried, started.slot.replica_id, seconds=seconds)
         started = retried
 

@@ -8,9 +8,9 @@
 local model, grace, limit = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local text = 'model ' .. model .. ' is no longer served (it is not in the models file)'
 local failed = {}
-for _, waiting in ipairs({K.queued .. model, K.parked .. model}) do
+for _, waiting in ipairs({K.sent .. model, K.parked .. model}) do
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', waiting, '-inf', NOW - grace, 'LIMIT', 0, limit - #failed)) do
-    if redis.call('HGET', K.job .. id, 'status') == 'QUEUED' then
+    if redis.call('HGET', K.job .. id, 'status') == S.QUEUED then
       fail(id, model, 'model_removed', text, false)
       table.insert(failed, id)
     else
@@ -19,7 +19,7 @@ for _, waiting in ipairs({K.queued .. model, K.parked .. model}) do
   end
   if #failed >= limit then return {0, unpack(failed)} end
 end
-if redis.call('ZCARD', K.queued .. model) + redis.call('ZCARD', K.parked .. model)
+if redis.call('ZCARD', K.sent .. model) + redis.call('ZCARD', K.parked .. model)
    + redis.call('SCARD', K.running .. model) + redis.call('SCARD', K.replicas .. model) > 0 then
   return {0, unpack(failed)}
 end

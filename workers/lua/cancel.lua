@@ -5,11 +5,11 @@
 local id, code, text = ARGV[3], ARGV[4], ARGV[5]
 local current = redis.call('HMGET', K.job .. id, 'status', 'model')
 if not current[1] then return 'MISSING' end
-if current[1] ~= 'QUEUED' and current[1] ~= 'RUNNING' then return current[1] end
+if current[1] ~= S.QUEUED and current[1] ~= S.RUNNING then return current[1] end
 local fields = {'cancelled_while', current[1]}
 if code then
   table.insert(fields, 'error')
   table.insert(fields, cjson.encode({code = code, message = text}))
 end
-conclude(id, current[2], 'CANCELLED', fields)
+conclude(id, current[2], S.CANCELLED, fields)
 return 'OK'

@@ -13,7 +13,7 @@ local current = redis.call('HMGET', K.job .. id, 'status', 'claim', 'model')
 if not current[1] then return 'MISSING' end
 if current[2] ~= token then return 'STALE' end
 local model = current[3]
-if current[1] ~= 'RUNNING' then
+if current[1] ~= S.RUNNING then
   if free_slot(id) then dispatch(model, 1) end
   retire(id)
   return current[1]

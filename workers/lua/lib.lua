@@ -1,5 +1,6 @@
--- The prelude of every script. workers/store/scripts.py puts K (the key prefixes of workers/store/keys.py) and
--- ENVELOPE (a job's Celery message, with @job@, @model@ and @tag@ to fill in) above it.
+-- The prelude of every script. workers/store/scripts.py puts K (the key prefixes of workers/store/keys.py), S (the
+-- job statuses) and MOVES (MOVES[from][to]: the name of each allowed move, from workers/job.py; from '': a new job)
+-- and ENVELOPE (a job's Celery message, with @job@, @model@ and @tag@ to fill in) above it.
 -- Every script takes ARGV[1]: the time ('' = Redis TIME, one clock for every host), ARGV[2]: the seconds a
 -- finished job is kept; its own arguments follow from ARGV[3].
 
@@ -13,7 +14,17 @@ local RETENTION = tonumber(ARGV[2])
 
 local function stamp(t) return string.format('%.6f', t) end
 
-local function leads(token)  -- whether the caller holds the autoscaler lease now (every leader write asks)
+-- The one writer of a job's status: the move from the status it has ('' if none) to `to` must be in MOVES, else
+-- the script stops with a FORBIDDEN error before it writes anything more.
+local function move(id, to)
+  local from = redis.call('HGET', K.job .. id, 'status') or ''
+  if not (MOVES[from] and MOVES[from][to]) then
+    error({err = 'FORBIDDEN no move of job ' .. id .. ' from ' .. (from == '' and 'none' or from) .. ' to ' .. to})
+  end
+  redis.call('HSET', K.job .. id, 'status', to)
+end
+
+local function leads(token)  -- whether the caller leads the autoscalers now (every leader write asks)
   return token ~= '' and redis.call('GET', K.leader) == token
 end
 
@@ -27,7 +38,7 @@ local function send(id, model)  -- push the job's message onto the model's Celer
   local n = redis.call('HINCRBY', K.job .. id, 'sends', 1)
   redis.call('LPUSH', K.celery .. model, message(id, model, id .. '.' .. n))
   redis.call('HSET', K.job .. id, 'push', redis.call('INCR', K.pushes .. model))
-  redis.call('ZADD', K.queued .. model, NOW, id)
+  redis.call('ZADD', K.sent .. model, NOW, id)
   redis.call('SADD', K.models, model)
 end
 
@@ -54,7 +65,7 @@ local function free_slots(model, concurrency)
       free = free + math.max(0, (tonumber(r[2]) or concurrency) - redis.call('SCARD', K.slots .. rid))
     end
   end
-  return free - redis.call('ZCARD', K.queued .. model)
+  return free - redis.call('ZCARD', K.sent .. model)
 end
 
 -- A slot on the least-loaded READY replica other than avoid (if given): {replica, endpoint}, or nil.
@@ -107,7 +118,7 @@ local function judged(rid, failed, reason)  -- an exchange ended: a failed one c
 end
 
 local function park(id, model)  -- wait for capacity, holding nothing: no message out, no claim
-  redis.call('ZREM', K.queued .. model, id)
+  redis.call('ZREM', K.sent .. model, id)
   redis.call('ZREM', K.leases, id)
   redis.call('HDEL', K.job .. id, 'claim', 'lease_until')
   redis.call('ZADD', K.parked .. model, redis.call('HGET', K.job .. id, 'created_at'), id)
@@ -132,21 +143,28 @@ local function unstarted(model, owner)  -- the owner's jobs of the model not sta
 end
 
 local function leave_queue(id, model)  -- the one place a job stops waiting: it starts, ends, or is taken back
-  redis.call('ZREM', K.queued .. model, id)
+  redis.call('ZREM', K.sent .. model, id)
   redis.call('ZREM', K.parked .. model, id)
   local mine = unstarted(model, redis.call('HGET', K.job .. id, 'owner'))
   if mine then redis.call('ZREM', mine, id) end
 end
 
+local function requeue(id, model)  -- a RUNNING job waits again (its worker or replica was lost), holding nothing
+  move(id, S.QUEUED)
+  redis.call('HSET', K.job .. id, 'requeued_at', stamp(NOW))
+  redis.call('SREM', K.running .. model, id)
+end
+
 local function running_reply(id, slot)  -- {'RUNNING', replica, endpoint, job fields ...}
-  local reply = {'RUNNING', slot[1], slot[2]}
+  local reply = {S.RUNNING, slot[1], slot[2]}
   for _, v in ipairs(redis.call('HGETALL', K.job .. id)) do table.insert(reply, v) end
   return reply
 end
 
 local function begin_run(id, model, token, worker, lease, slot)  -- RUNNING on the slot under the claim
   local job = K.job .. id
-  redis.call('HSET', job, 'status', 'RUNNING', 'claim', token, 'lease_until', stamp(NOW + lease),
+  move(id, S.RUNNING)
+  redis.call('HSET', job, 'claim', token, 'lease_until', stamp(NOW + lease),
              'worker', worker, 'started_at', stamp(NOW), 'replica', slot[1])
   redis.call('HINCRBY', job, 'attempts', 1)
   leave_queue(id, model)
@@ -162,7 +180,8 @@ end
 
 local function conclude(id, model, status, fields)  -- a job's last write: final status, fields, wake waiters
   local job = K.job .. id
-  redis.call('HSET', job, 'status', status, 'finished_at', stamp(NOW))
+  move(id, status)
+  redis.call('HSET', job, 'finished_at', stamp(NOW))
   if #fields > 0 then redis.call('HSET', job, unpack(fields)) end
   redis.call('HINCRBY', job, 'commits', 1)
   leave_queue(id, model)
@@ -173,7 +192,7 @@ local function conclude(id, model, status, fields)  -- a job's last write: final
 end
 
 local function fail(id, model, code, text, dead)  -- FAILED with an error; into the dead letters if dead
-  conclude(id, model, 'FAILED', {'error', cjson.encode({code = code, message = text})})
+  conclude(id, model, S.FAILED, {'error', cjson.encode({code = code, message = text})})
   if dead then
     redis.call('LPUSH', K.dead, id)
     redis.call('LTRIM', K.dead, 0, 9999)

@@ -1,5 +1,5 @@
--- One consistent snapshot of a model, for the autoscaler and the model view: the time, queue, running and parked
--- counts, replicas with their in-flight counts, moving averages, the latest start failure and the scaling state.
+-- One consistent snapshot of a model, for the autoscaler and the model view: the time, the counts of jobs sent,
+-- parked and running, replicas with their in-flight counts (the slots held), moving averages, the latest start failure and the scaling state.
 -- ARGV[3..]: model. Returns it as JSON.
 local model = ARGV[3]
 local function hash(key)
@@ -17,9 +17,9 @@ for _, id in ipairs(redis.call('SMEMBERS', K.replicas .. model)) do
 end
 return cjson.encode({
   now = NOW,
-  queued = redis.call('ZCARD', K.queued .. model),
+  sent = redis.call('ZCARD', K.sent .. model),
   parked = redis.call('ZCARD', K.parked .. model),
-  in_flight = redis.call('SCARD', K.running .. model),
+  running = redis.call('SCARD', K.running .. model),
   replicas = replicas,
   stats = hash(K.stats .. model),
   start_failure = hash(K.start_failure .. model),

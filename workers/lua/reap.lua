@@ -16,16 +16,15 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.leases, '-inf', NOW, 'LIMIT', 
     local freed = free_slot(id)
     redis.call('HDEL', job, 'claim', 'lease_until')
     local outcome = nil
-    if current[1] == 'RUNNING' then
-      redis.call('SREM', K.running .. model, id)
+    if current[1] == S.RUNNING then
       if max_attempts[model] and tonumber(current[3] or '0') >= max_attempts[model] then
         fail(id, model, 'worker_lost', 'the worker running it was lost on all ' .. current[3] .. ' attempts', true)
         outcome = 'DEAD'
       else
-        redis.call('HSET', job, 'status', 'QUEUED')
+        requeue(id, model)
       end
     end
-    if not outcome and (current[1] == 'QUEUED' or current[1] == 'RUNNING') then
+    if not outcome and (current[1] == S.QUEUED or current[1] == S.RUNNING) then
       redis.call('HSET', job, 'requeued_at', stamp(NOW))
       park(id, model)
       outcome = 'REQUEUED'

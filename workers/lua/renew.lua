@@ -9,7 +9,7 @@ local renewed = 0
 for i = 4, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local current = redis.call('HMGET', K.job .. id, 'claim', 'status', 'slot')
-  if current[1] == token and (current[2] == 'QUEUED' or current[2] == 'RUNNING' or current[3]) then
+  if current[1] == token and (current[2] == S.QUEUED or current[2] == S.RUNNING or current[3]) then
     redis.call('HSET', K.job .. id, 'lease_until', stamp(NOW + lease))
     redis.call('ZADD', K.leases, NOW + lease, id)
     renewed = renewed + 1

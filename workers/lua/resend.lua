@@ -14,10 +14,10 @@ local pushes = tonumber(redis.call('GET', K.pushes .. model) or '0')
 local withdrawn = K.withdrawn .. model
 if backlog == 0 then redis.call('DEL', withdrawn) end  -- every message pushed so far has left the queue
 local sent = {}
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.queued .. model, '-inf', NOW - after, 'LIMIT', 0, limit)) do
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.sent .. model, '-inf', NOW - after, 'LIMIT', 0, limit)) do
   local current = redis.call('HMGET', K.job .. id, 'status', 'claim', 'lease_until', 'owner', 'push')
-  if current[1] ~= 'QUEUED' then
-    redis.call('ZREM', K.queued .. model, id)
+  if current[1] ~= S.QUEUED then
+    redis.call('ZREM', K.sent .. model, id)
   elseif not (current[2] and tonumber(current[3] or '0') > NOW) then
     local push = tonumber(current[5] or '0')
     if pushes - push - redis.call('ZCOUNT', withdrawn, '(' .. push, '+inf') >= backlog then

@@ -15,7 +15,7 @@ local current = redis.call('HMGET', job, 'status', 'claim', 'model', 'slot', 'at
 if not current[1] then return 'MISSING' end
 if current[2] ~= token then return 'STALE' end
 local model, slot = current[3], current[4]
-if current[1] == 'RUNNING' and slot and slot ~= failed then  -- this call again: it already moved
+if current[1] == S.RUNNING and slot and slot ~= failed then  -- this call again: it already moved
   return running_reply(id, {slot, redis.call('HGET', K.replica .. slot, 'endpoint')})
 end
 if slot == failed then
@@ -23,17 +23,16 @@ if slot == failed then
   free_slot(id)
   if redis.call('HGET', K.replica .. failed, 'state') == 'READY' then dispatch(model, 1) end
 end
-if current[1] ~= 'RUNNING' then
+if current[1] ~= S.RUNNING then
   if not redis.call('HGET', job, 'slot') then retire(id) end
   return current[1]
 end
 local attempts = tonumber(current[5] or '0')
 if attempts >= max_attempts then
   fail(id, model, 'replica_failed', 'replica failed on all ' .. attempts .. ' attempts; last: ' .. reason, true)
-  return 'FAILED'
+  return S.FAILED
 end
-redis.call('SREM', K.running .. model, id)
-redis.call('HSET', job, 'status', 'QUEUED', 'requeued_at', stamp(NOW))
+requeue(id, model)
 local moved = acquire(id, model, concurrency, failed, near)
 if moved then return begin_run(id, model, token, worker, lease, moved) end
 park(id, model)

@@ -11,10 +11,10 @@ local job = K.job .. id
 local current = redis.call('HMGET', job, 'status', 'claim', 'lease_until', 'model', 'slot', 'created_at')
 local status, claim, model = current[1], current[2], current[4]
 if not status then return 'MISSING' end
-if status == 'RUNNING' and claim == token then  -- this call again, after its answer was lost
+if status == S.RUNNING and claim == token then  -- this call again, after its answer was lost
   return running_reply(id, {current[5], redis.call('HGET', K.replica .. current[5], 'endpoint')})
 end
-if status ~= 'QUEUED' then return status end
+if status ~= S.QUEUED then return status end
 if claim and claim ~= token and tonumber(current[3] or '0') > NOW then return 'CLAIMED' end
 local slot = acquire(id, model, concurrency, nil, near)
 if slot then
@@ -23,7 +23,7 @@ end
 local reason = start_failure_since(model, tonumber(current[6]))
 if fail_on_start and reason and ready_replicas(model) == 0 then
   fail(id, model, 'replica_start_failed', 'no replica of ' .. model .. ' could start: ' .. reason, false)
-  return 'FAILED'
+  return S.FAILED
 end
 park(id, model)
 return 'PARKED'

@@ -8,13 +8,13 @@ local id, model, cap, owner_cap, owner = ARGV[3], ARGV[4], tonumber(ARGV[5]), to
 local job = K.job .. id
 local recorded = redis.call('HGET', job, 'created_at')
 if recorded then return recorded end
-local waiting = redis.call('ZCARD', K.queued .. model) + redis.call('ZCARD', K.parked .. model)
+local waiting = redis.call('ZCARD', K.sent .. model) + redis.call('ZCARD', K.parked .. model)
 if cap > 0 and waiting >= cap then return 'FULL' end
 local mine = unstarted(model, owner)
 if mine and owner_cap > 0 and redis.call('ZCARD', mine) >= owner_cap then return 'KEY_FULL' end
 local created = stamp(NOW)
-redis.call('HSET', job, 'id', id, 'model', model, 'status', 'QUEUED', 'created_at', created, 'attempts', 0,
-           'owner', owner)
+move(id, S.QUEUED)
+redis.call('HSET', job, 'id', id, 'model', model, 'created_at', created, 'attempts', 0, 'owner', owner)
 if #ARGV > 7 then redis.call('HSET', job, unpack(ARGV, 8)) end
 if mine then redis.call('ZADD', mine, NOW, id) end
 send(id, model)

@@ -5,7 +5,7 @@ local id = ARGV[3]
 local job = K.job .. id
 local current = redis.call('HMGET', job, 'status', 'claim', 'model', 'sends', 'attempts', 'push')
 if not current[1] then return 'NONE' end
-if current[1] ~= 'QUEUED' or current[2] or tonumber(current[5] or '0') > 0 then return current[1] end
+if current[1] ~= S.QUEUED or current[2] or tonumber(current[5] or '0') > 0 then return current[1] end
 local model = current[3]
 local taken = 0
 for n = 1, tonumber(current[4] or '0') do

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from workers.store.records import JobError, JobStatus, Outcome
+from workers.job import JobError, JobStatus, Outcome
 
 CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # an error code a replica may give
 MESSAGE_LIMIT = 2000  # characters of a replica's error message kept

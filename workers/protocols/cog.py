@@ -10,6 +10,7 @@ prediction slots busy, as after a caller that went away) is asked again.
 from collections.abc import Mapping
 from typing import Any
 
+from workers.job import JobStatus, Outcome
 from workers.protocols.base import (
     Readiness,
     ReplicaBusy,
@@ -23,7 +24,6 @@ from workers.protocols.base import (
     service_seconds,
     succeeded,
 )
-from workers.store.records import JobStatus, Outcome
 
 
 class CogProtocol:

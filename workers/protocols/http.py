@@ -4,6 +4,7 @@
 from collections.abc import Mapping
 from typing import Any
 
+from workers.job import JobStatus, Outcome
 from workers.protocols.base import (
     Readiness,
     Request,
@@ -14,7 +15,6 @@ from workers.protocols.base import (
     replica_error,
     succeeded,
 )
-from workers.store.records import JobStatus, Outcome
 
 
 class HttpProtocol:

@@ -10,8 +10,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from workers.job import Outcome
 from workers.protocols.base import Readiness, Request, failed, parse_answer, post_json, succeeded
-from workers.store.records import Outcome
 
 
 class KServeProtocol:

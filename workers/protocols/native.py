@@ -5,6 +5,7 @@ ready (503 while starting; ``{"status": "SETUP_FAILED", "error": …}`` if setup
 from collections.abc import Mapping
 from typing import Any
 
+from workers.job import JobStatus, Outcome
 from workers.protocols.base import (
     Readiness,
     Request,
@@ -15,7 +16,6 @@ from workers.protocols.base import (
     replica_error,
     service_seconds,
 )
-from workers.store.records import JobStatus, Outcome
 
 SERVICE_TIME_HEADER = "X-Inference-Seconds"
 

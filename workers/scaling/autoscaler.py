@@ -1,11 +1,11 @@
-"""The autoscaler: observe → decide → reconcile for every model, while it holds the lease.
+"""The autoscaler: observe → decide → reconcile for every model, while it leads (``Leadership``).
 
 - **observe**: one consistent snapshot per model (``observe.lua``): load, replicas, averages, start failure, and the
   policy's state as the last leader left it.
 - **decide**: the pure policy (``workers.scaling.policy``) gives a decision and its new state, kept in Redis.
-- **reconcile**: registry writes at once, each fenced by the lease token; every blocking call (a start, a stop, a
+- **reconcile**: registry writes at once, each fenced by the leader's token; every blocking call (a start, a stop, a
   readiness wait, a scan of what runs) is an action off the loop, and a replica with an action in flight is left
-  alone. The loop blocks only on Redis, so it renews the lease every pass; a lease lost mid-action (a paused
+  alone. The loop blocks only on Redis, so it renews its leadership every pass; leadership lost mid-action (a paused
   process) makes that action's writes fail, and the action undoes what it started.
 
 Only the leader reads the submits' wake-ups; a standby sleeps. A pass that fails (Redis down, a Docker error) is
@@ -31,7 +31,7 @@ from workers.scaling.pidfiles import new_replica_id
 from workers.scaling.policy import Observation, Policy, ReplicaSnapshot, ScalingState, decide
 from workers.scaling.readiness import Probe
 from workers.scaling.spec import ReplicaSpec
-from workers.store import Lease, LogRequest, Store
+from workers.store import Leadership, LogRequest, Store
 from workers.store.records import ModelSnapshot, Replica, ReplicaState
 from workers.store.replicas import cut
 
@@ -62,8 +62,8 @@ class Autoscaler:
         self.last_sweep = -math.inf
         self.log_readers = threading.BoundedSemaphore(4)  # backend log reads at once
 
-    def run(self, stopping: threading.Event, interval: float, lease: Lease) -> None:
-        """Lead while holding the lease, stand by otherwise, until ``stopping`` is set.
+    def run(self, stopping: threading.Event, interval: float, leadership: Leadership) -> None:
+        """Lead while holding the leadership, stand by otherwise, until ``stopping`` is set.
 
         A full pass (the reaper and every model) runs every ``interval``; between them, submits that name models
         wake the leader to reconcile those alone, at most once per ``WAKE_GAP``.
@@ -71,10 +71,10 @@ class Autoscaler:
         leading, last_full, woken = False, -math.inf, set[str]()
         while not stopping.is_set():
             try:
-                token = lease.hold()
+                token = leadership.hold()
                 if token is None:
                     if leading:
-                        log.warning("lease lost; standing by")
+                        log.warning("leadership lost; standing by")
                     leading = False
                     stopping.wait(interval)
                     continue
@@ -89,7 +89,7 @@ class Autoscaler:
                 elif woken:
                     stopping.wait(WAKE_GAP)
                 until_full = last_full + interval - time.monotonic()
-                wake_ups = self.store.wake_ups(max(0.01, min(until_full, lease.ttl / 3)))
+                wake_ups = self.store.wake_ups(max(0.01, min(until_full, leadership.ttl / 3)))
                 woken = wake_ups.models & set(self.models)
                 for request in wake_ups.logs:
                     self.actions.spawn(f"logs-{request.reply}", functools.partial(self.answer_logs, request))
@@ -338,7 +338,7 @@ def draining(model: ModelConfig, replica: Replica, now: float) -> bool:
 def observation(snapshot: ModelSnapshot) -> Observation:
     """The policy's view of a snapshot."""
     return Observation(
-        taken_at=snapshot.now, queued=snapshot.queued, in_flight=snapshot.in_flight,
+        taken_at=snapshot.now, waiting=snapshot.waiting, running=snapshot.running,
         replicas=tuple(ReplicaSnapshot(r.id, r.state, r.in_flight, r.idle_since) for r in snapshot.replicas),
         service_time=snapshot.averages["service_time"].seconds, cold_start=snapshot.averages["cold_start"].seconds,
         start_failed_at=snapshot.start_failure.at if snapshot.start_failure else None,

@@ -7,20 +7,20 @@ with it.
 Rules, in order:
 
 1. **No data, no decision.** No observation, or one older than ``stale_after``, changes nothing.
-2. **From zero at once.** Zero live (starting or ready) replicas and any queued job → start one now.
+2. **From zero at once.** Zero live (starting or ready) replicas and any waiting job → start one now.
    Queued jobs wait for it; they never fail for lack of a replica.
 3. **Add replicas while they pay off.** With ``slots = live replicas * concurrency``, the projected wait
-   of the backlog is ``queued * service time / slots``. A new replica helps only if it is ready before
+   of the backlog is ``waiting * service time / slots``. A new replica helps only if it is ready before
    that backlog drains, so add one while the projected wait exceeds the average cold start.
 4. **Bounds.** Never above ``max_replicas``, never below ``min_replicas`` (min > 0 keeps warm replicas).
-5. **Scale down only the idle.** While jobs are queued nothing is stopped. Otherwise the replicas not
+5. **Scale down only the idle.** While jobs wait nothing is stopped. Otherwise the replicas not
    needed for the jobs in flight may go, longest idle first, but only those holding no slot and idle for
    ``idle_timeout``; a busy replica is never stopped.
 6. **Back off after failed starts.** When the observation shows a start failure it has not seen yet (image
    missing, crash in setup, not ready in time), the next start waits 1, 2, 4 … up to 60 s after it: never a
    crash loop. Once a replica is READY the failure is gone from the observation and the backoff resets.
 
-Worked example: 40 jobs queued, service time 0.2 s, concurrency 1, max 4, average cold start 1.0 s,
+Worked example: 40 jobs waiting, service time 0.2 s, concurrency 1, max 4, average cold start 1.0 s,
 no replica yet. Rule 2 gives 1. With 1 replica the backlog takes 40 * 0.2 / 1 = 8 s > 1 s: add one;
 with 2, 4 s > 1 s: add; with 3, 2.7 s; with 4, 2 s, still > 1 s, but 4 is the max. Start 4. Had the
 cold start been 5 s: 8 s > 5 s gives a 2nd replica, 4 s < 5 s stops there: start 2, because a 3rd
@@ -49,8 +49,8 @@ class Observation:
     """A model's load and replicas at one moment."""
 
     taken_at: float
-    queued: int
-    in_flight: int
+    waiting: int  # jobs not started yet: sent and parked
+    running: int
     replicas: tuple[ReplicaSnapshot, ...]
     service_time: float  # seconds, moving average (or the configured seed)
     cold_start: float  # seconds, moving average (or the configured seed)
@@ -144,23 +144,23 @@ def backoff(state: ScalingState, failed_at: float | None, policy: Policy) -> Sca
 
 def wanted(observation: Observation, policy: Policy) -> int:
     """Replicas the work calls for, before bounds."""
-    if observation.queued == 0:
-        return math.ceil(observation.in_flight / policy.concurrency)
+    if observation.waiting == 0:
+        return math.ceil(observation.running / policy.concurrency)
     replicas = max(observation.live, 1)
     while replicas < policy.max_replicas and pays_off(observation, policy, replicas):
         replicas += 1
     return replicas
 
 
-def projected_wait(queued: int, service_time: float, slots: int) -> float:
-    """Seconds until ``queued`` jobs have all started on ``slots`` slots."""
-    return queued * service_time / slots
+def projected_wait(waiting: int, service_time: float, slots: int) -> float:
+    """Seconds until ``waiting`` jobs have all started on ``slots`` slots."""
+    return waiting * service_time / slots
 
 
 def pays_off(observation: Observation, policy: Policy, replicas: int) -> bool:
     """Whether one more replica would be ready before the backlog drains on ``replicas``."""
     slots = replicas * policy.concurrency
-    return projected_wait(observation.queued, observation.service_time, slots) > observation.cold_start
+    return projected_wait(observation.waiting, observation.service_time, slots) > observation.cold_start
 
 
 def bounded(replicas: int, policy: Policy) -> int:
@@ -170,7 +170,7 @@ def bounded(replicas: int, policy: Policy) -> int:
 
 def idle_to_stop(observation: Observation, policy: Policy, now: float, surplus: int) -> tuple[str, ...]:
     """Up to ``surplus`` ready replicas holding no slot and idle for the idle timeout, longest idle first."""
-    if surplus <= 0 or observation.queued:
+    if surplus <= 0 or observation.waiting:
         return ()
     idle = [r for r in observation.replicas if r.state is ReplicaState.READY and r.in_flight == 0
             and now - r.idle_since >= policy.idle_timeout]
@@ -179,5 +179,5 @@ def idle_to_stop(observation: Observation, policy: Policy, now: float, surplus: 
 
 def explain(observation: Observation, desired: int) -> str:
     """The reason for a decision, for the event log."""
-    return (f"queued={observation.queued} in_flight={observation.in_flight} live={observation.live} "
+    return (f"waiting={observation.waiting} running={observation.running} live={observation.live} "
             f"service={observation.service_time:.3f}s cold_start={observation.cold_start:.3f}s -> {desired}")

@@ -45,14 +45,14 @@ def run_autoscaler(settings: Settings, stop_replicas: bool = False) -> None:
         return
     scaler = Autoscaler(models, store, make_backend(settings, namespace), ReadinessProbe(),
                         orphan_after=settings.job_lease, removed_after=settings.removed_model_grace)
-    lease = store.lease(settings.leader_lease)
+    leadership = store.leadership(settings.leader_lease)
     log.info("autoscaler up (%s backend, namespace %s) for %s", settings.backend, namespace, ", ".join(models))
     try:
-        scaler.run(stopping, settings.scale_interval, lease)
+        scaler.run(stopping, settings.scale_interval, leadership)
     finally:
-        if stop_replicas and (token := lease.hold()):
+        if stop_replicas and (token := leadership.hold()):
             scaler.stop_all(token)
-        lease.release()
+        leadership.release()
         log.info("autoscaler stopped")
 
 

@@ -1,5 +1,5 @@
 """The Redis protocol of the platform, in one package: the key schema (``keys``), the Lua scripts (``workers/lua``,
-loaded by ``scripts``), and the operations on jobs, replicas, events, limits and the autoscaler lease.
+loaded by ``scripts``), and the operations on jobs, replicas, events, limits and the autoscalers' leadership.
 
 Nothing outside this package names a Redis key or holds Lua.
 """
@@ -15,7 +15,7 @@ from redis.retry import Retry
 from workers.store import keys, urls
 from workers.store.events import EventLog
 from workers.store.jobs import JobStore
-from workers.store.leader import Lease
+from workers.store.leader import Leadership
 from workers.store.limits import Limits
 from workers.store.replicas import ReplicaRegistry
 from workers.store.scripts import Scripts
@@ -84,9 +84,9 @@ class Store:
         seconds, micros = self.client.time()
         return float(seconds) + micros / 1e6
 
-    def lease(self, ttl: float) -> Lease:
-        """The autoscaler lease, ``ttl`` seconds unless renewed."""
-        return Lease(self.client, ttl)
+    def leadership(self, ttl: float) -> Leadership:
+        """The autoscalers' leadership, held ``ttl`` seconds unless renewed."""
+        return Leadership(self.client, ttl)
 
     def wake_ups(self, timeout: float) -> WakeUps:
         """Block up to ``timeout`` for submits and parked jobs naming models, and for requests of log lines (only
@@ -107,5 +107,5 @@ class Store:
         self.client.ping()
 
 
-__all__ = ["EventLog", "JobStore", "Lease", "Limits", "LogRequest", "ReplicaRegistry", "Store", "WakeUps", "connect",
-           "keys"]
+__all__ = ["EventLog", "JobStore", "Leadership", "Limits", "LogRequest", "ReplicaRegistry", "Store", "WakeUps",
+           "connect", "keys"]

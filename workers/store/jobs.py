@@ -13,16 +13,27 @@ from typing import Any, NamedTuple, cast
 
 import redis
 
-from workers.store import keys
-from workers.store.records import Job, JobError, JobStatus, Outcome, Started
+from workers.job import Job, JobError, JobStatus, Outcome
+from workers.store import keys, replies
+from workers.store.records import Started
+from workers.store.replies import (
+    CancelReply,
+    FinishReply,
+    Purged,
+    ReapReply,
+    RefuseReply,
+    ResubmitReply,
+    StartReply,
+    WithdrawReply,
+)
 from workers.store.scripts import Scripts
 
 
 class Reaped(NamedTuple):
-    """A job the reaper took back: REQUEUED (it waits again), DEAD (out of attempts) or FREED (its slot)."""
+    """A job the reaper took back, and what it did with it."""
 
     job_id: str
-    outcome: str
+    outcome: ReapReply
     model: str
     owner: str
 
@@ -75,13 +86,13 @@ class JobStore:
         return Job(id=job.id, model=job.model, status=JobStatus.QUEUED, input=job.input, created_at=float(created),
                    owner=job.owner)
 
-    def withdraw(self, job: Job) -> str:
+    def withdraw(self, job: Job) -> WithdrawReply | JobStatus:
         """Take back a job whose submit may or may not have happened: WITHDRAWN, NONE, or the status it keeps;
         Unreplicated if a connected replica does not know yet (a failover could bring the job back)."""
         kept, held = self.replicated("withdraw", job.id)
         if held < self.replicas and held < int(self.redis.info("replication").get("connected_slaves", 0)):
             raise Unreplicated(f"{held} of {self.replicas} Redis replica(s) saw job {job.id} withdrawn")
-        return str(kept)
+        return replies.word(kept, WithdrawReply)
 
     def replicated(self, name: str, *args: Any) -> tuple[Any, int]:
         """Run script ``name``; with replicas to wait for, then WAIT for them on the same connection (WAIT counts
@@ -113,35 +124,48 @@ class JobStore:
             fields = pipe.execute()[-1]
         return Job.from_hash(fields) if fields else None
 
-    def cancel(self, job_id: str, why: JobError | None = None) -> str:
+    def cancel(self, job_id: str, why: JobError | None = None) -> CancelReply | JobStatus:
         """Cancel a QUEUED job, or a RUNNING one best-effort, keeping ``why`` if given: OK, MISSING, or the status
         of a finished job."""
         reason = [why.code, why.message] if why else []
-        return str(self.scripts("cancel", job_id, *reason))
+        return replies.word(self.scripts("cancel", job_id, *reason), CancelReply)
 
-    def refuse(self, job_id: str, why: JobError) -> str:
+    def resubmit(self, job_id: str, max_queued: int = 0, max_per_owner: int = 0) -> ResubmitReply | JobStatus:
+        """Queue a FAILED or CANCELLED job again, same id, attempts kept (capped as a submit is): OK, or why not."""
+        return replies.word(self.scripts("resubmit", job_id, max_queued, max_per_owner), ResubmitReply)
+
+    def purge(self, model: str, owner: str | None = None, batch: int = 500) -> int:
+        """Cancel the model's waiting jobs (only ``owner``'s, if given), ``batch`` per script call: how many."""
+        cancelled, found = 0, Purged(0, "", 0, 0, False)
+        while not found.done:
+            found = Purged.of(self.scripts("purge", model, owner or "", int(owner is not None), batch, found.before,
+                                           found.sent_offset, found.parked_offset))
+            cancelled += found.cancelled
+        return cancelled
+
+    def refuse(self, job_id: str, why: JobError) -> RefuseReply | JobStatus:
         """Fail a QUEUED job nobody holds, whose model this worker does not serve: FAILED, or why not."""
-        return str(self.scripts("refuse", job_id, why.code, why.message))
+        return replies.word(self.scripts("refuse", job_id, why.code, why.message), RefuseReply)
 
     def start(self, job_id: str, token: str, lease: float, worker: str, concurrency: int,
-              fail_on_start_failure: bool, host: str = "") -> Started | str:
+              fail_on_start_failure: bool, host: str = "") -> Started | StartReply | JobStatus:
         """Claim the job, take a free replica slot (on ``host`` if one is free there) and run it; else park it.
         Started, or why not (PARKED …)."""
-        return Started.of(self.scripts("start", job_id, token, lease, worker, concurrency,
+        return replies.start(self.scripts("start", job_id, token, lease, worker, concurrency,
                                        int(fail_on_start_failure), host))
 
-    def finish(self, job_id: str, token: str, outcome: Outcome, timed_out: bool = False) -> str:
+    def finish(self, job_id: str, token: str, outcome: Outcome, timed_out: bool = False) -> FinishReply | JobStatus:
         """Commit the outcome under the claim and give the slot back: OK, or why not (STALE, CANCELLED …).
         ``timed_out``: the replica gave no answer in time (it counts against the replica)."""
         service = "" if outcome.service_time is None else repr(outcome.service_time)
-        return str(self.scripts("finish", job_id, token, outcome.status.value, service, self.weight,
-                                int(timed_out), *outcome.fields()))
+        return replies.word(self.scripts("finish", job_id, token, outcome.status.value, service, self.weight,
+                                         int(timed_out), *outcome.fields()), FinishReply)
 
     def retry(self, job_id: str, token: str, failed: str, reason: str, gone: bool, max_attempts: int,
-              concurrency: int, lease: float, worker: str, host: str = "") -> Started | str:
+              concurrency: int, lease: float, worker: str, host: str = "") -> Started | StartReply | JobStatus:
         """The call on replica ``failed`` failed (``gone``: the replica is, and leaves routing): run the job on
         another slot (on ``host`` if one is free there), park it, or fail it after its last attempt."""
-        return Started.of(self.scripts("retry", job_id, token, failed, reason, int(gone), max_attempts, concurrency,
+        return replies.start(self.scripts("retry", job_id, token, failed, reason, int(gone), max_attempts, concurrency,
                                        lease, worker, host))
 
     def renew(self, claims: list[tuple[str, str]], lease: float) -> int:
@@ -154,7 +178,7 @@ class JobStore:
     def reap(self, max_attempts: dict[str, int], limit: int = 1000) -> list[Reaped]:
         """Take back the jobs whose lease ran out (their worker died or froze)."""
         found = self.scripts("reap", limit, json.dumps(max_attempts))
-        return [Reaped(*found[i:i + 4]) for i in range(0, len(found), 4)]
+        return [Reaped(found[i], ReapReply(found[i + 1]), found[i + 2], found[i + 3]) for i in range(0, len(found), 4)]
 
     def resend_lost(self, model: str, after: float, limit: int = 100) -> dict[str, str]:
         """Send again the model's jobs whose message was lost (see resend.lua): id → owner."""

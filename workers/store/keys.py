@@ -7,10 +7,12 @@ host), read inside the scripts.
                                     started_at, finished_at, replica, attempts, cancelled_while, claim,
                                     lease_until, worker, slot, commits, sends, push, requeued_at. Expires
                                     ``job_retention`` seconds after it finishes.
-- ``sm:queued:{model}``      zset   QUEUED jobs whose Celery message is out (or being run), by when it was sent.
+- ``sm:queued:{model}``      zset   the sent: QUEUED jobs whose Celery message is out (or being run), by when it
+                                    was sent (``SENT``; the key keeps its first name, so a platform's data stays
+                                    readable across the rename).
 - ``sm:parked:{model}``      zset   QUEUED jobs waiting for a free replica slot, with no message and no claim,
                                     oldest first; one is sent again each time a slot frees or a replica turns
-                                    READY. Queue depth = both sets.
+                                    READY. The waiting jobs (the queue depth) = both sets.
 - ``sm:unstarted:{model}:{owner}`` zset the owner's (an API key's) jobs of the model not started yet, by when
                                     submitted: added on submit, removed where a job stops waiting (it starts,
                                     ends or is withdrawn); a job taken back from a lost run is not added again.
@@ -57,7 +59,7 @@ They touch keys not passed in ``KEYS``: one Redis (or a primary with replicas) p
 """
 
 JOB = "sm:job:"
-QUEUED = "sm:queued:"
+SENT = "sm:queued:"
 PARKED = "sm:parked:"
 RUNNING = "sm:running:"
 UNSTARTED = "sm:unstarted:"
@@ -86,7 +88,7 @@ NAMESPACE = "sm:namespace"
 HOSTS = "sm:hosts"
 
 PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
-    "job": JOB, "queued": QUEUED, "parked": PARKED, "running": RUNNING, "unstarted": UNSTARTED, "done": DONE,
+    "job": JOB, "sent": SENT, "parked": PARKED, "running": RUNNING, "unstarted": UNSTARTED, "done": DONE,
     "stats": STATS, "replicas": REPLICAS, "replica": REPLICA, "slots": SLOTS, "start_failure": START_FAILURE,
     "scaling": SCALING, "celery": CELERY_QUEUE, "leases": LEASES, "dead": DEAD, "scale": SCALE, "leader": LEADER,
     "models": MODELS, "pushes": PUSHES, "withdrawn": WITHDRAWN, "rate": RATE, "auth_failures": AUTH_FAILURES,
@@ -99,9 +101,9 @@ def job(job_id: str) -> str:
     return JOB + job_id
 
 
-def queued(model: str) -> str:
-    """The model's jobs whose message is out."""
-    return QUEUED + model
+def sent(model: str) -> str:
+    """The model's waiting jobs whose message is out."""
+    return SENT + model
 
 
 def parked(model: str) -> str:

@@ -1,4 +1,5 @@
-"""Leadership among autoscalers: a redis-py Lock whose token fences every leader write."""
+"""Leadership among autoscalers: a redis-py Lock whose token fences every leader write (a job's claim has a
+lease of its own: ``workers.store.jobs``)."""
 
 import contextlib
 
@@ -8,8 +9,8 @@ from redis.exceptions import LockError
 from workers.store import keys
 
 
-class Lease:
-    """The autoscaler lease. ``hold()`` takes it when free or renews it when ours; its token goes into every
+class Leadership:
+    """The autoscalers' leadership. ``hold()`` takes it when free or renews it when ours; its token goes into every
     leader write, and the scripts refuse a write whose token is no longer the lock's."""
 
     def __init__(self, client: redis.Redis, ttl: float) -> None:
@@ -17,7 +18,7 @@ class Lease:
         self.lock = client.lock(keys.LEADER, timeout=ttl, blocking=False, thread_local=False)
 
     def hold(self) -> str | None:
-        """The lease's token if we hold it now (taken or renewed), else None."""
+        """The token if we lead now (taken or renewed), else None."""
         if self.lock.local.token is not None:
             try:
                 self.lock.reacquire()
@@ -28,11 +29,11 @@ class Lease:
 
     @property
     def token(self) -> str | None:
-        """The token we hold the lease with, if any."""
+        """The token we lead with, if any."""
         token = self.lock.local.token
         return token.decode() if isinstance(token, bytes) else token
 
     def release(self) -> None:
-        """Give the lease up if ours."""
+        """Give the leadership up if ours."""
         with contextlib.suppress(LockError):
             self.lock.release()

@@ -1,4 +1,5 @@
-"""What the store holds, as frozen values: jobs, replicas, moving averages, a model's snapshot, and the hosts."""
+"""What the store holds beside jobs (``workers.job``), as frozen values: a started job's slot, replicas, moving
+averages, a model's snapshot, and the hosts."""
 
 import enum
 import json
@@ -6,74 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-
-class JobStatus(enum.StrEnum):
-    """A job's lifecycle."""
-
-    QUEUED = "QUEUED"
-    RUNNING = "RUNNING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
-    @property
-    def finished(self) -> bool:
-        """True once nothing more will happen to the job."""
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
-
-
-@dataclass(frozen=True)
-class JobError:
-    """Why a job failed: a short code and a message."""
-
-    code: str
-    message: str
-
-    @classmethod
-    def decode(cls, text: str) -> "JobError":
-        """The error as stored; anything unreadable becomes a ``bad_record`` error rather than an exception."""
-        try:
-            found = json.loads(text)
-            return cls(code=str(found["code"]), message=str(found["message"]))
-        except (ValueError, TypeError, KeyError):
-            return cls(code="bad_record", message=text[:500])
-
-
-@dataclass(frozen=True)
-class Job:
-    """A job as recorded."""
-
-    id: str
-    model: str
-    status: JobStatus
-    input: Any
-    created_at: float
-    output: Any = None
-    error: JobError | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    replica: str | None = None
-    attempts: int = 0
-    cancelled_while: JobStatus | None = None
-    owner: str = ""  # the API key (a digest prefix) that submitted it
-    worker: str = ""  # the worker (host:pid) that claimed it last
-    commits: int = 0  # outcomes committed: 1 once finished
-    requeued_at: float | None = None  # when it was last taken back from a lost worker or sent again
-
-    @classmethod
-    def from_hash(cls, fields: dict[str, str]) -> "Job":
-        """Decode a job record."""
-        return cls(
-            id=fields["id"], model=fields["model"], status=JobStatus(fields["status"]),
-            input=json.loads(fields["input"]), created_at=float(fields["created_at"]),
-            output=json.loads(fields["output"]) if "output" in fields else None,
-            error=JobError.decode(fields["error"]) if fields.get("error") else None,
-            started_at=_float(fields.get("started_at")), finished_at=_float(fields.get("finished_at")),
-            replica=fields.get("replica") or None, attempts=int(fields.get("attempts", 0)),
-            cancelled_while=JobStatus(fields["cancelled_while"]) if fields.get("cancelled_while") else None,
-            owner=fields.get("owner", ""), worker=fields.get("worker", ""), commits=int(fields.get("commits", 0)),
-            requeued_at=_float(fields.get("requeued_at")),
-        )
+from workers.job import Job
 
 
 def _float(value: str | None) -> float | None:
@@ -94,14 +28,6 @@ class Started:
 
     job: Job
     slot: Slot
-
-    @classmethod
-    def of(cls, reply: Any) -> "Started | str":
-        """From a script's ``['RUNNING', replica, endpoint, fields ...]``; else the script's reason, as text."""
-        if not isinstance(reply, list):
-            return str(reply)
-        fields = dict(zip(reply[3::2], reply[4::2], strict=True))
-        return cls(job=Job.from_hash(fields), slot=Slot(replica_id=reply[1], endpoint=reply[2]))
 
 
 class ReplicaState(enum.StrEnum):
@@ -207,9 +133,9 @@ class ModelSnapshot:
     """A model as one script saw it at ``now`` (Redis time)."""
 
     now: float
-    queued: int  # waiting: messages out and parked
+    waiting: int  # QUEUED jobs: sent (their message is out) and parked
     parked: int
-    in_flight: int
+    running: int  # RUNNING jobs (a replica's in_flight counts the slots held on it)
     replicas: tuple[Replica, ...]
     averages: dict[str, MovingAverage] = field(default_factory=dict)
     start_failure: StartFailure | None = None
@@ -224,8 +150,8 @@ class ModelSnapshot:
         averages = {metric: MovingAverage(seconds=_finite(stats.get(metric), seed),
                                           samples=int(stats.get(f"{metric}_samples", 0)))
                     for metric, seed in seeds.items()}
-        return cls(now=float(found["now"]), queued=int(found["queued"]) + int(found["parked"]),
-                   parked=int(found["parked"]), in_flight=int(found["in_flight"]), replicas=tuple(replicas),
+        return cls(now=float(found["now"]), waiting=int(found["sent"]) + int(found["parked"]),
+                   parked=int(found["parked"]), running=int(found["running"]), replicas=tuple(replicas),
                    averages=averages, scaling=dict(found["scaling"] or {}),
                    start_failure=StartFailure(float(failure["at"]), failure["reason"]) if failure else None)
 
@@ -233,19 +159,3 @@ class ModelSnapshot:
 def _finite(value: str | None, default: float) -> float:
     number = float(value) if value else default
     return number if math.isfinite(number) else default
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What a replica's answer makes of a job: SUCCEEDED with its output (JSON text), or FAILED with an error."""
-
-    status: JobStatus
-    output: str | None = None
-    error: JobError | None = None
-    service_time: float | None = None  # the replica's own seconds for the request, when it said (validated)
-
-    def fields(self) -> list[str]:
-        """The job fields it sets."""
-        if self.error is not None:
-            return ["error", json.dumps({"code": self.error.code, "message": self.error.message})]
-        return ["output", self.output or "null"]

@@ -1,8 +1,8 @@
 """The replica registry: replicas by model, their slots, moving averages, start failures, scaling state, and the
 hosts they run on.
 
-Every write here is the leading autoscaler's and is fenced: its script checks the caller's lease token in the same
-step, so an autoscaler that lost the lease mid-action (a slow Docker call, a paused process) changes nothing.
+Every write here is the leading autoscaler's and is fenced: its script checks the caller's leader token in the same
+step, so an autoscaler that lost the leadership mid-action (a slow Docker call, a paused process) changes nothing.
 Workers take and give back slots through the job scripts (``workers.store.jobs``).
 """
 

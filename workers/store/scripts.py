@@ -1,5 +1,6 @@
-"""The Lua scripts of ``workers/lua``, each loaded behind one prelude: the key prefixes, the Celery message
-template and ``lib.lua`` (the clock, fencing, slots, parking and the end of a job)."""
+"""The Lua scripts of ``workers/lua``, each loaded behind one prelude: the key prefixes, the job's statuses and
+the moves between them (``workers.job``), the Celery message template and ``lib.lua`` (the clock, fencing, slots,
+parking, the one writer of a job's status and the end of a job)."""
 
 import importlib.resources
 import math
@@ -9,12 +10,13 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
+from workers.job import MOVES, JobStatus
 from workers.store import envelope, keys
 
 LUA = importlib.resources.files("workers") / "lua"
 NAMES = ("submit", "withdraw", "start", "finish", "retry", "renew", "reap", "resend", "expire_parked", "dispatch",
          "cancel", "add_replica", "launched", "ready", "start_failed", "replica_failed", "drain", "remove_replica",
-         "save_scaling", "save_hosts", "observe", "note", "abandon", "refuse", "count")
+         "save_scaling", "save_hosts", "observe", "note", "abandon", "refuse", "count", "resubmit", "purge")
 
 
 def prelude() -> str:
@@ -22,7 +24,18 @@ def prelude() -> str:
     table = ", ".join(f"{name} = '{prefix}'" for name, prefix in keys.PREFIXES.items())
     message = envelope.template()
     assert "]==]" not in message
-    return f"local K = {{{table}}}\nlocal ENVELOPE = [==[{message}]==]\n" + (LUA / "lib.lua").read_text()
+    return f"local K = {{{table}}}\n{moves()}local ENVELOPE = [==[{message}]==]\n" + (LUA / "lib.lua").read_text()
+
+
+def moves() -> str:
+    """``workers.job.MOVES`` as Lua: ``S`` names each status, ``MOVES[from][to]`` the move's name (from '': a new
+    job)."""
+    statuses = ", ".join(f"{status.name} = '{status.value}'" for status in JobStatus)
+    targets: dict[str, list[str]] = {}
+    for move in MOVES:
+        targets.setdefault(move.source.value if move.source else "", []).append(f"{move.target.value} = '{move.name}'")
+    table = ", ".join(f"['{source}'] = {{{', '.join(found)}}}" for source, found in targets.items())
+    return f"local S = {{{statuses}}}\nlocal MOVES = {{{table}}}\n"
 
 
 def source(name: str, head: str) -> str:

@@ -1,0 +1,128 @@
+"""A job's own types: its status, record, error and outcome, and the one table of the moves between its statuses.
+
+The store, the protocol adapters and the gateway all import them from here. ``MOVES`` is written once: the Lua
+prelude gets it as a table (``workers.store.scripts``), and every status a script writes goes through ``move`` in
+``lib.lua``, which refuses a move the table lacks.
+"""
+
+import enum
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+class JobStatus(enum.StrEnum):
+    """A job's lifecycle (the moves between statuses are ``MOVES``)."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def finished(self) -> bool:
+        """True once nothing more will happen to the job (unless it is resubmitted)."""
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+@dataclass(frozen=True)
+class Move:
+    """An allowed change of a job's status, named by what makes it (``source`` None: the job is new)."""
+
+    name: str
+    source: JobStatus | None
+    target: JobStatus
+
+
+MOVES = (
+    Move("submit", None, JobStatus.QUEUED),  # submit.lua
+    Move("start", JobStatus.QUEUED, JobStatus.RUNNING),  # start.lua, retry.lua (on another slot)
+    Move("finish", JobStatus.RUNNING, JobStatus.SUCCEEDED),  # finish.lua
+    Move("fail", JobStatus.RUNNING, JobStatus.FAILED),  # finish.lua, retry.lua and reap.lua after the last attempt
+    Move("fail", JobStatus.QUEUED, JobStatus.FAILED),  # start, refuse, expire_parked, start_failed, abandon
+    Move("requeue", JobStatus.RUNNING, JobStatus.QUEUED),  # retry.lua (its replica failed), reap.lua (worker lost)
+    Move("cancel", JobStatus.QUEUED, JobStatus.CANCELLED),  # cancel.lua, purge.lua
+    Move("cancel", JobStatus.RUNNING, JobStatus.CANCELLED),  # cancel.lua (best-effort: its result is refused)
+    Move("resubmit", JobStatus.FAILED, JobStatus.QUEUED),  # resubmit.lua (POST /v1/jobs/<id>/retry)
+    Move("resubmit", JobStatus.CANCELLED, JobStatus.QUEUED),  # resubmit.lua
+)
+
+
+def allowed(source: JobStatus | None, target: JobStatus) -> Move | None:
+    """The move from ``source`` to ``target``, if the table has it."""
+    return next((m for m in MOVES if m.source == source and m.target == target), None)
+
+
+@dataclass(frozen=True)
+class JobError:
+    """Why a job failed: a short code and a message."""
+
+    code: str
+    message: str
+
+    @classmethod
+    def decode(cls, text: str) -> "JobError":
+        """The error as stored; anything unreadable becomes a ``bad_record`` error rather than an exception."""
+        try:
+            found = json.loads(text)
+            return cls(code=str(found["code"]), message=str(found["message"]))
+        except (ValueError, TypeError, KeyError):
+            return cls(code="bad_record", message=text[:500])
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job as recorded."""
+
+    id: str
+    model: str
+    status: JobStatus
+    input: Any
+    created_at: float
+    output: Any = None
+    error: JobError | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    replica: str | None = None
+    attempts: int = 0
+    cancelled_while: JobStatus | None = None
+    owner: str = ""  # the API key (a digest prefix) that submitted it
+    worker: str = ""  # the worker (host:pid) that claimed it last
+    commits: int = 0  # outcomes committed: one per run that finished (a resubmitted job runs again)
+    requeued_at: float | None = None  # when it was last taken back from a lost worker or sent again
+
+    @classmethod
+    def from_hash(cls, fields: dict[str, str]) -> "Job":
+        """Decode a job record."""
+        return cls(
+            id=fields["id"], model=fields["model"], status=JobStatus(fields["status"]),
+            input=json.loads(fields["input"]), created_at=float(fields["created_at"]),
+            output=json.loads(fields["output"]) if "output" in fields else None,
+            error=JobError.decode(fields["error"]) if fields.get("error") else None,
+            started_at=_float(fields.get("started_at")), finished_at=_float(fields.get("finished_at")),
+            replica=fields.get("replica") or None, attempts=int(fields.get("attempts", 0)),
+            cancelled_while=JobStatus(fields["cancelled_while"]) if fields.get("cancelled_while") else None,
+            owner=fields.get("owner", ""), worker=fields.get("worker", ""), commits=int(fields.get("commits", 0)),
+            requeued_at=_float(fields.get("requeued_at")),
+        )
+
+
+def _float(value: str | None) -> float | None:
+    return float(value) if value else None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a replica's answer makes of a job: SUCCEEDED with its output (JSON text), or FAILED with an error."""
+
+    status: JobStatus
+    output: str | None = None
+    error: JobError | None = None
+    service_time: float | None = None  # the replica's own seconds for the request, when it said (validated)
+
+    def fields(self) -> list[str]:
+        """The job fields it sets."""
+        if self.error is not None:
+            return ["error", json.dumps({"code": self.error.code, "message": self.error.message})]
+        return ["output", self.output or "null"]

@@ -1,0 +1,30 @@
+-- Run a finished job again (POST /v1/jobs/<id>/retry): a FAILED (expired included) or CANCELLED job is QUEUED
+-- again under the same id, its attempts kept, its output, error, claim and end cleared, out of the dead letters,
+-- its record kept again (no expiry) and its message sent as a submit's is (start.lua parks it if no slot is free).
+-- Counted against the model's queue cap and the owner's share of it, as a submit is.
+-- ARGV[3..]: id, max queued (0 = no cap), max not started per owner (0 = no cap).
+-- Returns OK; FULL or KEY_FULL (as submit.lua); HELD when a run cancelled while it ran still holds its slot (its
+-- call has not returned yet); MISSING; or the status of a job that cannot be run again (QUEUED, RUNNING,
+-- SUCCEEDED).
+local id, cap, owner_cap = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local job = K.job .. id
+local current = redis.call('HMGET', job, 'status', 'model', 'owner', 'slot')
+if not current[1] then return 'MISSING' end
+if current[1] ~= S.FAILED and current[1] ~= S.CANCELLED then return current[1] end
+if current[4] then return 'HELD' end
+local model, owner = current[2], current[3]
+local waiting = redis.call('ZCARD', K.sent .. model) + redis.call('ZCARD', K.parked .. model)
+if cap > 0 and waiting >= cap then return 'FULL' end
+local mine = unstarted(model, owner)
+if mine and owner_cap > 0 and redis.call('ZCARD', mine) >= owner_cap then return 'KEY_FULL' end
+move(id, S.QUEUED)
+redis.call('HDEL', job, 'output', 'error', 'finished_at', 'started_at', 'replica', 'cancelled_while', 'claim',
+           'lease_until')
+redis.call('HSET', job, 'requeued_at', stamp(NOW))
+redis.call('PERSIST', job)
+redis.call('DEL', K.done .. id)
+redis.call('LREM', K.dead, 0, id)
+if mine then redis.call('ZADD', mine, NOW, id) end
+send(id, model)
+wake(model)
+return 'OK'

@@ -1,0 +1,110 @@
+"""What the job scripts answer, decoded here and nowhere else: one shape per outcome.
+
+A script answers a word of its own (an enum below), the status of a job it did not change as it was asked (a
+``JobStatus``: the job is in it now), or, when a job starts, ``{RUNNING, replica, endpoint, job fields ...}``
+(``Started``). Each script's arguments and answers are written at its top.
+"""
+
+from enum import StrEnum
+from typing import Any, NamedTuple, TypeVar
+
+from workers.job import Job, JobStatus
+from workers.store.records import Slot, Started
+
+
+class CancelReply(StrEnum):
+    """cancel.lua (else the status of a job already finished)."""
+
+    OK = "OK"  # cancelled now
+    MISSING = "MISSING"
+
+
+class WithdrawReply(StrEnum):
+    """withdraw.lua (else the status of a job that stays: a worker took it)."""
+
+    WITHDRAWN = "WITHDRAWN"
+    NONE = "NONE"  # never recorded
+
+
+class RefuseReply(StrEnum):
+    """refuse.lua (else the status found; FAILED: failed now, or before)."""
+
+    CLAIMED = "CLAIMED"  # a live task holds it
+    MISSING = "MISSING"
+
+
+class FinishReply(StrEnum):
+    """finish.lua (else the status found: cancelled while it ran, or this call again after its answer was lost)."""
+
+    OK = "OK"  # committed
+    STALE = "STALE"  # the claim is no longer the caller's
+    MISSING = "MISSING"
+
+
+class StartReply(StrEnum):
+    """start.lua and retry.lua, when the job does not run now (else the status found; FAILED: it failed now)."""
+
+    PARKED = "PARKED"  # it waits for a free slot, holding nothing
+    CLAIMED = "CLAIMED"  # another live task holds it
+    STALE = "STALE"  # the claim is no longer the caller's
+    MISSING = "MISSING"
+
+
+class ResubmitReply(StrEnum):
+    """resubmit.lua (else the status of a job that cannot run again: QUEUED, RUNNING or SUCCEEDED)."""
+
+    OK = "OK"  # queued again
+    FULL = "FULL"  # the model's queue is at its cap
+    KEY_FULL = "KEY_FULL"  # the owner's share of it is
+    HELD = "HELD"  # cancelled while it ran, its call has not returned yet: it still holds its replica slot
+    MISSING = "MISSING"
+
+
+class Purged(NamedTuple):
+    """One call of purge.lua: the jobs it cancelled, and where the next call goes on (unless ``done``)."""
+
+    cancelled: int
+    before: str  # the purge takes the jobs that waited when it began (Redis time)
+    sent_offset: int  # the jobs skipped (another owner's) in the sent, and in the parked
+    parked_offset: int
+    done: bool
+
+    @classmethod
+    def of(cls, reply: Any) -> "Purged":
+        """From the script's ``{cancelled, before, sent offset, parked offset, done}``."""
+        return cls(int(reply[0]), str(reply[1]), int(reply[2]), int(reply[3]), bool(int(reply[4])))
+
+
+class ReapReply(StrEnum):
+    """What reap.lua did with a job whose lease ran out."""
+
+    REQUEUED = "REQUEUED"  # it waits again
+    DEAD = "DEAD"  # out of attempts: failed, into the dead letters
+    FREED = "FREED"  # it had finished (cancelled while it ran): its slot is given back
+
+
+class UnexpectedReply(ValueError):
+    """A script answered something its reply types do not hold (a script and its caller disagree)."""
+
+
+Word = TypeVar("Word", bound=StrEnum)
+
+
+def word(reply: Any, kind: type[Word]) -> Word | JobStatus:
+    """A one-word answer: a word of ``kind``, or a job's status."""
+    text = str(reply)
+    if text in kind._value2member_map_:
+        return kind(text)
+    if text in JobStatus._value2member_map_:
+        return JobStatus(text)
+    raise UnexpectedReply(f"a script answered {text[:100]!r}, neither a {kind.__name__} nor a job status")
+
+
+def start(reply: Any) -> Started | StartReply | JobStatus:
+    """start.lua's or retry.lua's answer."""
+    if not isinstance(reply, list):
+        return word(reply, StartReply)
+    if reply[0] != JobStatus.RUNNING:
+        raise UnexpectedReply(f"a started job's reply begins with {str(reply[0])[:100]!r}")
+    fields = dict(zip(reply[3::2], reply[4::2], strict=True))
+    return Started(job=Job.from_hash(fields), slot=Slot(replica_id=reply[1], endpoint=reply[2]))
