@@ -12,9 +12,9 @@ from gateway import errors
 from gateway.auth import Guard, Waiters, parse_digests
 from gateway.schemas import HostList, ModelView
 from workers.config import ModelConfig, Settings
+from workers.job import Job
 from workers.store import Store
 from workers.store.jobs import JobStore, Refusal, Unreplicated
-from workers.job import Job
 from workers.store.records import ModelSnapshot
 from workers.store.replies import CancelReply, ResubmitReply, WithdrawReply
 

@@ -92,3 +92,20 @@ def test_bad_input_is_a_runpod_error_that_records_nothing(endpoint: tuple[Platfo
                            timeout=10)
     assert unknown.status_code == 404 and isinstance(unknown.json()["error"], str)
     eventually(platform.healthy, 5, "the gateway stopped answering")
+
+
+def test_purge_queue_through_the_sdk_and_retry(endpoint: tuple[Platform, runpod.Endpoint]) -> None:
+    platform, sleepy_endpoint = endpoint
+    jobs = [sleepy_endpoint.run({"sleep": 3, "n": n}) for n in range(6)]
+    removed = sleepy_endpoint.purge_queue()
+    assert removed["status"] == "completed"
+    statuses = [job.status() for job in jobs]
+    assert removed["removed"] == statuses.count("CANCELLED") >= 1, (removed, statuses)  # at most 2 had started
+    cancelled = jobs[statuses.index("CANCELLED")]
+    retried = raw(platform, "POST", f"retry/{cancelled.job_id}")
+    assert retried.status_code == 200 and retried.json()["status"] == "IN_QUEUE", retried.text
+    eventually(lambda: raw(platform, "GET", f"status/{cancelled.job_id}").json()["status"] == "COMPLETED", 60,
+               "the retried job did not complete")
+    assert raw(platform, "GET", f"status/{cancelled.job_id}").json()["output"]["echo"] == {"sleep": 3, "n": statuses.index("CANCELLED")}
+    again = raw(platform, "POST", f"retry/{cancelled.job_id}")
+    assert again.status_code == 409 and isinstance(again.json()["error"], str)

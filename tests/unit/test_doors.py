@@ -13,7 +13,7 @@ import gateway.app
 from gateway.app import create_app
 from gateway.runpod import JobState
 from workers.config import Settings
-from workers.store.records import Job, JobError, JobStatus
+from workers.job import Job, JobError, JobStatus
 
 pytestmark = pytest.mark.unit
 MODELS = """
