@@ -106,6 +106,7 @@ def test_purge_queue_through_the_sdk_and_retry(endpoint: tuple[Platform, runpod.
     assert retried.status_code == 200 and retried.json()["status"] == "IN_QUEUE", retried.text
     eventually(lambda: raw(platform, "GET", f"status/{cancelled.job_id}").json()["status"] == "COMPLETED", 60,
                "the retried job did not complete")
-    assert raw(platform, "GET", f"status/{cancelled.job_id}").json()["output"]["echo"] == {"sleep": 3, "n": statuses.index("CANCELLED")}
+    output = raw(platform, "GET", f"status/{cancelled.job_id}").json()["output"]
+    assert output["echo"] == {"sleep": 3, "n": statuses.index("CANCELLED")}
     again = raw(platform, "POST", f"retry/{cancelled.job_id}")
     assert again.status_code == 409 and isinstance(again.json()["error"], str)
