@@ -132,7 +132,7 @@ def test_leader_paused_past_its_lease_writes_nothing_once_resumed(
         said = len(platform.log("autoscaler"))
     finally:
         os.killpg(paused.pid, signal.SIGCONT)
-    platform.wait_until(lambda: "lease lost; standing by" in platform.log("autoscaler")[said:], 10,
+    platform.wait_until(lambda: "leadership lost; standing by" in platform.log("autoscaler")[said:], 10,
                         "the resumed leader did not stand by")
     submitter.thread.join()
     wait_finished(client, submitter.accepted, 120)
