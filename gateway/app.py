@@ -95,6 +95,7 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies,  # type: ignore[method-assign]
                                 x_proto=settings.trusted_proxies)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["gateway"] = gateway
     app.before_request(lambda: authenticate(gateway))
     app.before_request(kserve.take_json)
     app.before_request(parse_json_body)

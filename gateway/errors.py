@@ -97,6 +97,12 @@ class TooManyFailures(ApiError):
     status, code, retry_after = 429, "too_many_failed_authentications", 60
 
 
+class TooManyWaiting(ApiError):
+    """A door that answers only with the result found every waiting place taken: nothing was recorded."""
+
+    status, code, retry_after = 429, "too_many_waiting", 1
+
+
 class Unavailable(ApiError):
     """Redis cannot be reached; nothing was recorded (a job answered this way never runs)."""
 

@@ -6,12 +6,13 @@ and the replica's V2 response is the answer, waited for up to SM_MAX_WAIT. A mod
 started on demand. Errors are the protocol's ``{"error": "<message>"}``.
 """
 
-from typing import Any, Literal
+import math
+from typing import Annotated, Any, Literal
 
 import redis
 from flask import Response, g, jsonify, request
 from flask_openapi3 import APIBlueprint, Tag
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from gateway import errors
 from gateway.native import SECURED, operation_id, respond
@@ -35,14 +36,47 @@ class V2ModelPath(BaseModel):
     model: str = Field(description="the model's name, as declared in models.toml (a kserve-protocol model)")
 
 
+ELEMENTS: dict[str, tuple[type, ...]] = {"BOOL": (bool,), "BYTES": (str,), "FP16": (int, float), "FP32": (int, float),
+                                         "FP64": (int, float)}  # else an integer type: int
+
+
+def flat(data: list[Any]) -> list[Any]:
+    """The tensor's elements in row-major order, however nested."""
+    out: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            out.append(item)
+        else:
+            stack.pop()
+    return out
+
+
 class TensorInput(BaseModel):
     """An input tensor, its data as JSON."""
 
     name: str
-    shape: list[int] = Field(description="each dimension ≥ 0")
+    shape: list[Annotated[int, Field(strict=True, ge=0)]] = Field(description="each dimension ≥ 0")
     datatype: DATATYPES
-    data: list[Any] = Field(description="the tensor's elements, flat or nested in row-major order")
+    data: list[Any] = Field(description="the tensor's elements, flat or nested in row-major order; as many as the "
+                                        "shape holds, each of the datatype (BOOL: true/false, BYTES: strings, FP*: "
+                                        "numbers, the integer types: integers)")
     parameters: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def consistent(self) -> "TensorInput":
+        """The data holds as many elements as the shape, each of the datatype."""
+        elements = flat(self.data)
+        if len(elements) != math.prod(self.shape):
+            raise ValueError(f"tensor {self.name!r} has {len(elements)} elements, its shape {self.shape} holds "
+                             f"{math.prod(self.shape)}")
+        kinds = ELEMENTS.get(self.datatype, (int,))
+        if any(isinstance(e, bool) is not (bool in kinds) or not isinstance(e, kinds) for e in elements):
+            raise ValueError(f"tensor {self.name!r} holds an element that is not of its datatype {self.datatype}")
+        return self
 
 
 class RequestedOutput(BaseModel):
@@ -206,11 +240,11 @@ def blueprint(gateway: Gateway) -> APIBlueprint:
         return respond(ModelReady(name=model.name, ready=True))
 
     @api.post("/models/<model>/infer", security=SECURED,
-              responses={200: InferResponse, 500: FlatError, 503: FlatError, 504: FlatError})
+              responses={200: InferResponse, 429: FlatError, 500: FlatError, 503: FlatError, 504: FlatError})
     def infer(path: V2ModelPath, body: InferRequest) -> Response:
         """Run an inference (a job) and answer with the model's V2 response, waited for up to SM_MAX_WAIT."""
         model = v2_model(path.model)
-        job = gateway.submit(model, request.get_json(), gateway.settings.max_wait, g.principal)
+        job = gateway.submit(model, request.get_json(), gateway.settings.max_wait, g.principal, result_only=True)
         return answer(job, model.name)
 
     return api

@@ -171,7 +171,7 @@ def blueprint(gateway: Gateway) -> APIBlueprint:
     def runsync(path: EndpointPath, query: SyncQuery, body: RunRequest) -> Response:
         """Run a job and wait for it (``?wait=`` milliseconds): its output if it finished, else its status."""
         limit = gateway.settings.max_wait
-        return state(submit(path, body, limit if query.wait is None else min(query.wait / 1000, limit)))
+        return state(submit(path, body, limit if query.wait is None else min(query.wait, limit * 1000) / 1000))
 
     @api.get("/<model>/status/<job_id>", responses={200: JobState})
     def status(path: EndpointJobPath) -> Response:

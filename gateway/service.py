@@ -49,8 +49,27 @@ class Gateway:
             raise errors.UnknownJob(f"no job {job_id[:LONGEST_ID]!r} (unknown, or expired after its retention)")
         return job
 
-    def submit(self, model: ModelConfig, payload: dict[str, Any], wait: float, owner: str) -> Job:
-        """Record the job and push its message (one script: both or neither), then wait up to ``wait`` seconds."""
+    def submit(self, model: ModelConfig, payload: dict[str, Any], wait: float, owner: str,
+               result_only: bool = False) -> Job:
+        """Record the job and push its message (one script: both or neither), then wait up to ``wait`` seconds.
+        Past the cap on waiting requests the job is answered unwaited, or, for a door that answers only with the
+        result (``result_only``), refused with TooManyWaiting before anything is recorded."""
+        if wait <= 0:
+            return self.record(model, payload, owner)
+        with self.waiters.admit(owner) as admitted:
+            if not admitted and result_only:
+                raise errors.TooManyWaiting(f"{self.waiters.total} requests wait already (at most "
+                                            f"{self.waiters.per_key} per key); retry in a moment")
+            recorded = self.record(model, payload, owner)
+            if not admitted:  # too many waits at once: answer now, the client polls the job
+                return recorded
+            try:
+                return self.waits.jobs.wait(recorded.id, min(wait, self.settings.max_wait)) or recorded
+            except redis.RedisError:  # the job is accepted: never a 503 for it now
+                return recorded
+
+    def record(self, model: ModelConfig, payload: dict[str, Any], owner: str) -> Job:
+        """Record the job and push its message (one script: both or neither): the job, or why it was refused."""
         job = JobStore.new(model.name, payload, owner)
         began = time.monotonic()
         try:
@@ -64,15 +83,7 @@ class Gateway:
         if recorded is Refusal.KEY_FULL:
             raise errors.QueueFull(f"{model.jobs.max_queued_per_key} jobs of this key wait for {model.name!r}; "
                                    f"retry once some have started")
-        if wait <= 0:
-            return recorded
-        with self.waiters.admit(owner) as admitted:
-            if not admitted:  # too many waits at once: answer now, the client polls the job
-                return recorded
-            try:
-                return self.waits.jobs.wait(recorded.id, min(wait, self.settings.max_wait)) or recorded
-            except redis.RedisError:  # the job is accepted: never a 503 for it now
-                return recorded
+        return recorded
 
     def settle(self, job: Job, error: redis.RedisError, deadline: float) -> Job:
         """A submit that failed: 503 only once the job surely will not run (it was never recorded, or it was taken
@@ -131,6 +142,9 @@ class Gateway:
         if found is ResubmitReply.HELD:
             raise errors.NotRetryable(f"job {job.id} was cancelled while it ran and its call has not returned yet; "
                                       f"retry in a moment")
+        if found is ResubmitReply.REVOKED:
+            raise errors.NotRetryable(f"job {job.id}'s Celery task was revoked, and Celery workers drop a revoked "
+                                      f"task's messages for as long as they remember it; submit the input anew")
         if found is ResubmitReply.MISSING:
             raise errors.UnknownJob(f"no job {job.id!r} (expired after its retention)")
         if found is not ResubmitReply.OK:

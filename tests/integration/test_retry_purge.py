@@ -12,6 +12,7 @@ import requests
 
 from gateway.auth import digest
 from tests.integration.platform import Platform
+from workers.execution.celery_app import REVOKED
 from workers.job import JobStatus, Outcome
 from workers.store import Store, keys
 from workers.store.records import Started
@@ -84,6 +85,15 @@ def test_a_resubmit_is_capped_as_a_submit_is(store: Store) -> None:
     assert store.jobs.resubmit(cancelled, max_queued=2, max_per_owner=2) == "OK"
 
 
+def test_a_job_whose_celery_task_was_revoked_is_not_run_again(store: Store) -> None:
+    job_id = submit(store)
+    assert store.jobs.cancel(job_id, REVOKED) == "OK"
+    assert store.jobs.resubmit(job_id) == "REVOKED"  # the workers would drop its message again
+    assert store.jobs.get(job_id).status is JobStatus.CANCELLED  # type: ignore[union-attr]
+    other = submit(store)
+    assert store.jobs.cancel(other) == "OK" and store.jobs.resubmit(other) == "OK"
+
+
 def test_purge_cancels_sent_and_parked_jobs_in_batches_and_leaves_running_ones(store: Store) -> None:
     ready_replica(store)
     running = submit(store)
@@ -101,6 +111,47 @@ def test_purge_cancels_sent_and_parked_jobs_in_batches_and_leaves_running_ones(s
     assert gone.error.code == "purged"
     assert store.jobs.get(running).status is JobStatus.RUNNING  # type: ignore[union-attr]
     assert store.replicas.snapshot("m", {}).waiting == 0
+
+
+def purge_step(store: Store, purge: str, first: bool, owner: str = "") -> int:
+    """One call of the purge script, one job looked at: how many it cancelled."""
+    return int(store.jobs.scripts("purge", "m", owner, int(bool(owner)), 1, purge, int(first))[0])
+
+
+def test_a_purge_takes_the_jobs_that_waited_when_it_began_however_they_move_meanwhile(store: Store) -> None:
+    ready_replica(store)
+    running = submit(store)
+    assert isinstance(start(store, running, "t"), Started)
+    parked = [submit(store) for _ in range(3)]
+    for job_id in parked:
+        assert start(store, job_id, "p") == "PARKED"
+    other = submit(store, "b")
+    cancelled = purge_step(store, "p1", True)
+    assert store.jobs.finish(running, "t", OK) == "OK"  # a parked job is sent again, at the back of the sent
+    store.jobs.cancel(other)  # another job leaves the sets
+    late = submit(store)  # submitted after the purge began: not the purge's
+    while True:
+        found = store.jobs.scripts("purge", "m", "", 0, 1, "p1", 0)
+        cancelled += int(found[0])
+        if int(found[1]):
+            break
+    assert cancelled == 3
+    assert {store.jobs.get(j).status for j in parked} == {JobStatus.CANCELLED}  # type: ignore[union-attr]
+    assert store.jobs.get(late).status is JobStatus.QUEUED  # type: ignore[union-attr]
+    assert not store.jobs.scripts.client.exists(keys.PURGE + "p1")
+
+
+def test_an_owners_purge_misses_none_of_its_jobs_when_anothers_leave_meanwhile(store: Store) -> None:
+    theirs = submit(store, "b")
+    mine = [submit(store, "a") for _ in range(3)]
+    cancelled = purge_step(store, "p2", True, "a")  # looks at the other owner's job first
+    store.jobs.cancel(theirs)
+    while True:
+        found = store.jobs.scripts("purge", "m", "a", 1, 1, "p2", 0)
+        cancelled += int(found[0])
+        if int(found[1]):
+            break
+    assert cancelled == 3 and {store.jobs.get(j).status for j in mine} == {JobStatus.CANCELLED}  # type: ignore
 
 
 def poll(platform: Platform, job_id: str, done: Callable[[dict[str, Any]], bool], key: str = "") -> dict[str, Any]:

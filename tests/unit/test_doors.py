@@ -53,6 +53,17 @@ def jobs(fake: fakeredis.FakeRedis) -> list[Any]:
     ("POST", "/v2/models/m/infer", {"json": V2}, 404),
     ("POST", "/v2/models/v/infer", {"json": {"inputs": [{"name": "x"}]}}, 422),
     ("POST", "/v2/models/v/infer", {"data": b"x=1", "content_type": "text/plain"}, 415),
+    *[("POST", "/v2/models/v/infer", {"json": {"inputs": [{"name": "x", **tensor}]}}, 422) for tensor in (
+        {"shape": [-5], "datatype": "FP32", "data": []},
+        {"shape": [3, 3], "datatype": "FP32", "data": [1.0]},
+        {"shape": [True], "datatype": "FP32", "data": [1.0]},
+        {"shape": [10**18], "datatype": "BOOL", "data": [{"a": 1}]},
+        {"shape": [2], "datatype": "BOOL", "data": [True, 1]},
+        {"shape": [1], "datatype": "INT32", "data": [True]},
+        {"shape": [1], "datatype": "INT32", "data": [1.5]},
+        {"shape": [1], "datatype": "BYTES", "data": [1]},
+        {"shape": [1], "datatype": "FP32", "data": ["1"]},
+    )],
     ("POST", "/v2/models/v/infer", {"data": json.dumps(V2), "headers": {"Inference-Header-Content-Length": "9"}},
      400),
 ])
@@ -104,3 +115,35 @@ def test_runpods_names_for_statuses_and_timings(status: JobStatus, error: JobErr
     state = JobState.of(job)
     assert (state.status, state.delayTime, state.executionTime) == (shown, 250, 1250)
     assert state.error == (error.message if error else None)
+
+
+def test_valid_tensors_nested_or_flat_are_taken(client: tuple[FlaskClient, fakeredis.FakeRedis]) -> None:
+    app, fake = client
+    for tensor in ({"shape": [2, 2], "datatype": "FP32", "data": [[1, 2.5], [3, 4]]},
+                   {"shape": [0], "datatype": "INT8", "data": []},
+                   {"shape": [2], "datatype": "BYTES", "data": ["a", "b"]}):
+        answer = app.post("/v2/models/v/infer", json={"inputs": [{"name": "x", **tensor}]})
+        assert answer.status_code == 504, answer.get_json()  # recorded; no worker runs it within max_wait
+    assert len(jobs(fake)) == 3
+
+
+def test_a_huge_runsync_wait_is_bounded_by_the_longest_wait(client: tuple[FlaskClient, fakeredis.FakeRedis]) -> None:
+    app, _ = client
+    answer = app.post("/runpod/v2/m/runsync?wait=" + "9" * 400, json={"input": {}})
+    assert answer.status_code == 200 and answer.get_json()["status"] == "IN_QUEUE"
+
+
+def test_a_v2_inference_past_the_cap_on_waiting_is_refused_and_records_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    models = tmp_path / "models.toml"
+    models.write_text(MODELS)
+    fake = fakeredis.FakeRedis(decode_responses=True)
+    monkeypatch.setattr(gateway.app, "gateway_client", lambda url, timeout: fake)
+    flask_app = create_app(Settings(models_file=models, max_wait=0.1, max_waiters=1))
+    app = flask_app.test_client()
+    with flask_app.extensions["gateway"].waiters.admit(""):  # the one place is taken
+        answer = app.post("/v2/models/v/infer", json=V2)
+        native = app.post("/v1/models/m/jobs?wait=1", json={})
+    assert native.status_code == 202  # a native wait is answered unwaited
+    assert answer.status_code == 429 and answer.get_json()["error"].startswith("1 requests wait already")
+    assert answer.headers["Retry-After"] == "1" and len(jobs(fake)) == 1  # the native job alone

@@ -121,7 +121,8 @@ local function park(id, model)  -- wait for capacity, holding nothing: no messag
   redis.call('ZREM', K.sent .. model, id)
   redis.call('ZREM', K.leases, id)
   redis.call('HDEL', K.job .. id, 'claim', 'lease_until')
-  redis.call('ZADD', K.parked .. model, redis.call('HGET', K.job .. id, 'created_at'), id)
+  local since = redis.call('HMGET', K.job .. id, 'requeued_at', 'created_at')  -- a job run again waits afresh
+  redis.call('ZADD', K.parked .. model, since[1] or since[2], id)
   redis.call('SADD', K.models, model)
   wake(model)
 end

@@ -4,14 +4,16 @@
 -- Counted against the model's queue cap and the owner's share of it, as a submit is.
 -- ARGV[3..]: id, max queued (0 = no cap), max not started per owner (0 = no cap).
 -- Returns OK; FULL or KEY_FULL (as submit.lua); HELD when a run cancelled while it ran still holds its slot (its
--- call has not returned yet); MISSING; or the status of a job that cannot be run again (QUEUED, RUNNING,
--- SUCCEEDED).
+-- call has not returned yet); REVOKED for a job whose Celery task was revoked (each worker drops a message of that
+-- task id for as long as it remembers the revoke); MISSING; or the status of a job that cannot be run again
+-- (QUEUED, RUNNING, SUCCEEDED).
 local id, cap, owner_cap = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local job = K.job .. id
-local current = redis.call('HMGET', job, 'status', 'model', 'owner', 'slot')
+local current = redis.call('HMGET', job, 'status', 'model', 'owner', 'slot', 'error')
 if not current[1] then return 'MISSING' end
 if current[1] ~= S.FAILED and current[1] ~= S.CANCELLED then return current[1] end
 if current[4] then return 'HELD' end
+if current[5] and cjson.decode(current[5]).code == 'revoked' then return 'REVOKED' end
 local model, owner = current[2], current[3]
 local waiting = redis.call('ZCARD', K.sent .. model) + redis.call('ZCARD', K.parked .. model)
 if cap > 0 and waiting >= cap then return 'FULL' end

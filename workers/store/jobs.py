@@ -136,12 +136,13 @@ class JobStore:
 
     def purge(self, model: str, owner: str | None = None, batch: int = 500) -> int:
         """Cancel the model's waiting jobs (only ``owner``'s, if given), ``batch`` per script call: how many."""
-        cancelled, found = 0, Purged(0, "", 0, 0, False)
-        while not found.done:
-            found = Purged.of(self.scripts("purge", model, owner or "", int(owner is not None), batch, found.before,
-                                           found.sent_offset, found.parked_offset))
-            cancelled += found.cancelled
-        return cancelled
+        purge, cancelled, first = uuid.uuid4().hex, 0, True
+        while True:
+            found = Purged.of(self.scripts("purge", model, owner or "", int(owner is not None), batch, purge,
+                                           int(first)))
+            cancelled, first = cancelled + found.cancelled, False
+            if found.done:
+                return cancelled
 
     def refuse(self, job_id: str, why: JobError) -> RefuseReply | JobStatus:
         """Fail a QUEUED job nobody holds, whose model this worker does not serve: FAILED, or why not."""

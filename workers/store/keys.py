@@ -10,9 +10,10 @@ host), read inside the scripts.
 - ``sm:queued:{model}``      zset   the sent: QUEUED jobs whose Celery message is out (or being run), by when it
                                     was sent (``SENT``; the key keeps its first name, so a platform's data stays
                                     readable across the rename).
-- ``sm:parked:{model}``      zset   QUEUED jobs waiting for a free replica slot, with no message and no claim,
-                                    oldest first; one is sent again each time a slot frees or a replica turns
-                                    READY. The waiting jobs (the queue depth) = both sets.
+- ``sm:parked:{model}``      zset   QUEUED jobs waiting for a free replica slot, with no message and no claim, by
+                                    when each began waiting (submitted, or last run again), oldest first; one is
+                                    sent again each time a slot frees or a replica turns READY. The waiting jobs
+                                    (the queue depth) = both sets.
 - ``sm:unstarted:{model}:{owner}`` zset the owner's (an API key's) jobs of the model not started yet, by when
                                     submitted: added on submit, removed where a job stops waiting (it starts,
                                     ends or is withdrawn); a job taken back from a lost run is not added again.
@@ -25,6 +26,8 @@ host), read inside the scripts.
 - ``sm:withdrawn:{model}``   zset   withdrawn jobs whose message was taken out of the middle of the Celery queue,
                                     by its push number (resend.lua counts them out); emptied when the queue is.
 - ``sm:leases``              zset   claimed jobs by lease expiry; the reaper takes back the expired.
+- ``sm:purge:{uuid}``        zset   the jobs a purge looks at: the model's waiting jobs when it began (a copy of
+                                    both sets), taken off as it goes; gone when it ends, or 10 minutes after.
 - ``sm:dead``                list   jobs that failed after their last attempt (dead letters), newest first.
 - ``sm:done:{id}``           list   one token pushed when the job finishes; waiters BLMOVE it onto itself.
 - ``sm:stats:{model}``       hash   moving averages in seconds and their sample counts: service_time, cold_start.
@@ -86,13 +89,14 @@ EVENTS = "sm:events"
 LEADER = "sm:autoscaler"
 NAMESPACE = "sm:namespace"
 HOSTS = "sm:hosts"
+PURGE = "sm:purge:"
 
 PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
     "job": JOB, "sent": SENT, "parked": PARKED, "running": RUNNING, "unstarted": UNSTARTED, "done": DONE,
     "stats": STATS, "replicas": REPLICAS, "replica": REPLICA, "slots": SLOTS, "start_failure": START_FAILURE,
     "scaling": SCALING, "celery": CELERY_QUEUE, "leases": LEASES, "dead": DEAD, "scale": SCALE, "leader": LEADER,
     "models": MODELS, "pushes": PUSHES, "withdrawn": WITHDRAWN, "rate": RATE, "auth_failures": AUTH_FAILURES,
-    "hosts": HOSTS,
+    "hosts": HOSTS, "purge": PURGE,
 }
 
 

@@ -57,22 +57,20 @@ class ResubmitReply(StrEnum):
     FULL = "FULL"  # the model's queue is at its cap
     KEY_FULL = "KEY_FULL"  # the owner's share of it is
     HELD = "HELD"  # cancelled while it ran, its call has not returned yet: it still holds its replica slot
+    REVOKED = "REVOKED"  # its Celery task was revoked: the workers would drop its message again
     MISSING = "MISSING"
 
 
 class Purged(NamedTuple):
-    """One call of purge.lua: the jobs it cancelled, and where the next call goes on (unless ``done``)."""
+    """One call of purge.lua: the jobs it cancelled, and whether the purge is done."""
 
     cancelled: int
-    before: str  # the purge takes the jobs that waited when it began (Redis time)
-    sent_offset: int  # the jobs skipped (another owner's) in the sent, and in the parked
-    parked_offset: int
     done: bool
 
     @classmethod
     def of(cls, reply: Any) -> "Purged":
-        """From the script's ``{cancelled, before, sent offset, parked offset, done}``."""
-        return cls(int(reply[0]), str(reply[1]), int(reply[2]), int(reply[3]), bool(int(reply[4])))
+        """From the script's ``{cancelled, done}``."""
+        return cls(int(reply[0]), bool(int(reply[1])))
 
 
 class ReapReply(StrEnum):
