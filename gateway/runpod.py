@@ -6,13 +6,13 @@ are RunPod's."""
 
 from typing import Any
 
-from flask import Response, g
+from flask import Response, g, request
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
 from gateway import errors
 from gateway.native import SECURED, operation_id, respond
-from gateway.service import Gateway
+from gateway.service import Gateway, idempotency_key
 from workers.job import Job, JobStatus
 from workers.store.records import ModelSnapshot, ReplicaState
 
@@ -160,7 +160,8 @@ def blueprint(gateway: Gateway) -> APIBlueprint:
     def submit(path: EndpointPath, body: RunRequest, wait: float) -> Job:
         model = gateway.model(path.model)
         refuse_unsupported(body)
-        return gateway.submit(model, body.input, wait, g.principal)
+        return gateway.accept(model, body.input, wait, g.principal,
+                              idempotency_key(request.headers.get("Idempotency-Key"))).job
 
     @api.post("/<model>/run", responses={200: JobState})
     def run(path: EndpointPath, body: RunRequest) -> Response:

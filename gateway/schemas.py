@@ -44,6 +44,15 @@ class WaitQuery(Query):
     wait: float = Field(0, ge=0, description="seconds to block for the result (200 if done, else 202)")
 
 
+class SubmitHeaders(Query):
+    """The headers a submit reads."""
+
+    idempotency_key: str | None = Field(
+        None, description="1 to 255 printable ASCII characters: the same key (of the same API key) with the same "
+                          "request within the retention (24 h) answers the job it made (200, Idempotent-Replayed: "
+                          "true) instead of making another; with another request 409 idempotency_conflict")
+
+
 class JobInput(RootModel[dict[str, Any]]):
     """The model's input: any JSON object; the model validates it."""
 

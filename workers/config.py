@@ -213,6 +213,7 @@ class Settings(BaseSettings):
     engines: str = ""  # swarm: comma-separated Docker URLs of every node's engine, for serverless-model build
     host: str = ""  # a worker's hostname, matched with its replicas' hosts ("" = this machine's)
     job_retention: PositiveFloat = 24 * 3600  # seconds a finished job is kept
+    idempotency_retention: PositiveFloat = 24 * 3600  # seconds an Idempotency-Key keeps naming the job it made
     max_body_bytes: PositiveInt = 1024 * 1024  # largest request body the gateway accepts
     max_wait: PositiveFloat = 300  # longest ?wait= a client may ask for
     scale_interval: PositiveFloat = 0.5  # seconds between autoscaler ticks

@@ -24,6 +24,9 @@ host), read inside the scripts.
                                     the queue once as many were pushed after it as the queue holds).
 - ``sm:withdrawn:{model}``   zset   withdrawn jobs whose message was taken out of the middle of the Celery queue,
                                     by its push number (resend.lua counts them out); emptied when the queue is.
+- ``sm:idem:{owner}:{key}``  hash   an Idempotency-Key of an owner (an API key; '' without keys): job (the id of
+                                    the job it made), digest (a hash of the request); expires after
+                                    ``idempotency_retention`` seconds.
 - ``sm:leases``              zset   claimed jobs by lease expiry; the reaper takes back the expired.
 - ``sm:dead``                list   jobs that failed after their last attempt (dead letters), newest first.
 - ``sm:done:{id}``           list   one token pushed when the job finishes; waiters BLMOVE it onto itself.
@@ -86,13 +89,14 @@ EVENTS = "sm:events"
 LEADER = "sm:autoscaler"
 NAMESPACE = "sm:namespace"
 HOSTS = "sm:hosts"
+IDEMPOTENCY = "sm:idem:"
 
 PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
     "job": JOB, "sent": SENT, "parked": PARKED, "running": RUNNING, "unstarted": UNSTARTED, "done": DONE,
     "stats": STATS, "replicas": REPLICAS, "replica": REPLICA, "slots": SLOTS, "start_failure": START_FAILURE,
     "scaling": SCALING, "celery": CELERY_QUEUE, "leases": LEASES, "dead": DEAD, "scale": SCALE, "leader": LEADER,
     "models": MODELS, "pushes": PUSHES, "withdrawn": WITHDRAWN, "rate": RATE, "auth_failures": AUTH_FAILURES,
-    "hosts": HOSTS,
+    "hosts": HOSTS, "idem": IDEMPOTENCY,
 }
 
 
@@ -154,3 +158,8 @@ def rate(principal: str, second: int) -> str:
 def auth_failures(source: str, minute: int) -> str:
     """Failed authentications from one client address within one minute."""
     return f"{AUTH_FAILURES}{source}:{minute}"
+
+
+def idempotency(owner: str, key: str) -> str:
+    """An owner's Idempotency-Key (owner '' without API keys: one scope)."""
+    return f"{IDEMPOTENCY}{owner}:{key}"
