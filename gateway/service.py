@@ -12,7 +12,7 @@ from gateway import errors
 from gateway.auth import Guard, Waiters, parse_digests
 from gateway.schemas import HostList, ModelView
 from workers.config import ModelConfig, Settings
-from workers.job import Job
+from workers.job import Job, JobOptions
 from workers.store import Store
 from workers.store.jobs import Existing, Idempotency, JobStore, Refusal, Unreplicated
 from workers.store.records import ModelSnapshot
@@ -74,11 +74,12 @@ class Gateway:
         return self.accept(model, payload, wait, owner).job
 
     def accept(self, model: ModelConfig, payload: dict[str, Any], wait: float, owner: str,
-               idempotency: str = "") -> Accepted:
-        """Submit (see ``submit``); with an idempotency key, the job it made before if the request is the same
-        (IdempotencyConflict if not)."""
-        job = JobStore.new(model.name, payload, owner)
-        once = Idempotency(idempotency, Idempotency.digest_of({"input": payload}),
+               idempotency: str = "", options: JobOptions | None = None) -> Accepted:
+        """Submit (see ``submit``) with ``options`` (the model's defaults filled in); with an idempotency key, the
+        job it made before if the request (input and options) is the same (IdempotencyConflict if not)."""
+        asked = options or JobOptions()
+        job = JobStore.new(model.name, payload, owner, model.jobs.options(asked.ttl, asked.execution_timeout))
+        once = Idempotency(idempotency, Idempotency.digest_of({"input": payload, "options": asked.fields()}),
                            self.settings.idempotency_retention) if idempotency else None
         began = time.monotonic()
         try:

@@ -5,7 +5,8 @@ host), read inside the scripts.
 
 - ``sm:job:{id}``            hash   the job record: id, model, status, input, output, error, owner, created_at,
                                     started_at, finished_at, replica, attempts, cancelled_while, claim,
-                                    lease_until, worker, slot, commits, sends, push, requeued_at. Expires
+                                    lease_until, worker, slot, commits, sends, push, requeued_at, idem, ttl,
+                                    execution_timeout, deadline (while it waits: created or resubmitted + ttl). Expires
                                     ``job_retention`` seconds after it finishes.
 - ``sm:queued:{model}``      zset   the sent: QUEUED jobs whose Celery message is out (or being run), by when it
                                     was sent (``SENT``; the key keeps its first name, so a platform's data stays
@@ -27,6 +28,8 @@ host), read inside the scripts.
 - ``sm:idem:{owner}:{key}``  hash   an Idempotency-Key of an owner (an API key; '' without keys): job (the id of
                                     the job it made), digest (a hash of the request); expires after
                                     ``idempotency_retention`` seconds.
+- ``sm:deadlines``           zset   QUEUED jobs with a ttl, by when they must have started (the job's ``deadline``);
+                                    removed where a job stops waiting; the janitor fails the overdue ``expired``.
 - ``sm:leases``              zset   claimed jobs by lease expiry; the reaper takes back the expired.
 - ``sm:dead``                list   jobs that failed after their last attempt (dead letters), newest first.
 - ``sm:done:{id}``           list   one token pushed when the job finishes; waiters BLMOVE it onto itself.
@@ -90,6 +93,7 @@ LEADER = "sm:autoscaler"
 NAMESPACE = "sm:namespace"
 HOSTS = "sm:hosts"
 IDEMPOTENCY = "sm:idem:"
+DEADLINES = "sm:deadlines"
 
 PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
     "job": JOB, "sent": SENT, "parked": PARKED, "running": RUNNING, "unstarted": UNSTARTED, "done": DONE,
@@ -97,6 +101,7 @@ PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
     "scaling": SCALING, "celery": CELERY_QUEUE, "leases": LEASES, "dead": DEAD, "scale": SCALE, "leader": LEADER,
     "models": MODELS, "pushes": PUSHES, "withdrawn": WITHDRAWN, "rate": RATE, "auth_failures": AUTH_FAILURES,
     "hosts": HOSTS, "idem": IDEMPOTENCY,
+    "deadlines": DEADLINES,
 }
 
 
