@@ -127,6 +127,18 @@ class Unsupported(ApiError):
     status, code = 400, "unsupported"
 
 
+class InvalidIdempotencyKey(ApiError):
+    """An Idempotency-Key header that is empty, over 255 characters, or not printable ASCII."""
+
+    status, code = 400, "invalid_idempotency_key"
+
+
+class IdempotencyConflict(ApiError):
+    """The Idempotency-Key already made a job of another request (nothing was recorded)."""
+
+    status, code = 409, "idempotency_conflict"
+
+
 class ModelFailed(ApiError):
     """A door that answers only with the result: the model failed the job (not for its input)."""
 

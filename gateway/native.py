@@ -23,10 +23,12 @@ from gateway.schemas import (
     Purged,
     ReplicaLog,
     ReplicaPath,
-    WaitQuery,
+    SubmitHeaders,
+    SubmitQuery,
     iso,
 )
-from gateway.service import LONGEST_ID, Gateway
+from gateway.service import LONGEST_ID, Gateway, idempotency_key
+from workers.job import JobOptions
 
 SECURED: list[dict[str, list[str]]] = [{"bearer": []}]  # API keys, when SM_API_KEYS is set
 JOBS = Tag(name="jobs", description="submit, read and cancel inference jobs")
@@ -53,11 +55,19 @@ def blueprint(gateway: Gateway) -> APIBlueprint:
     api = APIBlueprint("native", __name__, operation_id_callback=operation_id)
 
     @api.post("/v1/models/<model>/jobs", security=SECURED, tags=[JOBS],
-              responses={200: JobView, 202: JobView, 429: ErrorBody, 504: ErrorBody, **ERRORS})
-    def submit_job(path: ModelPath, query: WaitQuery, body: JobInput) -> Response:
-        """Submit a job; with ?wait=<s>, block up to that long for its result."""
-        job = gateway.submit(gateway.model(path.model), body.root, query.wait, g.principal)
-        return respond(JobView.of(job), 200 if job.status.finished else 202)
+              responses={200: JobView, 202: JobView, 409: ErrorBody, 429: ErrorBody, 504: ErrorBody, **ERRORS})
+    def submit_job(path: ModelPath, query: SubmitQuery, header: SubmitHeaders, body: JobInput) -> Response:
+        """Submit a job; with ?wait=<s>, block up to that long for its result; with an Idempotency-Key, at most one
+        job per key and request; ?ttl= and ?execution_timeout= bound its wait and its run."""
+        model = gateway.model(path.model)
+        options = JobOptions(ttl=query.ttl, execution_timeout=query.execution_timeout)
+        accepted = gateway.accept(model, body.root, query.wait, g.principal, idempotency_key(header.idempotency_key),
+                                  options)
+        job = accepted.job
+        response = respond(JobView.of(job), 200 if job.status.finished or accepted.replayed else 202)
+        if accepted.replayed:
+            response.headers["Idempotent-Replayed"] = "true"
+        return response
 
     @api.get("/v1/jobs/<job_id>", security=SECURED, tags=[JOBS], responses={200: JobView, **ERRORS})
     def get_job(path: JobPath) -> Response:

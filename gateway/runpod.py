@@ -6,14 +6,14 @@ are RunPod's."""
 
 from typing import Any
 
-from flask import Response, g
+from flask import Response, g, request
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
 from gateway import errors
 from gateway.native import SECURED, operation_id, respond
-from gateway.service import Gateway
-from workers.job import Job, JobStatus
+from gateway.service import Gateway, idempotency_key
+from workers.job import Job, JobOptions, JobStatus
 from workers.store.records import ModelSnapshot, ReplicaState
 
 PREFIX = "/runpod/v2"
@@ -45,10 +45,16 @@ class EndpointJobPath(EndpointPath):
 
 
 class Policy(BaseModel):
-    """RunPod's per-job execution policy."""
+    """RunPod's per-job execution policy (milliseconds)."""
 
-    ttl: int | None = Field(None, description="not yet supported: must be absent")
-    executionTimeout: int | None = Field(None, description="not yet supported: must be absent")
+    ttl: int | None = Field(None, gt=0, description="milliseconds the job may wait to start; past it FAILED")
+    executionTimeout: int | None = Field(None, gt=0, description="milliseconds its run may take (at most the "
+                                                                 "model's request_timeout); past it TIMED_OUT")
+
+    def options(self) -> JobOptions:
+        """The job's options, in seconds."""
+        return JobOptions(ttl=None if self.ttl is None else self.ttl / 1000,
+                          execution_timeout=None if self.executionTimeout is None else self.executionTimeout / 1000)
 
 
 class RunRequest(BaseModel):
@@ -147,9 +153,6 @@ def refuse_unsupported(request: RunRequest) -> None:
     """Unsupported (nothing recorded) for what the platform does not do per job yet."""
     if request.webhook is not None:
         raise errors.Unsupported("per-job webhooks are not supported yet; send the request without 'webhook'")
-    if request.policy is not None and (request.policy.ttl is not None or request.policy.executionTimeout is not None):
-        raise errors.Unsupported("per-job ttl and executionTimeout are not supported yet; the model's request_timeout "
-                                 "bounds a run")
 
 
 def blueprint(gateway: Gateway) -> APIBlueprint:
@@ -160,7 +163,9 @@ def blueprint(gateway: Gateway) -> APIBlueprint:
     def submit(path: EndpointPath, body: RunRequest, wait: float) -> Job:
         model = gateway.model(path.model)
         refuse_unsupported(body)
-        return gateway.submit(model, body.input, wait, g.principal)
+        policy = body.policy or Policy()
+        return gateway.accept(model, body.input, wait, g.principal,
+                              idempotency_key(request.headers.get("Idempotency-Key")), policy.options()).job
 
     @api.post("/<model>/run", responses={200: JobState})
     def run(path: EndpointPath, body: RunRequest) -> Response:

@@ -44,6 +44,25 @@ class WaitQuery(Query):
     wait: float = Field(0, ge=0, description="seconds to block for the result (200 if done, else 202)")
 
 
+class SubmitQuery(WaitQuery):
+    """A submit's options, beside the model's input (which goes to the model untouched)."""
+
+    ttl: float | None = Field(None, gt=0, description="seconds the job may wait to start; past it FAILED expired "
+                                                      "(default: the model's ttl, else none)")
+    execution_timeout: float | None = Field(None, gt=0, description="seconds its run may take; past it FAILED timeout "
+                                                                    "(at most, and by default, the model's "
+                                                                    "request_timeout)")
+
+
+class SubmitHeaders(Query):
+    """The headers a submit reads."""
+
+    idempotency_key: str | None = Field(
+        None, description="1 to 255 printable ASCII characters: the same key (of the same API key) with the same "
+                          "request within the retention (24 h) answers the job it made (200, Idempotent-Replayed: "
+                          "true) instead of making another; with another request 409 idempotency_conflict")
+
+
 class JobInput(RootModel[dict[str, Any]]):
     """The model's input: any JSON object; the model validates it."""
 
@@ -82,6 +101,9 @@ class JobView(BaseModel):
     replica: str | None = None
     attempts: int = 0
     cancelled_while: JobStatus | None = Field(None, description="QUEUED, or RUNNING for a best-effort cancel")
+    ttl: float | None = Field(None, description="seconds it may wait to start (null: no bound)")
+    execution_timeout: float | None = Field(None, description="seconds its run may take (null: the model's "
+                                                              "request_timeout)")
     links: dict[str, str]
 
     @classmethod
@@ -94,6 +116,7 @@ class JobView(BaseModel):
                             execution=span(job.started_at, job.finished_at),
                             total=span(job.created_at, job.finished_at)),
             replica=job.replica, attempts=job.attempts, cancelled_while=job.cancelled_while,
+            ttl=job.options.ttl, execution_timeout=job.options.execution_timeout,
             links={"self": f"/v1/jobs/{job.id}", "model": f"/v1/models/{job.model}"},
         )
 

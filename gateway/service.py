@@ -1,8 +1,9 @@
 """The job service both front doors call: submits, reads and the views of models and hosts."""
 
+import contextlib
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
@@ -12,14 +13,34 @@ from gateway import errors
 from gateway.auth import Guard, Waiters, parse_digests
 from gateway.schemas import HostList, ModelView
 from workers.config import ModelConfig, Settings
-from workers.job import Job
+from workers.job import Job, JobOptions
 from workers.store import Store
-from workers.store.jobs import JobStore, Refusal, Unreplicated
+from workers.store.jobs import Existing, Idempotency, JobStore, Refusal, Unreplicated
 from workers.store.records import ModelSnapshot
 from workers.store.replies import CancelReply, ResubmitReply, WithdrawReply
 
 WITHDRAW_FOR = 10.0  # seconds from its start a submit whose answer was lost keeps trying to take its job back
 LONGEST_ID = 128  # a longer job id is unknown without a lookup
+LONGEST_IDEMPOTENCY_KEY = 255
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A submit's job, and whether it is one an idempotency key made before (``replayed``: nothing was sent)."""
+
+    job: Job
+    replayed: bool = False
+
+
+def idempotency_key(header: str | None) -> str:
+    """The Idempotency-Key header's value ('' if absent); InvalidIdempotencyKey if empty, too long or not printable
+    ASCII."""
+    if header is None:
+        return ""
+    if not header or len(header) > LONGEST_IDEMPOTENCY_KEY or not (header.isascii() and header.isprintable()):
+        raise errors.InvalidIdempotencyKey(f"an Idempotency-Key is 1 to {LONGEST_IDEMPOTENCY_KEY} printable ASCII "
+                                           f"characters")
+    return header
 
 
 class Gateway:
@@ -51,29 +72,35 @@ class Gateway:
 
     def submit(self, model: ModelConfig, payload: dict[str, Any], wait: float, owner: str,
                result_only: bool = False) -> Job:
-        """Record the job and push its message (one script: both or neither), then wait up to ``wait`` seconds.
-        Past the cap on waiting requests the job is answered unwaited, or, for a door that answers only with the
-        result (``result_only``), refused with TooManyWaiting before anything is recorded."""
-        if wait <= 0:
-            return self.record(model, payload, owner)
-        with self.waiters.admit(owner) as admitted:
-            if not admitted and result_only:
+        """Record the job and push its message (one script: both or neither), then wait up to ``wait`` seconds."""
+        return self.accept(model, payload, wait, owner, result_only=result_only).job
+
+    def accept(self, model: ModelConfig, payload: dict[str, Any], wait: float, owner: str,
+               idempotency: str = "", options: JobOptions | None = None, result_only: bool = False) -> Accepted:
+        """Submit (see ``submit``) with ``options`` (the model's defaults filled in); with an idempotency key, the
+        job it made before if the request (input and options) is the same (IdempotencyConflict if not). Past the
+        cap on waiting requests the job is answered unwaited, or, for a door that answers only with the result
+        (``result_only``), refused with TooManyWaiting before anything is recorded."""
+        with self.waiters.admit(owner) if wait > 0 else contextlib.nullcontext(False) as admitted:
+            if wait > 0 and not admitted and result_only:
                 raise errors.TooManyWaiting(f"{self.waiters.total} requests wait already (at most "
                                             f"{self.waiters.per_key} per key); retry in a moment")
-            recorded = self.record(model, payload, owner)
-            if not admitted:  # too many waits at once: answer now, the client polls the job
-                return recorded
-            try:
-                return self.waits.jobs.wait(recorded.id, min(wait, self.settings.max_wait)) or recorded
-            except redis.RedisError:  # the job is accepted: never a 503 for it now
-                return recorded
+            recorded = self.record(model, payload, owner, idempotency, options or JobOptions())
+            waited = wait if admitted else 0.0  # past the caps: answer now, the client polls the job
+            if isinstance(recorded, Existing):
+                return Accepted(self.wait_for(recorded.job, waited), replayed=True)
+            return Accepted(self.wait_for(recorded, waited))
 
-    def record(self, model: ModelConfig, payload: dict[str, Any], owner: str) -> Job:
-        """Record the job and push its message (one script: both or neither): the job, or why it was refused."""
-        job = JobStore.new(model.name, payload, owner)
+    def record(self, model: ModelConfig, payload: dict[str, Any], owner: str, idempotency: str,
+               asked: JobOptions) -> Job | Existing:
+        """Record the job and push its message (one script: both or neither): the job, the one an earlier request
+        with the same idempotency key made, or why it was refused."""
+        job = JobStore.new(model.name, payload, owner, model.jobs.options(asked.ttl, asked.execution_timeout))
+        once = Idempotency(idempotency, Idempotency.digest_of({"input": payload, "options": asked.fields()}),
+                           self.settings.idempotency_retention) if idempotency else None
         began = time.monotonic()
         try:
-            recorded = self.store.jobs.submit(job, model.jobs.max_queued, model.jobs.max_queued_per_key)
+            recorded = self.store.jobs.submit(job, model.jobs.max_queued, model.jobs.max_queued_per_key, once)
         except redis.OutOfMemoryError as exc:  # refused at its first write: nothing was recorded
             raise errors.StoreFull(f"the job store is full ({exc}); retry once finished jobs expire") from exc
         except redis.RedisError as exc:
@@ -83,7 +110,18 @@ class Gateway:
         if recorded is Refusal.KEY_FULL:
             raise errors.QueueFull(f"{model.jobs.max_queued_per_key} jobs of this key wait for {model.name!r}; "
                                    f"retry once some have started")
+        if recorded is Refusal.CONFLICT:
+            raise errors.IdempotencyConflict("this Idempotency-Key was used with another request; use a new key")
         return recorded
+
+    def wait_for(self, job: Job, wait: float) -> Job:
+        """The job once finished, or as it is after ``wait`` seconds (its caller holds a waiting place)."""
+        if wait <= 0 or job.status.finished:
+            return job
+        try:
+            return self.waits.jobs.wait(job.id, min(wait, self.settings.max_wait)) or job
+        except redis.RedisError:  # the job is accepted: never a 503 for it now
+            return job
 
     def settle(self, job: Job, error: redis.RedisError, deadline: float) -> Job:
         """A submit that failed: 503 only once the job surely will not run (it was never recorded, or it was taken

@@ -20,6 +20,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from workers.job import JobOptions
 from workers.store import urls
 
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # a model's name: in URLs, queue names and Redis keys
@@ -139,6 +140,23 @@ class Jobs(BaseModel):
     max_queued: PositiveInt = 10_000  # jobs waiting at most; past it submits get 429
     max_queued_per_key: PositiveInt = 1_000  # jobs of one API key not started yet at most; past it its submits 429
     on_start_failure: Literal["fail", "wait"] = "fail"  # waiting jobs when a replica fails to start
+    ttl: PositiveFloat | None = None  # a job's default: seconds it may wait to start, then FAILED expired (none: none)
+    execution_timeout: PositiveFloat | None = None  # a job's default bound on its run (none: request_timeout)
+
+    @model_validator(mode="after")
+    def runs_within_the_request_timeout(self) -> "Jobs":
+        """An execution timeout at most the request timeout (which bounds every call)."""
+        if self.execution_timeout is not None and self.execution_timeout > self.request_timeout:
+            raise ValueError(f"execution_timeout {self.execution_timeout:g} is over request_timeout "
+                             f"{self.request_timeout:g}; allowed: up to it")
+        return self
+
+    def options(self, ttl: float | None, execution_timeout: float | None) -> "JobOptions":
+        """A job's options: what it asked for, else the model's defaults; its execution timeout at most the
+        request timeout."""
+        run = execution_timeout if execution_timeout is not None else self.execution_timeout
+        return JobOptions(ttl=ttl if ttl is not None else self.ttl,
+                          execution_timeout=None if run is None else min(run, self.request_timeout))
 
 
 class Docs(BaseModel):
@@ -213,6 +231,7 @@ class Settings(BaseSettings):
     engines: str = ""  # swarm: comma-separated Docker URLs of every node's engine, for serverless-model build
     host: str = ""  # a worker's hostname, matched with its replicas' hosts ("" = this machine's)
     job_retention: PositiveFloat = 24 * 3600  # seconds a finished job is kept
+    idempotency_retention: PositiveFloat = 24 * 3600  # seconds an Idempotency-Key keeps naming the job it made
     max_body_bytes: PositiveInt = 1024 * 1024  # largest request body the gateway accepts
     max_wait: PositiveFloat = 300  # longest ?wait= a client may ask for
     scale_interval: PositiveFloat = 0.5  # seconds between autoscaler ticks

@@ -40,7 +40,7 @@ MOVES = (
     Move("start", JobStatus.QUEUED, JobStatus.RUNNING),  # start.lua, retry.lua (on another slot)
     Move("finish", JobStatus.RUNNING, JobStatus.SUCCEEDED),  # finish.lua
     Move("fail", JobStatus.RUNNING, JobStatus.FAILED),  # finish.lua, retry.lua and reap.lua after the last attempt
-    Move("fail", JobStatus.QUEUED, JobStatus.FAILED),  # start, refuse, expire_parked, start_failed, abandon
+    Move("fail", JobStatus.QUEUED, JobStatus.FAILED),  # start, refuse, expire_parked, expire, start_failed, abandon
     Move("requeue", JobStatus.RUNNING, JobStatus.QUEUED),  # retry.lua (its replica failed), reap.lua (worker lost)
     Move("cancel", JobStatus.QUEUED, JobStatus.CANCELLED),  # cancel.lua, purge.lua
     Move("cancel", JobStatus.RUNNING, JobStatus.CANCELLED),  # cancel.lua (best-effort: its result is refused)
@@ -52,6 +52,19 @@ MOVES = (
 def allowed(source: JobStatus | None, target: JobStatus) -> Move | None:
     """The move from ``source`` to ``target``, if the table has it."""
     return next((m for m in MOVES if m.source == source and m.target == target), None)
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What a submit may ask of its job: deadlines (seconds) and where it stands in its model's queue."""
+
+    ttl: float | None = None  # not started within it (from its submit, or its retry): FAILED expired
+    execution_timeout: float | None = None  # a run's bound (at most the model's request_timeout): FAILED timeout
+
+    def fields(self) -> dict[str, str]:
+        """The job fields it sets."""
+        found = {"ttl": self.ttl, "execution_timeout": self.execution_timeout}
+        return {name: repr(value) for name, value in found.items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -91,6 +104,7 @@ class Job:
     worker: str = ""  # the worker (host:pid) that claimed it last
     commits: int = 0  # outcomes committed: one per run that finished (a resubmitted job runs again)
     requeued_at: float | None = None  # when it was last taken back from a lost worker or sent again
+    options: JobOptions = JobOptions()
 
     @classmethod
     def from_hash(cls, fields: dict[str, str]) -> "Job":
@@ -105,6 +119,8 @@ class Job:
             cancelled_while=JobStatus(fields["cancelled_while"]) if fields.get("cancelled_while") else None,
             owner=fields.get("owner", ""), worker=fields.get("worker", ""), commits=int(fields.get("commits", 0)),
             requeued_at=_float(fields.get("requeued_at")),
+            options=JobOptions(ttl=_float(fields.get("ttl")),
+                               execution_timeout=_float(fields.get("execution_timeout"))),
         )
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from workers.job import MOVES, JobError, JobStatus, Outcome
+from workers.job import MOVES, Job, JobError, JobOptions, JobStatus, Outcome
 from workers.store import Store, keys
 from workers.store.records import Started
 from workers.store.scripts import prelude
@@ -132,6 +132,13 @@ def drive(store: Store) -> None:
     for model in ("p", "q"):
         assert jobs.start(new(store, model), "t7", 5, "w", 1, True) == "PARKED"
     assert len(jobs.expire_parked("p", 0)) == 1  # QUEUED → FAILED
+    overdue, late_message = (store.jobs.submit(store.jobs.new("m", {"x": 1}, options=JobOptions(ttl=60)))
+                             for _ in range(2))
+    assert isinstance(overdue, Job) and isinstance(late_message, Job)
+    store.client.zadd(keys.DEADLINES, {overdue.id: 0})
+    assert [e.job_id for e in jobs.expire_overdue()] == [overdue.id]  # QUEUED → FAILED (expired)
+    store.client.hset(keys.job(late_message.id), "deadline", "0")
+    assert jobs.start(late_message.id, "t9", 5, "w", 1, True) == "FAILED"  # QUEUED → FAILED (expired)
     late = new(store, "q")  # submitted before the start failed, not parked yet
     assert store.replicas.start_failed(leader, "rq", "q", "crashed", True) == 1  # the parked one: → FAILED
     assert jobs.start(late, "t8", 5, "w", 1, True) == "FAILED"  # it fails instead of parking

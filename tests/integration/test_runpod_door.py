@@ -78,7 +78,7 @@ def test_keys_as_runpod_sends_them_and_wrong_ones(endpoint: tuple[Platform, runp
     ("run", {"inpt": {"a": 1}}, 422),
     ("run", {"input": [1, 2]}, 422),
     ("runsync", {"input": {"a": 1}, "webhook": "http://127.0.0.1:9/hook"}, 400),
-    ("run", {"input": {"a": 1}, "policy": {"ttl": 1000}}, 400),
+    ("run", {"input": {"a": 1}, "policy": {"ttl": 0}}, 422),
     ("runsync?wait=-1", {"input": {"a": 1}}, 422),
 ])
 def test_bad_input_is_a_runpod_error_that_records_nothing(endpoint: tuple[Platform, runpod.Endpoint],

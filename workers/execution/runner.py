@@ -27,7 +27,7 @@ import redis
 import urllib3
 
 from workers.config import ModelConfig
-from workers.job import JobError, JobStatus, Outcome
+from workers.job import Job, JobError, JobStatus, Outcome
 from workers.protocols import Readiness, protocol_for, transport
 from workers.protocols.base import ReplicaBusy, bad_response, transient
 from workers.store import Store
@@ -184,7 +184,8 @@ def call(ctx: WorkerContext, model: ModelConfig, started: Started) -> Outcome | 
     ``Retry-After``, while the deadline allows."""
     protocol = protocol_for(model)
     request = protocol.request(started.job.id, started.job.input)
-    until = time.monotonic() + model.jobs.request_timeout
+    limit = run_timeout(model, started.job)
+    until = time.monotonic() + limit
     while True:
         try:
             response, body = transport.ask(ctx.http, request.method, started.slot.endpoint + request.path, until,
@@ -192,13 +193,13 @@ def call(ctx: WorkerContext, model: ModelConfig, started: Started) -> Outcome | 
         except urllib3.exceptions.DecodeError as exc:  # it answered, in an encoding that does not decode
             return bad_response(f"the replica's answer does not decode: {exc}")
         except transport.CALL_FAILURES as exc:
-            return judge(ctx, model, started.slot.endpoint, exc, time.monotonic() >= until)
+            return judge(ctx, model, started.slot.endpoint, exc, limit if time.monotonic() >= until else None)
         if body is None:
             return bad_response(f"the replica's answer is over {ctx.max_output_bytes} bytes")
         try:
             if busy := transient(response.status, response.headers):
                 raise busy
-            return protocol.outcome(response.status, response.headers, body, model.jobs.request_timeout)
+            return protocol.outcome(response.status, response.headers, body, limit)
         except ReplicaBusy as busy:
             pause = max(BUSY_PAUSE, busy.retry_after or 0.0)
             if time.monotonic() + pause > until:
@@ -208,15 +209,21 @@ def call(ctx: WorkerContext, model: ModelConfig, started: Started) -> Outcome | 
             return bad_response(f"{type(exc).__name__}: {exc}")
 
 
-def judge(ctx: WorkerContext, model: ModelConfig, endpoint: str, exc: Exception, timed_out: bool) -> Fault:
+def run_timeout(model: ModelConfig, job: Job) -> float:
+    """How long the job's run may take: its execution timeout, within the model's request timeout."""
+    limit = job.options.execution_timeout
+    return model.jobs.request_timeout if limit is None else min(limit, model.jobs.request_timeout)
+
+
+def judge(ctx: WorkerContext, model: ModelConfig, endpoint: str, exc: Exception, timed_out: float | None) -> Fault:
     """What a failed exchange says, asked of a probe: a replica that answers it is alive, so a request that ran out
-    of time was slow, and a broken connection is tried elsewhere without condemning it; a replica that does not
-    answer is gone."""
+    of time (``timed_out``: the seconds it had) was slow, and a broken connection is tried elsewhere without
+    condemning it; a replica that does not answer is gone."""
     reason = f"{type(exc).__name__}: {exc}"[:1000]
     found = transport.probe(ctx.http, protocol_for(model), endpoint,
                             time.monotonic() + min(PROBE_TIMEOUT, model.jobs.request_timeout))
     if found is None or found[0] is not Readiness.READY:
         return Fault(f"{reason}; and no answer to a readiness probe", gone=True)
-    if timed_out:
-        return Fault(f"no complete answer within the request timeout of {model.jobs.request_timeout:g} s", slow=True)
+    if timed_out is not None:
+        return Fault(f"no complete answer within the timeout of {timed_out:g} s", slow=True)
     return Fault(reason)

@@ -146,8 +146,22 @@ end
 local function leave_queue(id, model)  -- the one place a job stops waiting: it starts, ends, or is taken back
   redis.call('ZREM', K.sent .. model, id)
   redis.call('ZREM', K.parked .. model, id)
+  redis.call('ZREM', K.deadlines, id)
+  redis.call('HDEL', K.job .. id, 'deadline')
   local mine = unstarted(model, redis.call('HGET', K.job .. id, 'owner'))
   if mine then redis.call('ZREM', mine, id) end
+end
+
+local function set_deadline(id)  -- a job queued (submitted or resubmitted) with a ttl must start by NOW + ttl
+  local ttl = tonumber(redis.call('HGET', K.job .. id, 'ttl') or '')
+  if not ttl then return end
+  redis.call('HSET', K.job .. id, 'deadline', stamp(NOW + ttl))
+  redis.call('ZADD', K.deadlines, NOW + ttl, id)
+end
+
+local function overdue(id)  -- whether a waiting job is past its deadline
+  local deadline = tonumber(redis.call('HGET', K.job .. id, 'deadline') or '')
+  return deadline ~= nil and NOW >= deadline
 end
 
 local function requeue(id, model)  -- a RUNNING job waits again (its worker or replica was lost), holding nothing
@@ -216,3 +230,7 @@ local function start_failure_since(model, since)  -- why the model's last start 
   return nil
 end
 
+local function expire(id, model)  -- a job not started within its ttl: FAILED expired
+  local ttl = redis.call('HGET', K.job .. id, 'ttl') or '?'
+  fail(id, model, 'expired', 'not started within its ttl of ' .. ttl .. ' s', false)
+end

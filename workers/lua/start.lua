@@ -3,8 +3,8 @@
 -- is sent again when a slot frees or a replica turns READY.
 -- ARGV[3..]: id, claim token, lease seconds, worker, concurrency, fail on a start failure ('1' or '0'), the
 -- worker's host (a replica there is preferred).
--- Returns {'RUNNING', replica, endpoint, job fields ...}; else PARKED, FAILED (a replica start failed since the
--- job was created and none is READY), CLAIMED (another live task holds it), MISSING, or the job's status.
+-- Returns {'RUNNING', replica, endpoint, job fields ...}; else PARKED, FAILED (past its ttl: expired; or a replica
+-- start failed since the job was created and none is READY), CLAIMED (another live task holds it), MISSING, or the job's status.
 local id, token, lease, worker = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
 local concurrency, fail_on_start, near = tonumber(ARGV[7]), ARGV[8] == '1', ARGV[9]
 local job = K.job .. id
@@ -16,6 +16,10 @@ if status == S.RUNNING and claim == token then  -- this call again, after its an
 end
 if status ~= S.QUEUED then return status end
 if claim and claim ~= token and tonumber(current[3] or '0') > NOW then return 'CLAIMED' end
+if overdue(id) then  -- past its ttl: it never runs
+  expire(id, model)
+  return S.FAILED
+end
 local slot = acquire(id, model, concurrency, nil, near)
 if slot then
   return begin_run(id, model, token, worker, lease, slot)

@@ -112,12 +112,16 @@ class Autoscaler:
             self.actions.spawn(SWEEP, functools.partial(self.sweep, token, adopting=False))
 
     def reap_jobs(self) -> None:
-        """Take back the jobs of lost workers, resend lost messages, expire long waits, fill free slots, and fail
+        """Take back the jobs of lost workers, fail those past their ttl, resend lost messages, expire long waits, fill
+        free slots, and fail
         the waiting jobs of models no longer served."""
         jobs = self.store.jobs
         for reaped in jobs.reap({name: m.jobs.max_attempts for name, m in self.models.items()}):
             self.store.events.record(reaped.model, f"job_{reaped.outcome.lower()}", job=reaped.job_id,
                                      owner=reaped.owner, reason="lease expired: its worker was lost")
+        for overdue in jobs.expire_overdue():
+            self.store.events.record(overdue.model, "job_expired", job=overdue.job_id, owner=overdue.owner,
+                                     reason="not started within its ttl")
         for model in self.models.values():
             for job_id, owner in jobs.resend_lost(model.name, self.orphan_after).items():
                 self.store.events.record(model.name, "job_resent", job=job_id, owner=owner,

@@ -6,14 +6,16 @@ job's output) is refused rather than overwriting. Each script is safe to run twi
 answer was lost).
 """
 
+import hashlib
 import json
 import uuid
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple, cast
 
 import redis
 
-from workers.job import Job, JobError, JobStatus, Outcome
+from workers.job import Job, JobError, JobOptions, JobStatus, Outcome
 from workers.store import keys, replies
 from workers.store.records import Started
 from workers.store.replies import (
@@ -24,6 +26,7 @@ from workers.store.replies import (
     RefuseReply,
     ResubmitReply,
     StartReply,
+    SubmitReply,
     WithdrawReply,
 )
 from workers.store.scripts import Scripts
@@ -38,11 +41,43 @@ class Reaped(NamedTuple):
     owner: str
 
 
+class Expired(NamedTuple):
+    """A job the janitor failed: it did not start within its ttl."""
+
+    job_id: str
+    model: str
+    owner: str
+
+
 class Refusal(StrEnum):
-    """Why a submit recorded nothing: the model's queue is at its cap, or the key's share of it is."""
+    """Why a submit recorded nothing: the model's queue is at its cap, or the key's share of it is; or its
+    idempotency key made a job of another request."""
 
     FULL = "FULL"
     KEY_FULL = "KEY_FULL"
+    CONFLICT = "CONFLICT"
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A submit's Idempotency-Key: the same key (of the same owner) within ``retention`` seconds makes one job."""
+
+    key: str
+    digest: str  # of the request: the same key with another request is a conflict
+    retention: float
+
+    @staticmethod
+    def digest_of(request: object) -> str:
+        """A stable hash of a JSON-able request (keys sorted)."""
+        text = json.dumps(request, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Existing:
+    """The job an idempotency key made before, as it is now (it was not sent again)."""
+
+    job: Job
 
 
 class Abandoned(NamedTuple):
@@ -68,23 +103,31 @@ class JobStore:
         self.replicas_within = replicas_within  # seconds they have to
 
     @staticmethod
-    def new(model: str, payload: Any, owner: str = "") -> Job:
+    def new(model: str, payload: Any, owner: str = "", options: JobOptions | None = None) -> Job:
         """A new job, not yet recorded (its ``created_at`` comes from Redis when it is)."""
         return Job(id=uuid.uuid4().hex, model=model, status=JobStatus.QUEUED, input=payload, created_at=0.0,
-                   owner=owner)
+                   owner=owner, options=options or JobOptions())
 
-    def submit(self, job: Job, max_queued: int = 0, max_per_owner: int = 0) -> Job | Refusal:
-        """Record the job and push its Celery message, both or neither; a Refusal if ``max_queued`` jobs of the
-        model already wait, or ``max_per_owner`` of its owner's have not started (0: no cap; no owner: none)."""
-        created, held = self.replicated("submit", job.id, job.model, max_queued, max_per_owner, job.owner, "input",
-                                        json.dumps(job.input))
-        if created in (Refusal.FULL, Refusal.KEY_FULL):
-            return Refusal(created)
+    def submit(self, job: Job, max_queued: int = 0, max_per_owner: int = 0,
+               idempotency: Idempotency | None = None) -> Job | Refusal | Existing:
+        """Record the job (its input and options) and push its Celery message, both or neither; a Refusal if
+        ``max_queued`` jobs of the model already wait, or ``max_per_owner`` of its owner's have not started (0: no
+        cap; no owner: none), or the idempotency key made a job of another request; the job it made, if of this one."""
+        idem = ["", "", 0] if idempotency is None else [keys.idempotency(job.owner, idempotency.key),
+                                                        idempotency.digest, max(1, round(idempotency.retention))]
+        extra = [value for pair in job.options.fields().items() for value in pair]
+        reply, held = self.replicated("submit", job.id, job.model, max_queued, max_per_owner, job.owner, *idem,
+                                      "input", json.dumps(job.input), *extra)
+        created = replies.submitted(reply)
+        if isinstance(created, SubmitReply):
+            return Refusal(created.value)
+        if isinstance(created, Job):
+            return Existing(created)
         if held < self.replicas:  # a failover now could lose it: the caller takes it back (Gateway.settle)
             raise Unreplicated(f"{held} of {self.replicas} Redis replica(s) hold job {job.id} after "
                                f"{self.replicas_within:g} s")
         return Job(id=job.id, model=job.model, status=JobStatus.QUEUED, input=job.input, created_at=float(created),
-                   owner=job.owner)
+                   owner=job.owner, options=job.options)
 
     def withdraw(self, job: Job) -> WithdrawReply | JobStatus:
         """Take back a job whose submit may or may not have happened: WITHDRAWN, NONE, or the status it keeps;
@@ -199,6 +242,11 @@ class JobStore:
     def expire_parked(self, model: str, queue_timeout: float, limit: int = 1000) -> list[str]:
         """Fail the model's parked jobs older than its queue timeout; their ids."""
         return [str(job_id) for job_id in self.scripts("expire_parked", model, queue_timeout, limit)]
+
+    def expire_overdue(self, limit: int = 1000) -> list[Expired]:
+        """Fail the waiting jobs past their ttl (``expired``)."""
+        found = self.scripts("expire", limit)
+        return [Expired(found[i], found[i + 1], found[i + 2]) for i in range(0, len(found), 3)]
 
     def dispatch(self, model: str, concurrency: int) -> int:
         """Send parked jobs to free slots on READY replicas; how many were sent."""

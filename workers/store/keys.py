@@ -5,7 +5,8 @@ host), read inside the scripts.
 
 - ``sm:job:{id}``            hash   the job record: id, model, status, input, output, error, owner, created_at,
                                     started_at, finished_at, replica, attempts, cancelled_while, claim,
-                                    lease_until, worker, slot, commits, sends, push, requeued_at. Expires
+                                    lease_until, worker, slot, commits, sends, push, requeued_at, idem, ttl,
+                                    execution_timeout, deadline (while it waits: created or resubmitted + ttl). Expires
                                     ``job_retention`` seconds after it finishes.
 - ``sm:queued:{model}``      zset   the sent: QUEUED jobs whose Celery message is out (or being run), by when it
                                     was sent (``SENT``; the key keeps its first name, so a platform's data stays
@@ -25,6 +26,11 @@ host), read inside the scripts.
                                     the queue once as many were pushed after it as the queue holds).
 - ``sm:withdrawn:{model}``   zset   withdrawn jobs whose message was taken out of the middle of the Celery queue,
                                     by its push number (resend.lua counts them out); emptied when the queue is.
+- ``sm:idem:{owner}:{key}``  hash   an Idempotency-Key of an owner (an API key; '' without keys): job (the id of
+                                    the job it made), digest (a hash of the request); expires after
+                                    ``idempotency_retention`` seconds.
+- ``sm:deadlines``           zset   QUEUED jobs with a ttl, by when they must have started (the job's ``deadline``);
+                                    removed where a job stops waiting; the janitor fails the overdue ``expired``.
 - ``sm:leases``              zset   claimed jobs by lease expiry; the reaper takes back the expired.
 - ``sm:purge:{uuid}``        zset   the jobs a purge looks at: the model's waiting jobs when it began (a copy of
                                     both sets), taken off as it goes; gone when it ends, or 10 minutes after.
@@ -90,13 +96,15 @@ LEADER = "sm:autoscaler"
 NAMESPACE = "sm:namespace"
 HOSTS = "sm:hosts"
 PURGE = "sm:purge:"
+IDEMPOTENCY = "sm:idem:"
+DEADLINES = "sm:deadlines"
 
 PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
     "job": JOB, "sent": SENT, "parked": PARKED, "running": RUNNING, "unstarted": UNSTARTED, "done": DONE,
     "stats": STATS, "replicas": REPLICAS, "replica": REPLICA, "slots": SLOTS, "start_failure": START_FAILURE,
     "scaling": SCALING, "celery": CELERY_QUEUE, "leases": LEASES, "dead": DEAD, "scale": SCALE, "leader": LEADER,
     "models": MODELS, "pushes": PUSHES, "withdrawn": WITHDRAWN, "rate": RATE, "auth_failures": AUTH_FAILURES,
-    "hosts": HOSTS, "purge": PURGE,
+    "hosts": HOSTS, "purge": PURGE, "idem": IDEMPOTENCY, "deadlines": DEADLINES,
 }
 
 
@@ -158,3 +166,8 @@ def rate(principal: str, second: int) -> str:
 def auth_failures(source: str, minute: int) -> str:
     """Failed authentications from one client address within one minute."""
     return f"{AUTH_FAILURES}{source}:{minute}"
+
+
+def idempotency(owner: str, key: str) -> str:
+    """An owner's Idempotency-Key (owner '' without API keys: one scope)."""
+    return f"{IDEMPOTENCY}{owner}:{key}"

@@ -81,6 +81,14 @@ class ReapReply(StrEnum):
     FREED = "FREED"  # it had finished (cancelled while it ran): its slot is given back
 
 
+class SubmitReply(StrEnum):
+    """submit.lua, when it records nothing (else the job's created_at, or the existing job of an idempotency key)."""
+
+    FULL = "FULL"  # the model's queue is at its cap
+    KEY_FULL = "KEY_FULL"  # the owner's share of it is
+    CONFLICT = "CONFLICT"  # the idempotency key made a job of another request
+
+
 class UnexpectedReply(ValueError):
     """A script answered something its reply types do not hold (a script and its caller disagree)."""
 
@@ -106,3 +114,19 @@ def start(reply: Any) -> Started | StartReply | JobStatus:
         raise UnexpectedReply(f"a started job's reply begins with {str(reply[0])[:100]!r}")
     fields = dict(zip(reply[3::2], reply[4::2], strict=True))
     return Started(job=Job.from_hash(fields), slot=Slot(replica_id=reply[1], endpoint=reply[2]))
+
+
+def submitted(reply: Any) -> str | SubmitReply | Job:
+    """submit.lua's answer: the new job's created_at, why nothing was recorded, or the job the idempotency key made."""
+    if isinstance(reply, list):
+        if not reply or reply[0] != "EXISTING":
+            raise UnexpectedReply(f"a submit's list reply begins with {str(reply[:1])[:100]!r}")
+        return Job.from_hash(dict(zip(reply[1::2], reply[2::2], strict=True)))
+    text = str(reply)
+    if text in SubmitReply._value2member_map_:
+        return SubmitReply(text)
+    try:
+        float(text)
+    except ValueError:
+        raise UnexpectedReply(f"a submit answered {text[:100]!r}") from None
+    return text

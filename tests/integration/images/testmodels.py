@@ -72,3 +72,17 @@ class SlowSetup:
     def predict(self, payload: Any) -> dict[str, Any]:
         """Echo."""
         return {"echo": payload}
+
+
+class Counting:
+    """Like Sleepy, and appends a line per request it runs to the file ``COUNT_FILE`` names (executions counted
+    on the model's side)."""
+
+    def setup(self) -> None:
+        """Nothing to load."""
+
+    def predict(self, payload: Any) -> dict[str, Any]:
+        """Count, then answer as Sleepy does."""
+        with open(os.environ["COUNT_FILE"], "a") as counted:
+            counted.write(f"{payload.get('mark', '') if isinstance(payload, dict) else ''}\n")
+        return Sleepy().predict(payload)

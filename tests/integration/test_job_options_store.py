@@ -1,0 +1,123 @@
+"""The job options in the scripts, on a real Redis: idempotency keys (submit.lua, withdraw.lua), deadlines
+(submit, start, expire, resubmit)."""
+
+import pytest
+import redis
+
+from workers.job import Job, JobOptions, JobStatus
+from workers.store import Store, keys
+from workers.store.jobs import Existing, Idempotency, Refusal
+from workers.store.records import Started
+
+pytestmark = pytest.mark.integration
+
+
+class Clock:
+    """Time moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The test's clock."""
+    return Clock()
+
+
+@pytest.fixture
+def timed(client: "redis.Redis", clock: Clock) -> Store:
+    """The store on the test's clock."""
+    return Store.of(client, retention=60, clock=clock)
+
+
+def ready_replica(store: Store, replica_id: str = "r1", concurrency: int = 1) -> None:
+    """A READY replica of model m."""
+    token = store.leadership(30).hold() or ""
+    assert store.replicas.add(token, replica_id, "m", "fake")
+    assert store.replicas.launched(token, replica_id, f"http://127.0.0.1/{replica_id}", replica_id)
+    assert store.replicas.ready(token, replica_id, concurrency=concurrency) is not None
+
+
+def submitted(store: Store, options: JobOptions | None = None, owner: str = "") -> Job:
+    """A recorded job of model m."""
+    job = store.jobs.submit(store.jobs.new("m", {"x": 1}, owner, options))
+    assert isinstance(job, Job)
+    return job
+
+
+def once(key: str, request: object) -> Idempotency:
+    """An idempotency key for ``request``."""
+    return Idempotency(key, Idempotency.digest_of(request), 60)
+
+
+def test_one_key_makes_one_job_per_owner_and_another_request_is_a_conflict(store: Store, client: "redis.Redis") -> None:
+    first = store.jobs.submit(store.jobs.new("m", {"x": 1}, "a"), idempotency=once("k", {"x": 1}))
+    assert isinstance(first, Job)
+    messages = client.llen(keys.celery_queue("m"))
+    again = store.jobs.submit(store.jobs.new("m", {"x": 1}, "a"), idempotency=once("k", {"x": 1}))
+    assert isinstance(again, Existing) and again.job.id == first.id and again.job.status is JobStatus.QUEUED
+    assert client.llen(keys.celery_queue("m")) == messages  # the job was not sent again
+    other = store.jobs.submit(store.jobs.new("m", {"x": 2}, "a"), idempotency=once("k", {"x": 2}))
+    assert other is Refusal.CONFLICT
+    theirs = store.jobs.submit(store.jobs.new("m", {"x": 2}, "b"), idempotency=once("k", {"x": 2}))
+    assert isinstance(theirs, Job) and theirs.id != first.id  # another owner's key is another key
+    assert store.replicas.snapshot("m", {}).waiting == 2
+    assert 0 < client.ttl(keys.idempotency("a", "k")) <= 60
+
+
+def test_a_key_whose_job_is_gone_or_withdrawn_makes_a_new_job(store: Store, client: "redis.Redis") -> None:
+    job = store.jobs.new("m", {"x": 1})
+    assert isinstance(store.jobs.submit(job, idempotency=once("k", {"x": 1})), Job)
+    assert store.jobs.withdraw(job) == "WITHDRAWN"  # a submit whose answer was lost, taken back: its key goes too
+    assert not client.exists(keys.idempotency("", "k"))
+    made = store.jobs.submit(store.jobs.new("m", {"x": 1}), idempotency=once("k", {"x": 1}))
+    assert isinstance(made, Job)
+    client.delete(keys.job(made.id))  # expired after its retention
+    later = store.jobs.submit(store.jobs.new("m", {"x": 1}), idempotency=once("k", {"x": 1}))
+    assert isinstance(later, Job) and later.id != made.id
+
+
+def test_a_submit_run_again_after_its_answer_was_lost_is_still_its_own_job(store: Store) -> None:
+    job = store.jobs.new("m", {"x": 1})
+    made = store.jobs.submit(job, idempotency=once("k", {"x": 1}))
+    assert isinstance(made, Job)
+    assert store.jobs.submit(job, idempotency=once("k", {"x": 1})) == made  # the same id: not a replay
+
+
+def test_a_job_past_its_ttl_never_starts_and_the_janitor_fails_the_overdue(timed: Store, clock: Clock,
+                                                                            client: "redis.Redis") -> None:
+    ready_replica(timed)
+    late = submitted(timed, JobOptions(ttl=5))
+    parked = submitted(timed, JobOptions(ttl=5), owner="a")
+    forever = submitted(timed)
+    soon = submitted(timed, JobOptions(ttl=5))
+    assert isinstance(timed.jobs.start(soon.id, "t0", 5, "w", 1, True), Started)  # started in time: no deadline
+    assert timed.jobs.start(parked.id, "t1", 5, "w", 1, True) == "PARKED"  # the one slot is busy
+    clock.now += 4.9
+    assert timed.jobs.expire_overdue() == []
+    clock.now += 0.1
+    assert timed.jobs.start(late.id, "t2", 5, "w", 1, True) is JobStatus.FAILED  # its message came too late
+    failed = timed.jobs.get(late.id)
+    assert failed is not None and failed.error is not None and failed.error.code == "expired"
+    assert [(e.job_id, e.owner) for e in timed.jobs.expire_overdue()] == [(parked.id, "a")]  # parked: the janitor
+    assert timed.jobs.get(parked.id).error.code == "expired"  # type: ignore[union-attr]
+    assert timed.jobs.get(forever.id).status is JobStatus.QUEUED  # type: ignore[union-attr]
+    assert timed.jobs.get(soon.id).status is JobStatus.RUNNING  # type: ignore[union-attr]
+    assert timed.replicas.snapshot("m", {}).waiting == 1 and client.zcard(keys.DEADLINES) == 0
+    assert timed.jobs.get(late.id).options == JobOptions(ttl=5)  # type: ignore[union-attr]
+
+
+def test_an_expired_job_retried_has_its_ttl_afresh(timed: Store, clock: Clock) -> None:
+    job = submitted(timed, JobOptions(ttl=2, execution_timeout=1.5))
+    clock.now += 3
+    assert len(timed.jobs.expire_overdue()) == 1
+    assert timed.jobs.resubmit(job.id) == "OK"
+    clock.now += 1.9
+    assert timed.jobs.expire_overdue() == []
+    ready_replica(timed)
+    started = timed.jobs.start(job.id, "t", 5, "w", 1, True)
+    assert isinstance(started, Started) and started.job.options.execution_timeout == 1.5
