@@ -13,7 +13,7 @@ from typing import Any, NamedTuple, cast
 
 import redis
 
-from workers.job import Job, JobError, JobStatus, Outcome
+from workers.job import Delivery, Job, JobError, JobStatus, Outcome
 from workers.store import keys, replies
 from workers.store.records import Started
 from workers.store.replies import (
@@ -68,23 +68,25 @@ class JobStore:
         self.replicas_within = replicas_within  # seconds they have to
 
     @staticmethod
-    def new(model: str, payload: Any, owner: str = "") -> Job:
-        """A new job, not yet recorded (its ``created_at`` comes from Redis when it is)."""
+    def new(model: str, payload: Any, owner: str = "", webhook: str = "") -> Job:
+        """A new job, not yet recorded (its ``created_at`` comes from Redis when it is); its end is delivered to
+        ``webhook`` if given."""
         return Job(id=uuid.uuid4().hex, model=model, status=JobStatus.QUEUED, input=payload, created_at=0.0,
-                   owner=owner)
+                   owner=owner, webhook=Delivery(webhook) if webhook else None)
 
     def submit(self, job: Job, max_queued: int = 0, max_per_owner: int = 0) -> Job | Refusal:
         """Record the job and push its Celery message, both or neither; a Refusal if ``max_queued`` jobs of the
         model already wait, or ``max_per_owner`` of its owner's have not started (0: no cap; no owner: none)."""
+        hook = ["webhook", job.webhook.url] if job.webhook else []
         created, held = self.replicated("submit", job.id, job.model, max_queued, max_per_owner, job.owner, "input",
-                                        json.dumps(job.input))
+                                        json.dumps(job.input), *hook)
         if created in (Refusal.FULL, Refusal.KEY_FULL):
             return Refusal(created)
         if held < self.replicas:  # a failover now could lose it: the caller takes it back (Gateway.settle)
             raise Unreplicated(f"{held} of {self.replicas} Redis replica(s) hold job {job.id} after "
                                f"{self.replicas_within:g} s")
         return Job(id=job.id, model=job.model, status=JobStatus.QUEUED, input=job.input, created_at=float(created),
-                   owner=job.owner)
+                   owner=job.owner, webhook=job.webhook)
 
     def withdraw(self, job: Job) -> WithdrawReply | JobStatus:
         """Take back a job whose submit may or may not have happened: WITHDRAWN, NONE, or the status it keeps;
