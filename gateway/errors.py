@@ -121,6 +121,18 @@ class Unsupported(ApiError):
     status, code = 400, "unsupported"
 
 
+class InvalidWebhook(ApiError):
+    """A webhook URL the platform will not deliver to (its form, or its target)."""
+
+    status, code = 400, "invalid_webhook"
+
+
+class UnknownDelivery(ApiError):
+    """No such given-up webhook delivery of the caller's."""
+
+    status, code = 404, "unknown_delivery"
+
+
 class ModelFailed(ApiError):
     """A door that answers only with the result: the model failed the job (not for its input)."""
 

@@ -7,8 +7,8 @@ from typing import Any
 from pydantic import BaseModel, Field, RootModel
 
 from workers.config import ModelConfig
-from workers.job import Job, JobStatus
-from workers.store.records import Host, ModelSnapshot, Replica, ReplicaState, SeenHosts
+from workers.job import DeliveryStatus, Job, JobStatus
+from workers.store.records import FailedDelivery, Host, ModelSnapshot, Replica, ReplicaState, SeenHosts
 
 
 class ModelPath(BaseModel):
@@ -44,6 +44,13 @@ class WaitQuery(Query):
     wait: float = Field(0, ge=0, description="seconds to block for the result (200 if done, else 202)")
 
 
+class SubmitQuery(WaitQuery):
+    """How long to wait for the result, and where to deliver the job's end."""
+
+    webhook: str | None = Field(None, description="an http(s) URL (at most 2048 characters) the finished job's view "
+                                                  "is POSTed to, signed; default: the API key's, if configured")
+
+
 class JobInput(RootModel[dict[str, Any]]):
     """The model's input: any JSON object; the model validates it."""
 
@@ -69,6 +76,14 @@ class Timings(BaseModel):
     total: float | None = Field(None, description="created → finished")
 
 
+class WebhookView(BaseModel):
+    """How the delivery of a job's webhook goes."""
+
+    status: DeliveryStatus = Field(description="pending (to be made, or retried), delivered, or failed (given up)")
+    attempts: int = Field(description="delivery attempts so far")
+    last_error: str = Field("", description="why the last attempt failed")
+
+
 class JobView(BaseModel):
     """A job as clients see it."""
 
@@ -83,6 +98,7 @@ class JobView(BaseModel):
     attempts: int = 0
     cancelled_while: JobStatus | None = Field(None, description="QUEUED, or RUNNING for a best-effort cancel")
     links: dict[str, str]
+    webhook: WebhookView | None = Field(None, description="the delivery of its webhook, if it names one")
 
     @classmethod
     def of(cls, job: Job) -> "JobView":
@@ -95,6 +111,8 @@ class JobView(BaseModel):
                             total=span(job.created_at, job.finished_at)),
             replica=job.replica, attempts=job.attempts, cancelled_while=job.cancelled_while,
             links={"self": f"/v1/jobs/{job.id}", "model": f"/v1/models/{job.model}"},
+            webhook=WebhookView(status=job.webhook.status, attempts=job.webhook.attempts,
+                                last_error=job.webhook.last_error) if job.webhook else None,
         )
 
 
@@ -183,6 +201,37 @@ class ModelView(BaseModel):
             example_input=model.docs.example_input,
             links={"self": f"/v1/models/{model.name}", "jobs": f"/v1/models/{model.name}/jobs"},
         )
+
+
+class FailedQuery(Query):
+    """How many given-up deliveries to list."""
+
+    limit: int = Field(100, ge=1, le=1000, description="how many, newest first")
+
+
+class FailedDeliveryView(BaseModel):
+    """A job whose webhook delivery was given up."""
+
+    job: str
+    model: str
+    url: str
+    attempts: int
+    last_error: str
+    failed_at: datetime
+    links: dict[str, str]
+
+    @classmethod
+    def of(cls, found: FailedDelivery) -> "FailedDeliveryView":
+        """The view of a given-up delivery."""
+        return cls(job=found.job, model=found.model, url=found.url, attempts=found.attempts,
+                   last_error=found.last_error, failed_at=iso(found.failed_at),
+                   links={"job": f"/v1/jobs/{found.job}", "redeliver": f"/v1/webhooks/failed/{found.job}/redeliver"})
+
+
+class FailedDeliveries(BaseModel):
+    """The caller's given-up webhook deliveries, newest first (kept SM_JOB_RETENTION seconds)."""
+
+    failed: list[FailedDeliveryView]
 
 
 class Purged(BaseModel):

@@ -11,12 +11,13 @@ from redis.sentinel import MasterNotFoundError
 from gateway import errors
 from gateway.auth import Guard, Waiters, parse_digests
 from gateway.schemas import HostList, ModelView
+from gateway.webhooks import Targets
 from workers.config import ModelConfig, Settings
 from workers.job import Job
 from workers.store import Store
 from workers.store.jobs import JobStore, Refusal, Unreplicated
-from workers.store.records import ModelSnapshot
-from workers.store.replies import CancelReply, ResubmitReply, WithdrawReply
+from workers.store.records import FailedDelivery, ModelSnapshot
+from workers.store.replies import CancelReply, RedeliverReply, ResubmitReply, WithdrawReply
 
 WITHDRAW_FOR = 10.0  # seconds from its start a submit whose answer was lost keeps trying to take its job back
 LONGEST_ID = 128  # a longer job id is unknown without a lookup
@@ -35,6 +36,8 @@ class Gateway:
                            settings.rate_limit)
         self.waiters = Waiters(settings.max_waiters, settings.max_waiters_per_key)
         self.log_requests = threading.BoundedSemaphore(4)  # requests of replica logs in flight (each waits ≤ 5 s)
+        self.targets = Targets(settings.webhook_allow_networks)
+        self.default_webhooks = {who if who == "*" else who[:16]: url for who, url in settings.webhooks.items()}
 
     def model(self, name: str) -> ModelConfig:
         """The named model, or UnknownModel."""
@@ -49,9 +52,23 @@ class Gateway:
             raise errors.UnknownJob(f"no job {job_id[:LONGEST_ID]!r} (unknown, or expired after its retention)")
         return job
 
-    def submit(self, model: ModelConfig, payload: dict[str, Any], wait: float, owner: str) -> Job:
-        """Record the job and push its message (one script: both or neither), then wait up to ``wait`` seconds."""
-        job = JobStore.new(model.name, payload, owner)
+    def webhook(self, asked: str | None, owner: str) -> str:
+        """The webhook of a new job: the one asked for (InvalidWebhook unless its target is allowed), else the
+        key's default (checked when delivered), else none."""
+        if asked is None:
+            if not self.settings.webhook_secret:
+                return ""
+            return self.default_webhooks.get(owner) or self.default_webhooks.get("*", "")
+        if not self.settings.webhook_secret:
+            raise errors.InvalidWebhook("webhooks are off: the platform has no SM_WEBHOOK_SECRET to sign them with")
+        self.targets.target(asked)
+        return asked
+
+    def submit(self, model: ModelConfig, payload: dict[str, Any], wait: float, owner: str,
+               webhook: str | None = None) -> Job:
+        """Record the job and push its message (one script: both or neither), then wait up to ``wait`` seconds;
+        its end is delivered to ``webhook`` (or the key's default)."""
+        job = JobStore.new(model.name, payload, owner, self.webhook(webhook, owner))
         began = time.monotonic()
         try:
             recorded = self.store.jobs.submit(job, model.jobs.max_queued, model.jobs.max_queued_per_key)
@@ -140,6 +157,17 @@ class Gateway:
     def purge(self, model: ModelConfig, owner: str | None) -> int:
         """Cancel the model's waiting jobs (only ``owner``'s, if given): how many."""
         return self.store.jobs.purge(model.name, owner)
+
+    def failed_deliveries(self, owner: str, limit: int) -> list[FailedDelivery]:
+        """The caller's given-up webhook deliveries, newest first."""
+        return self.store.webhooks.failed(owner, limit)
+
+    def redeliver(self, job_id: str, owner: str) -> Job:
+        """Deliver the caller's given-up webhook again (a new window of retries); UnknownDelivery if it is not one."""
+        if len(job_id) > LONGEST_ID or self.store.webhooks.redeliver(job_id, owner) is not RedeliverReply.OK:
+            raise errors.UnknownDelivery(f"no failed webhook delivery of job {job_id[:LONGEST_ID]!r} "
+                                         f"(GET /v1/webhooks/failed lists them)")
+        return self.job(job_id, owner)
 
     def snapshot(self, model: ModelConfig) -> ModelSnapshot:
         """The model as the store sees it now."""
