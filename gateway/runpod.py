@@ -55,7 +55,8 @@ class RunRequest(BaseModel):
     """A RunPod job request: the model's input under ``input``."""
 
     input: dict[str, Any] = Field(description="the model's input")
-    webhook: str | None = Field(None, description="not yet supported: must be absent")
+    webhook: str | None = Field(None, description="an http(s) URL the finished job's view (the native API's) is "
+                                                  "POSTed to, signed; default: the API key's, if configured")
     policy: Policy | None = None
 
 
@@ -145,8 +146,6 @@ def state(job: Job) -> Response:
 
 def refuse_unsupported(request: RunRequest) -> None:
     """Unsupported (nothing recorded) for what the platform does not do per job yet."""
-    if request.webhook is not None:
-        raise errors.Unsupported("per-job webhooks are not supported yet; send the request without 'webhook'")
     if request.policy is not None and (request.policy.ttl is not None or request.policy.executionTimeout is not None):
         raise errors.Unsupported("per-job ttl and executionTimeout are not supported yet; the model's request_timeout "
                                  "bounds a run")
@@ -160,7 +159,7 @@ def blueprint(gateway: Gateway) -> APIBlueprint:
     def submit(path: EndpointPath, body: RunRequest, wait: float) -> Job:
         model = gateway.model(path.model)
         refuse_unsupported(body)
-        return gateway.submit(model, body.input, wait, g.principal)
+        return gateway.submit(model, body.input, wait, g.principal, body.webhook)
 
     @api.post("/<model>/run", responses={200: JobState})
     def run(path: EndpointPath, body: RunRequest) -> Response:
