@@ -1,4 +1,5 @@
-"""The gateway's Flask app factory (served by gunicorn: ``gunicorn 'gateway.app:create_app()'``)."""
+"""The gateway's Flask app factory (served by gunicorn: ``gunicorn 'gateway.app:serve()'``, which also starts the
+process's webhook deliverers)."""
 
 import json
 import math
@@ -14,6 +15,7 @@ from werkzeug.exceptions import BadRequest, ClientDisconnected, RequestEntityToo
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway import errors, kserve, native, runpod
+from gateway.deliverer import start_deliverers
 from gateway.native import respond
 from gateway.schemas import ErrorBody, Health
 from gateway.service import Gateway
@@ -123,6 +125,15 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         """The OpenAPI document."""
         return jsonify(app.api_doc)
 
+    return app
+
+
+def serve() -> OpenAPI:
+    """The app as each gunicorn worker process serves it: ``create_app`` from the environment, and the process's
+    webhook deliverers (``gateway.deliverer``)."""
+    settings = Settings()
+    app = create_app(settings)
+    start_deliverers(settings)
     return app
 
 

@@ -139,6 +139,18 @@ class IdempotencyConflict(ApiError):
     status, code = 409, "idempotency_conflict"
 
 
+class InvalidWebhook(ApiError):
+    """A webhook URL the platform will not deliver to (its form, or its target)."""
+
+    status, code = 400, "invalid_webhook"
+
+
+class UnknownDelivery(ApiError):
+    """No such given-up webhook delivery of the caller's."""
+
+    status, code = 404, "unknown_delivery"
+
+
 class ModelFailed(ApiError):
     """A door that answers only with the result: the model failed the job (not for its input)."""
 

@@ -12,6 +12,9 @@ from gateway.schemas import (
     EventList,
     EventQuery,
     EventView,
+    FailedDeliveries,
+    FailedDeliveryView,
+    FailedQuery,
     HostList,
     JobInput,
     JobPath,
@@ -34,6 +37,7 @@ SECURED: list[dict[str, list[str]]] = [{"bearer": []}]  # API keys, when SM_API_
 JOBS = Tag(name="jobs", description="submit, read and cancel inference jobs")
 MODELS = Tag(name="models", description="served models, their queues and replicas")
 HOSTS = Tag(name="hosts", description="the machines replicas run on")
+WEBHOOKS = Tag(name="webhooks", description="webhook deliveries that were given up, and redelivering them")
 ERRORS: dict[Any, Any] = {400: ErrorBody, 401: ErrorBody, 404: ErrorBody, 413: ErrorBody, 415: ErrorBody,
                           422: ErrorBody, 429: ErrorBody, 503: ErrorBody, 507: ErrorBody}
 
@@ -58,11 +62,12 @@ def blueprint(gateway: Gateway) -> APIBlueprint:
               responses={200: JobView, 202: JobView, 409: ErrorBody, 429: ErrorBody, 504: ErrorBody, **ERRORS})
     def submit_job(path: ModelPath, query: SubmitQuery, header: SubmitHeaders, body: JobInput) -> Response:
         """Submit a job; with ?wait=<s>, block up to that long for its result; with an Idempotency-Key, at most one
-        job per key and request; ?ttl= and ?execution_timeout= bound its wait and its run."""
+        job per key and request; ?ttl= and ?execution_timeout= bound its wait and its run; with ?webhook=<url>,
+        its finished view is POSTed there, signed."""
         model = gateway.model(path.model)
         options = JobOptions(ttl=query.ttl, execution_timeout=query.execution_timeout)
         accepted = gateway.accept(model, body.root, query.wait, g.principal, idempotency_key(header.idempotency_key),
-                                  options)
+                                  options, webhook=query.webhook)
         job = accepted.job
         response = respond(JobView.of(job), 200 if job.status.finished or accepted.replayed else 202)
         if accepted.replayed:
@@ -129,6 +134,18 @@ def blueprint(gateway: Gateway) -> APIBlueprint:
         events = gateway.store.events.recent(query.model, query.limit, owner)
         return respond(EventList(events=[EventView(at=iso(e.at), model=e.model, kind=e.kind, replica=e.replica,
                                                    reason=e.reason, job=e.job) for e in events]))
+
+    @api.get("/v1/webhooks/failed", security=SECURED, tags=[WEBHOOKS], responses={200: FailedDeliveries, **ERRORS})
+    def failed_webhooks(query: FailedQuery) -> Response:
+        """The caller's jobs whose webhook delivery was given up, newest first."""
+        found = gateway.failed_deliveries(g.principal, query.limit)
+        return respond(FailedDeliveries(failed=[FailedDeliveryView.of(f) for f in found]))
+
+    @api.post("/v1/webhooks/failed/<job_id>/redeliver", security=SECURED, tags=[WEBHOOKS],
+              responses={202: JobView, **ERRORS})
+    def redeliver_webhook(path: JobPath) -> Response:
+        """Deliver a given-up webhook again, with a new window of retries: the job, its webhook pending."""
+        return respond(JobView.of(gateway.redeliver(path.job_id, g.principal)), 202)
 
     @api.get("/v1/hosts", security=SECURED, tags=[HOSTS], responses={200: HostList, **ERRORS})
     def list_hosts() -> Response:

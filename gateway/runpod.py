@@ -61,7 +61,8 @@ class RunRequest(BaseModel):
     """A RunPod job request: the model's input under ``input``."""
 
     input: dict[str, Any] = Field(description="the model's input")
-    webhook: str | None = Field(None, description="not yet supported: must be absent")
+    webhook: str | None = Field(None, description="an http(s) URL the finished job's view (the native API's) is "
+                                                  "POSTed to, signed; default: the API key's, if configured")
     policy: Policy | None = None
 
 
@@ -149,12 +150,6 @@ def state(job: Job) -> Response:
     return respond(JobState.of(job), exclude_none=True)
 
 
-def refuse_unsupported(request: RunRequest) -> None:
-    """Unsupported (nothing recorded) for what the platform does not do per job yet."""
-    if request.webhook is not None:
-        raise errors.Unsupported("per-job webhooks are not supported yet; send the request without 'webhook'")
-
-
 def blueprint(gateway: Gateway) -> APIBlueprint:
     """The RunPod routes over ``gateway``."""
     api = APIBlueprint("runpod", __name__, url_prefix=PREFIX, abp_tags=[RUNPOD], abp_security=SECURED,
@@ -162,10 +157,10 @@ def blueprint(gateway: Gateway) -> APIBlueprint:
 
     def submit(path: EndpointPath, body: RunRequest, wait: float) -> Job:
         model = gateway.model(path.model)
-        refuse_unsupported(body)
         policy = body.policy or Policy()
         return gateway.accept(model, body.input, wait, g.principal,
-                              idempotency_key(request.headers.get("Idempotency-Key")), policy.options()).job
+                              idempotency_key(request.headers.get("Idempotency-Key")), policy.options(),
+                              webhook=body.webhook).job
 
     @api.post("/<model>/run", responses={200: JobState})
     def run(path: EndpointPath, body: RunRequest) -> Response:

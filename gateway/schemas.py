@@ -7,8 +7,8 @@ from typing import Any
 from pydantic import BaseModel, Field, RootModel
 
 from workers.config import ModelConfig
-from workers.job import Job, JobStatus
-from workers.store.records import Host, ModelSnapshot, Replica, ReplicaState, SeenHosts
+from workers.job import DeliveryStatus, Job, JobStatus
+from workers.store.records import FailedDelivery, Host, ModelSnapshot, Replica, ReplicaState, SeenHosts
 
 
 class ModelPath(BaseModel):
@@ -45,13 +45,16 @@ class WaitQuery(Query):
 
 
 class SubmitQuery(WaitQuery):
-    """A submit's options, beside the model's input (which goes to the model untouched)."""
+    """A submit's options, beside the model's input (which goes to the model untouched), and where to deliver the
+    job's end."""
 
     ttl: float | None = Field(None, gt=0, description="seconds the job may wait to start; past it FAILED expired "
                                                       "(default: the model's ttl, else none)")
     execution_timeout: float | None = Field(None, gt=0, description="seconds its run may take; past it FAILED timeout "
                                                                     "(at most, and by default, the model's "
                                                                     "request_timeout)")
+    webhook: str | None = Field(None, description="an http(s) URL (at most 2048 characters) the finished job's view "
+                                                  "is POSTed to, signed; default: the API key's, if configured")
 
 
 class SubmitHeaders(Query):
@@ -88,6 +91,14 @@ class Timings(BaseModel):
     total: float | None = Field(None, description="created → finished")
 
 
+class WebhookView(BaseModel):
+    """How the delivery of a job's webhook goes."""
+
+    status: DeliveryStatus = Field(description="pending (to be made, or retried), delivered, or failed (given up)")
+    attempts: int = Field(description="delivery attempts so far")
+    last_error: str = Field("", description="why the last attempt failed")
+
+
 class JobView(BaseModel):
     """A job as clients see it."""
 
@@ -105,6 +116,7 @@ class JobView(BaseModel):
     execution_timeout: float | None = Field(None, description="seconds its run may take (null: the model's "
                                                               "request_timeout)")
     links: dict[str, str]
+    webhook: WebhookView | None = Field(None, description="the delivery of its webhook, if it names one")
 
     @classmethod
     def of(cls, job: Job) -> "JobView":
@@ -118,6 +130,8 @@ class JobView(BaseModel):
             replica=job.replica, attempts=job.attempts, cancelled_while=job.cancelled_while,
             ttl=job.options.ttl, execution_timeout=job.options.execution_timeout,
             links={"self": f"/v1/jobs/{job.id}", "model": f"/v1/models/{job.model}"},
+            webhook=WebhookView(status=job.webhook.status, attempts=job.webhook.attempts,
+                                last_error=job.webhook.last_error) if job.webhook else None,
         )
 
 
@@ -206,6 +220,37 @@ class ModelView(BaseModel):
             example_input=model.docs.example_input,
             links={"self": f"/v1/models/{model.name}", "jobs": f"/v1/models/{model.name}/jobs"},
         )
+
+
+class FailedQuery(Query):
+    """How many given-up deliveries to list."""
+
+    limit: int = Field(100, ge=1, le=1000, description="how many, newest first")
+
+
+class FailedDeliveryView(BaseModel):
+    """A job whose webhook delivery was given up."""
+
+    job: str
+    model: str
+    url: str
+    attempts: int
+    last_error: str
+    failed_at: datetime
+    links: dict[str, str]
+
+    @classmethod
+    def of(cls, found: FailedDelivery) -> "FailedDeliveryView":
+        """The view of a given-up delivery."""
+        return cls(job=found.job, model=found.model, url=found.url, attempts=found.attempts,
+                   last_error=found.last_error, failed_at=iso(found.failed_at),
+                   links={"job": f"/v1/jobs/{found.job}", "redeliver": f"/v1/webhooks/failed/{found.job}/redeliver"})
+
+
+class FailedDeliveries(BaseModel):
+    """The caller's given-up webhook deliveries, newest first (kept SM_JOB_RETENTION seconds)."""
+
+    failed: list[FailedDeliveryView]
 
 
 class Purged(BaseModel):

@@ -12,12 +12,13 @@ from redis.sentinel import MasterNotFoundError
 from gateway import errors
 from gateway.auth import Guard, Waiters, parse_digests
 from gateway.schemas import HostList, ModelView
+from gateway.webhooks import Targets
 from workers.config import ModelConfig, Settings
 from workers.job import Job, JobOptions
 from workers.store import Store
 from workers.store.jobs import Existing, Idempotency, JobStore, Refusal, Unreplicated
-from workers.store.records import ModelSnapshot
-from workers.store.replies import CancelReply, ResubmitReply, WithdrawReply
+from workers.store.records import FailedDelivery, ModelSnapshot
+from workers.store.replies import CancelReply, RedeliverReply, ResubmitReply, WithdrawReply
 
 WITHDRAW_FOR = 10.0  # seconds from its start a submit whose answer was lost keeps trying to take its job back
 LONGEST_ID = 128  # a longer job id is unknown without a lookup
@@ -56,6 +57,8 @@ class Gateway:
                            settings.rate_limit)
         self.waiters = Waiters(settings.max_waiters, settings.max_waiters_per_key)
         self.log_requests = threading.BoundedSemaphore(4)  # requests of replica logs in flight (each waits ≤ 5 s)
+        self.targets = Targets(settings.webhook_allow_networks)
+        self.default_webhooks = {who if who == "*" else who[:16]: url for who, url in settings.webhooks.items()}
 
     def model(self, name: str) -> ModelConfig:
         """The named model, or UnknownModel."""
@@ -70,33 +73,50 @@ class Gateway:
             raise errors.UnknownJob(f"no job {job_id[:LONGEST_ID]!r} (unknown, or expired after its retention)")
         return job
 
+    def webhook(self, asked: str | None, owner: str) -> str:
+        """The webhook of a new job: the one asked for (InvalidWebhook unless its target is allowed), else the
+        key's default (checked when delivered), else none."""
+        if asked is None:
+            if not self.settings.webhook_secret:
+                return ""
+            return self.default_webhooks.get(owner) or self.default_webhooks.get("*", "")
+        if not self.settings.webhook_secret:
+            raise errors.InvalidWebhook("webhooks are off: the platform has no SM_WEBHOOK_SECRET to sign them with")
+        self.targets.target(asked)
+        return asked
+
     def submit(self, model: ModelConfig, payload: dict[str, Any], wait: float, owner: str,
                result_only: bool = False) -> Job:
         """Record the job and push its message (one script: both or neither), then wait up to ``wait`` seconds."""
         return self.accept(model, payload, wait, owner, result_only=result_only).job
 
     def accept(self, model: ModelConfig, payload: dict[str, Any], wait: float, owner: str,
-               idempotency: str = "", options: JobOptions | None = None, result_only: bool = False) -> Accepted:
-        """Submit (see ``submit``) with ``options`` (the model's defaults filled in); with an idempotency key, the
-        job it made before if the request (input and options) is the same (IdempotencyConflict if not). Past the
-        cap on waiting requests the job is answered unwaited, or, for a door that answers only with the result
-        (``result_only``), refused with TooManyWaiting before anything is recorded."""
+               idempotency: str = "", options: JobOptions | None = None, result_only: bool = False,
+               webhook: str | None = None) -> Accepted:
+        """Submit (see ``submit``) with ``options`` (the model's defaults filled in), its end delivered to
+        ``webhook`` (or the key's default); with an idempotency key, the job it made before if the request (input,
+        options and webhook) is the same (IdempotencyConflict if not). Past the cap on waiting requests the job is
+        answered unwaited, or, for a door that answers only with the result (``result_only``), refused with
+        TooManyWaiting before anything is recorded."""
+        hook = self.webhook(webhook, owner)
         with self.waiters.admit(owner) if wait > 0 else contextlib.nullcontext(False) as admitted:
             if wait > 0 and not admitted and result_only:
                 raise errors.TooManyWaiting(f"{self.waiters.total} requests wait already (at most "
                                             f"{self.waiters.per_key} per key); retry in a moment")
-            recorded = self.record(model, payload, owner, idempotency, options or JobOptions())
+            recorded = self.record(model, payload, owner, idempotency, options or JobOptions(), hook)
             waited = wait if admitted else 0.0  # past the caps: answer now, the client polls the job
             if isinstance(recorded, Existing):
                 return Accepted(self.wait_for(recorded.job, waited), replayed=True)
             return Accepted(self.wait_for(recorded, waited))
 
     def record(self, model: ModelConfig, payload: dict[str, Any], owner: str, idempotency: str,
-               asked: JobOptions) -> Job | Existing:
+               asked: JobOptions, webhook: str) -> Job | Existing:
         """Record the job and push its message (one script: both or neither): the job, the one an earlier request
         with the same idempotency key made, or why it was refused."""
-        job = JobStore.new(model.name, payload, owner, model.jobs.options(asked.ttl, asked.execution_timeout))
-        once = Idempotency(idempotency, Idempotency.digest_of({"input": payload, "options": asked.fields()}),
+        job = JobStore.new(model.name, payload, owner, model.jobs.options(asked.ttl, asked.execution_timeout),
+                           webhook)
+        request = {"input": payload, "options": asked.fields(), "webhook": webhook}
+        once = Idempotency(idempotency, Idempotency.digest_of(request),
                            self.settings.idempotency_retention) if idempotency else None
         began = time.monotonic()
         try:
@@ -192,6 +212,17 @@ class Gateway:
     def purge(self, model: ModelConfig, owner: str | None) -> int:
         """Cancel the model's waiting jobs (only ``owner``'s, if given): how many."""
         return self.store.jobs.purge(model.name, owner)
+
+    def failed_deliveries(self, owner: str, limit: int) -> list[FailedDelivery]:
+        """The caller's given-up webhook deliveries, newest first."""
+        return self.store.webhooks.failed(owner, limit)
+
+    def redeliver(self, job_id: str, owner: str) -> Job:
+        """Deliver the caller's given-up webhook again (a new window of retries); UnknownDelivery if it is not one."""
+        if len(job_id) > LONGEST_ID or self.store.webhooks.redeliver(job_id, owner) is not RedeliverReply.OK:
+            raise errors.UnknownDelivery(f"no failed webhook delivery of job {job_id[:LONGEST_ID]!r} "
+                                         f"(GET /v1/webhooks/failed lists them)")
+        return self.job(job_id, owner)
 
     def snapshot(self, model: ModelConfig) -> ModelSnapshot:
         """The model as the store sees it now."""

@@ -122,7 +122,7 @@ def gateway(args: argparse.Namespace) -> int:
             "--threads", "32", "--bind", f"{args.host}:{args.port}", "--limit-request-line", "8190",
             "--graceful-timeout", "10",
             *(["--worker-tmp-dir", "/dev/shm"] if os.path.isdir("/dev/shm") else []),  # heartbeat off the disk
-            "gateway.app:create_app()"]
+            "gateway.app:serve()"]
     os.execvp(sys.executable, [sys.executable, "-m", *argv])
 
 
@@ -169,6 +169,14 @@ def hash_key(args: argparse.Namespace) -> int:
     from gateway.auth import digest
 
     print(digest(args.key))
+    return 0
+
+
+def webhook_secret(args: argparse.Namespace) -> int:
+    """Print a new secret to sign webhooks with, for SM_WEBHOOK_SECRET."""
+    from gateway.webhooks import new_secret
+
+    print(new_secret())
     return 0
 
 
@@ -233,6 +241,8 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("hash-key", help="print the SHA-256 digest of an API key, for SM_API_KEYS")
     p.add_argument("key")
     p.set_defaults(func=hash_key)
+    p = sub.add_parser("webhook-secret", help="print a new secret to sign webhooks with, for SM_WEBHOOK_SECRET")
+    p.set_defaults(func=webhook_secret)
     p = sub.add_parser("build", help="build the models' images from their build folders (never pulls)")
     p.add_argument("models", nargs="*", help="only these models")
     p.set_defaults(func=build)

@@ -1,7 +1,11 @@
 """Settings from the environment and the models declared in ``models.toml``."""
 
+import base64
+import binascii
+import ipaddress
 import re
 import tomllib
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -251,6 +255,50 @@ class Settings(BaseSettings):
     max_waiters_per_key: PositiveInt = 16  # the same, per API key
     max_output_bytes: PositiveInt = 10 * 1024 * 1024  # largest answer taken from a replica
     removed_model_grace: float = Field(60, ge=0)  # seconds a job of a model not in the models file waits, then fails
+    webhook_secret: str = ""  # signs webhooks: whsec_<base64> (serverless-model webhook-secret); "": webhooks refused
+    webhooks: dict[str, str] = {}  # default webhook per API key: its digest (as in SM_API_KEYS) → URL; "*": any other
+    webhook_allow_networks: str = ""  # CIDRs (comma-separated) a webhook may target though private or loopback
+    webhook_retry_for: PositiveFloat = 24 * 3600  # seconds a delivery is retried, from the job's end, then given up
+    webhook_backoff: PositiveFloat = 5.0  # seconds before the first retry; doubled for each next one (with jitter)
+    webhook_backoff_cap: PositiveFloat = 3600  # seconds between two attempts at most (before jitter)
+    webhook_timeout: PositiveFloat = 10.0  # seconds one delivery attempt may take, connect to answer
+    webhook_claim_after: PositiveFloat = 60.0  # seconds before a delivery a lost deliverer held is taken by another
+    webhook_threads: PositiveInt = 2  # webhook deliverers per gateway process
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def usable_secret(cls, secret: str) -> str:
+        """Empty, or whsec_ and the base64 of at least 24 bytes."""
+        if not secret:
+            return secret
+        try:
+            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True) if secret.startswith("whsec_") else b""
+        except binascii.Error:
+            key = b""
+        if len(key) < 24:
+            raise ValueError("whsec_ and the base64 of 24 bytes or more (serverless-model webhook-secret makes one)")
+        return secret
+
+    @field_validator("webhooks")
+    @classmethod
+    def usable_webhooks(cls, hooks: dict[str, str]) -> dict[str, str]:
+        """Each a key digest (or "*") and an http(s) URL of at most 2048 characters."""
+        for who, url in hooks.items():
+            if who != "*" and not re.fullmatch(r"[0-9a-f]{64}", who.lower()):
+                raise ValueError(f"{who[:20]!r}: an API key's SHA-256 hex digest, or '*'")
+            if problem := url_problem(url):
+                raise ValueError(f"the webhook of {who[:20]!r}: {problem}")
+        return {who.lower(): url for who, url in hooks.items()}
+
+    @field_validator("webhook_allow_networks")
+    @classmethod
+    def usable_networks(cls, networks: str) -> str:
+        """Comma-separated CIDRs."""
+        try:
+            allowed_networks(networks)
+        except ValueError as exc:
+            raise ValueError(f"comma-separated CIDRs such as 127.0.0.0/8: {exc}") from None
+        return networks
 
     @field_validator("redis_url")
     @classmethod
@@ -279,6 +327,27 @@ class Settings(BaseSettings):
             raise ConfigError(f"{self.models_file}: model {chosen[0]!r}: gpus: the swarm backend takes a count of "
                               f"GPUs (Swarm chooses the devices), got a list of device ids")
         return models
+
+
+def url_problem(url: str) -> str:
+    """What is wrong with a webhook URL's form ("" if nothing): http or https, a host, at most 2048 characters."""
+    if len(url) > 2048:
+        return "longer than 2048 characters"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (a port out of range raises)
+    except ValueError as exc:
+        return f"not a URL ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "not an http or https URL with a host"
+    if parts.username is not None or parts.password is not None:
+        return "credentials in the URL"
+    return ""
+
+
+def allowed_networks(networks: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """The networks of a comma-separated list of CIDRs."""
+    return tuple(ipaddress.ip_network(part.strip(), strict=False) for part in networks.split(",") if part.strip())
 
 
 class ConfigError(ValueError):

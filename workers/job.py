@@ -84,6 +84,34 @@ class JobError:
             return cls(code="bad_record", message=text[:500])
 
 
+class DeliveryStatus(enum.StrEnum):
+    """Where a job's webhook delivery is: to be made (or retried), made, or given up."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A job's webhook: its URL and how its delivery goes (attempts so far, the last attempt's error)."""
+
+    url: str
+    status: DeliveryStatus = DeliveryStatus.PENDING
+    attempts: int = 0
+    last_error: str = ""
+
+    @classmethod
+    def from_hash(cls, fields: dict[str, str]) -> "Delivery | None":
+        """The delivery of a job record, if it names a webhook."""
+        if not fields.get("webhook"):
+            return None
+        status = fields.get("webhook_status", DeliveryStatus.PENDING)
+        return cls(url=fields["webhook"], status=DeliveryStatus(status) if status in DeliveryStatus._value2member_map_
+                   else DeliveryStatus.PENDING, attempts=int(fields.get("webhook_attempts") or 0),
+                   last_error=fields.get("webhook_error", ""))
+
+
 @dataclass(frozen=True)
 class Job:
     """A job as recorded."""
@@ -105,6 +133,7 @@ class Job:
     commits: int = 0  # outcomes committed: one per run that finished (a resubmitted job runs again)
     requeued_at: float | None = None  # when it was last taken back from a lost worker or sent again
     options: JobOptions = JobOptions()
+    webhook: Delivery | None = None  # where its end is delivered, and how that goes
 
     @classmethod
     def from_hash(cls, fields: dict[str, str]) -> "Job":
@@ -118,7 +147,7 @@ class Job:
             replica=fields.get("replica") or None, attempts=int(fields.get("attempts", 0)),
             cancelled_while=JobStatus(fields["cancelled_while"]) if fields.get("cancelled_while") else None,
             owner=fields.get("owner", ""), worker=fields.get("worker", ""), commits=int(fields.get("commits", 0)),
-            requeued_at=_float(fields.get("requeued_at")),
+            requeued_at=_float(fields.get("requeued_at")), webhook=Delivery.from_hash(fields),
             options=JobOptions(ttl=_float(fields.get("ttl")),
                                execution_timeout=_float(fields.get("execution_timeout"))),
         )

@@ -27,6 +27,7 @@ import redis
 import urllib3
 
 from workers.config import ModelConfig
+from workers.hooks import Hooks
 from workers.job import Job, JobError, JobStatus, Outcome
 from workers.protocols import Readiness, protocol_for, transport
 from workers.protocols.base import ReplicaBusy, bad_response, transient
@@ -103,6 +104,7 @@ class WorkerContext:
     max_output_bytes: int = 10 * 1024 * 1024
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     host: str = field(default_factory=socket.gethostname)  # replicas on this host are preferred
+    hooks: Hooks = field(default_factory=Hooks)  # called once a job's end is committed
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class Summary:
     replica: str = ""
     error: JobError | None = None
     seconds: float = 0.0  # the replica call's wall time, last attempt
+    committed: bool = False  # this task committed the job's end (its outcome, or its failure after the last try)
 
     def as_result(self) -> dict[str, object]:
         """The task's result, as Flower shows it."""
@@ -138,7 +141,10 @@ def run_job(ctx: WorkerContext, job_id: str, model_name: str) -> Summary:
     if not isinstance(started, Started):
         return Summary(job_id, started)
     with ctx.leases.holding(job_id, token, model.jobs.max_attempts * (model.jobs.request_timeout + 10)):
-        return run_started(ctx, model, started, token)
+        summary = run_started(ctx, model, started, token)
+    if summary.committed:
+        ctx.hooks.after_finish(started.job, JobStatus(summary.status), summary.error, summary.seconds)
+    return summary
 
 
 @dataclass(frozen=True)
@@ -167,14 +173,16 @@ def run_started(ctx: WorkerContext, model: ModelConfig, started: Started, token:
                 outcome = replace(outcome, service_time=min(seconds, outcome.service_time or seconds))
             committed = ctx.store.jobs.finish(started.job.id, token, outcome, timed_out)
             status = outcome.status if committed is FinishReply.OK or committed is outcome.status else committed
-            return Summary(started.job.id, status, started.slot.replica_id, outcome.error, seconds)
+            return Summary(started.job.id, status, started.slot.replica_id, outcome.error, seconds,
+                           committed=committed is FinishReply.OK)
         log.warning("job %s: replica %s %s: %s", started.job.id, started.slot.replica_id,
                     "is gone" if outcome.gone else "failed the call", outcome.reason)
         retried = ctx.store.jobs.retry(started.job.id, token, started.slot.replica_id, outcome.reason, outcome.gone,
                                        model.jobs.max_attempts, model.scaling.concurrency, ctx.leases.lease, ctx.worker,
                                        ctx.host)
         if not isinstance(retried, Started):
-            return Summary(started.job.id, retried, started.slot.replica_id, seconds=seconds)
+            return Summary(started.job.id, retried, started.slot.replica_id, seconds=seconds,
+                           committed=retried is JobStatus.FAILED)
         started = retried
 
 

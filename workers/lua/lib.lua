@@ -189,19 +189,29 @@ local function begin_run(id, model, token, worker, lease, slot)  -- RUNNING on t
 end
 
 local function retire(id)  -- a finished job holding no slot: no lease, and the record expires after the retention
-  redis.call('ZREM', K.leases, id)
-  redis.call('EXPIRE', K.job .. id, RETENTION)
+  redis.call('ZREM', K.leases, id)  -- (unless its webhook is still to be delivered: then once it is, or given up)
+  if redis.call('HGET', K.job .. id, 'webhook_status') ~= 'pending' then
+    redis.call('EXPIRE', K.job .. id, RETENTION)
+  end
 end
 
-local function conclude(id, model, status, fields)  -- a job's last write: final status, fields, wake waiters
-  local job = K.job .. id
+local function conclude(id, model, status, fields)  -- a job's last write: final status, fields, wake waiters; and
+  local job = K.job .. id                             -- its webhook's delivery, in the same step
   move(id, status)
   redis.call('HSET', job, 'finished_at', stamp(NOW))
   if #fields > 0 then redis.call('HSET', job, unpack(fields)) end
   redis.call('HINCRBY', job, 'commits', 1)
   leave_queue(id, model)
   redis.call('SREM', K.running .. model, id)
-  if not redis.call('HGET', job, 'slot') then retire(id) end  -- a held slot keeps lease and record until given back
+  local hook = redis.call('HGET', job, 'webhook')
+  if hook then
+    redis.call('HSET', job, 'webhook_status', 'pending', 'webhook_attempts', 0, 'webhook_since', stamp(NOW))
+    redis.call('HDEL', job, 'webhook_error')
+    redis.call('XADD', K.webhooks, '*', 'job', id)
+  end
+  if not redis.call('HGET', job, 'slot') then  -- a held slot keeps lease and record until given back
+    if hook then redis.call('ZREM', K.leases, id) else retire(id) end
+  end
   redis.call('RPUSH', K.done .. id, 1)
   redis.call('EXPIRE', K.done .. id, RETENTION)
 end
@@ -233,4 +243,8 @@ end
 local function expire(id, model)  -- a job not started within its ttl: FAILED expired
   local ttl = redis.call('HGET', K.job .. id, 'ttl') or '?'
   fail(id, model, 'expired', 'not started within its ttl of ' .. ttl .. ' s', false)
+end
+
+local function failed_deliveries(owner)  -- the owner's given-up webhook deliveries
+  return K.webhooks_failed .. ((owner == nil or owner == '') and '-' or owner)
 end

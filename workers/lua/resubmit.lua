@@ -1,7 +1,7 @@
 -- Run a finished job again (POST /v1/jobs/<id>/retry): a FAILED (expired included) or CANCELLED job is QUEUED
 -- again under the same id, its attempts kept, its output, error, claim and end cleared, out of the dead letters,
--- its record kept again (no expiry), its ttl counted afresh, and its message sent as a submit's is (start.lua parks
--- it if no slot is free).
+-- its webhook's delivery state cleared (it is delivered again when the job ends again), its record kept again (no
+-- expiry), its ttl counted afresh, and its message sent as a submit's is (start.lua parks it if no slot is free).
 -- Counted against the model's queue cap and the owner's share of it, as a submit is.
 -- ARGV[3..]: id, max queued (0 = no cap), max not started per owner (0 = no cap).
 -- Returns OK; FULL or KEY_FULL (as submit.lua); HELD when a run cancelled while it ran still holds its slot (its
@@ -22,7 +22,9 @@ local mine = unstarted(model, owner)
 if mine and owner_cap > 0 and redis.call('ZCARD', mine) >= owner_cap then return 'KEY_FULL' end
 move(id, S.QUEUED)
 redis.call('HDEL', job, 'output', 'error', 'finished_at', 'started_at', 'replica', 'cancelled_while', 'claim',
-           'lease_until')
+           'lease_until', 'webhook_status', 'webhook_attempts', 'webhook_error', 'webhook_since')
+redis.call('ZREM', K.webhook_retry, id)
+redis.call('ZREM', failed_deliveries(owner), id)
 redis.call('HSET', job, 'requeued_at', stamp(NOW))
 set_deadline(id)
 redis.call('PERSIST', job)

@@ -25,6 +25,7 @@ from dataclasses import replace
 import redis
 
 from workers.config import ModelConfig
+from workers.hooks import Hooks
 from workers.scaling.actions import ActionRunner, Actions, Threads, reason_of
 from workers.scaling.backends import Launched, ReplicaBackend
 from workers.scaling.pidfiles import new_replica_id
@@ -48,7 +49,8 @@ class Autoscaler:
 
     def __init__(self, models: dict[str, ModelConfig], store: Store, backend: ReplicaBackend, probe: Probe,
                  actions: Actions | None = None, clock: Callable[[], float] | None = None,
-                 orphan_after: float = 5.0, sweep_every: float = 1.0, removed_after: float = 60.0) -> None:
+                 orphan_after: float = 5.0, sweep_every: float = 1.0, removed_after: float = 60.0,
+                 hooks: Hooks | None = None) -> None:
         self.models = models
         self.store = store
         self.backend = backend
@@ -61,6 +63,7 @@ class Autoscaler:
         # waits before it fails (is stopped): a rolling deploy may be adding the model
         self.last_sweep = -math.inf
         self.log_readers = threading.BoundedSemaphore(4)  # backend log reads at once
+        self.hooks = hooks or Hooks()  # called after each scaling decision
 
     def run(self, stopping: threading.Event, interval: float, leadership: Leadership) -> None:
         """Lead while holding the leadership, stand by otherwise, until ``stopping`` is set.
@@ -143,9 +146,11 @@ class Autoscaler:
         """Tidy away failed and drained replicas, then start and stop what the policy decides."""
         snapshot = self.observe(model)
         state = ScalingState.of(snapshot.scaling)
-        decision, new_state = decide(observation(snapshot), Policy.of(model.scaling), state, self.clock())
+        observed = observation(snapshot)
+        decision, new_state = decide(observed, Policy.of(model.scaling), state, self.clock())
         if new_state != state:
             self.store.replicas.save_scaling(token, model.name, new_state.fields())
+        self.hooks.after_decision(model.name, decision, observed)
         for replica in snapshot.replicas:
             self.tidy(model, replica, token, snapshot.now)
         if decision.start:

@@ -19,6 +19,7 @@ from workers.store.leader import Leadership
 from workers.store.limits import Limits
 from workers.store.replicas import ReplicaRegistry
 from workers.store.scripts import Scripts
+from workers.store.webhooks import WebhookQueue
 
 
 def connect(url: str, socket_timeout: float | None = 10.0) -> redis.Redis:
@@ -65,6 +66,7 @@ class Store:
     replicas: ReplicaRegistry
     events: EventLog
     limits: Limits
+    webhooks: WebhookQueue
     clock: Callable[[], float] | None = None  # tests move time by hand; None: Redis TIME
 
     @classmethod
@@ -75,7 +77,8 @@ class Store:
         scripts = Scripts(client, retention, clock)
         return cls(client=client, jobs=JobStore(client, scripts, replicas=replicas, replicas_within=replicas_within),
                    replicas=ReplicaRegistry(client, scripts),
-                   events=EventLog(client, clock), limits=Limits(scripts), clock=clock)
+                   events=EventLog(client, clock), limits=Limits(scripts), webhooks=WebhookQueue(client, scripts),
+                   clock=clock)
 
     def now(self) -> float:
         """The platform's one clock: Redis time (or the test's)."""
@@ -108,4 +111,4 @@ class Store:
 
 
 __all__ = ["EventLog", "JobStore", "Leadership", "Limits", "LogRequest", "ReplicaRegistry", "Store", "WakeUps",
-           "connect", "keys"]
+           "WebhookQueue", "connect", "keys"]

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, cast
 
 import redis
 
-from workers.job import Job, JobError, JobOptions, JobStatus, Outcome
+from workers.job import Delivery, Job, JobError, JobOptions, JobStatus, Outcome
 from workers.store import keys, replies
 from workers.store.records import Started
 from workers.store.replies import (
@@ -103,21 +103,25 @@ class JobStore:
         self.replicas_within = replicas_within  # seconds they have to
 
     @staticmethod
-    def new(model: str, payload: Any, owner: str = "", options: JobOptions | None = None) -> Job:
-        """A new job, not yet recorded (its ``created_at`` comes from Redis when it is)."""
+    def new(model: str, payload: Any, owner: str = "", options: JobOptions | None = None,
+            webhook: str = "") -> Job:
+        """A new job, not yet recorded (its ``created_at`` comes from Redis when it is); its end is delivered to
+        ``webhook`` if given."""
         return Job(id=uuid.uuid4().hex, model=model, status=JobStatus.QUEUED, input=payload, created_at=0.0,
-                   owner=owner, options=options or JobOptions())
+                   owner=owner, options=options or JobOptions(), webhook=Delivery(webhook) if webhook else None)
 
     def submit(self, job: Job, max_queued: int = 0, max_per_owner: int = 0,
                idempotency: Idempotency | None = None) -> Job | Refusal | Existing:
-        """Record the job (its input and options) and push its Celery message, both or neither; a Refusal if
-        ``max_queued`` jobs of the model already wait, or ``max_per_owner`` of its owner's have not started (0: no
-        cap; no owner: none), or the idempotency key made a job of another request; the job it made, if of this one."""
+        """Record the job (its input, options and webhook) and push its Celery message, both or neither; a Refusal
+        if ``max_queued`` jobs of the model already wait, or ``max_per_owner`` of its owner's have not started (0:
+        no cap; no owner: none), or the idempotency key made a job of another request; the job it made, if of this
+        one."""
         idem = ["", "", 0] if idempotency is None else [keys.idempotency(job.owner, idempotency.key),
                                                         idempotency.digest, max(1, round(idempotency.retention))]
         extra = [value for pair in job.options.fields().items() for value in pair]
+        hook = ["webhook", job.webhook.url] if job.webhook else []
         reply, held = self.replicated("submit", job.id, job.model, max_queued, max_per_owner, job.owner, *idem,
-                                      "input", json.dumps(job.input), *extra)
+                                      "input", json.dumps(job.input), *extra, *hook)
         created = replies.submitted(reply)
         if isinstance(created, SubmitReply):
             return Refusal(created.value)
@@ -127,7 +131,7 @@ class JobStore:
             raise Unreplicated(f"{held} of {self.replicas} Redis replica(s) hold job {job.id} after "
                                f"{self.replicas_within:g} s")
         return Job(id=job.id, model=job.model, status=JobStatus.QUEUED, input=job.input, created_at=float(created),
-                   owner=job.owner, options=job.options)
+                   owner=job.owner, options=job.options, webhook=job.webhook)
 
     def withdraw(self, job: Job) -> WithdrawReply | JobStatus:
         """Take back a job whose submit may or may not have happened: WITHDRAWN, NONE, or the status it keeps;

@@ -6,8 +6,11 @@ host), read inside the scripts.
 - ``sm:job:{id}``            hash   the job record: id, model, status, input, output, error, owner, created_at,
                                     started_at, finished_at, replica, attempts, cancelled_while, claim,
                                     lease_until, worker, slot, commits, sends, push, requeued_at, idem, ttl,
-                                    execution_timeout, deadline (while it waits: created or resubmitted + ttl). Expires
-                                    ``job_retention`` seconds after it finishes.
+                                    execution_timeout, deadline (while it waits: created or resubmitted + ttl);
+                                    with a webhook: webhook (its URL), webhook_status (pending, delivered,
+                                    failed), webhook_attempts, webhook_error, webhook_since (when its delivery
+                                    began). Expires ``job_retention`` seconds after it finishes (or after its
+                                    webhook was delivered or given up).
 - ``sm:queued:{model}``      zset   the sent: QUEUED jobs whose Celery message is out (or being run), by when it
                                     was sent (``SENT``; the key keeps its first name, so a platform's data stays
                                     readable across the rename).
@@ -54,6 +57,15 @@ host), read inside the scripts.
                                     BLPOPs them beside ``sm:scale`` and answers on the request's reply key.
 - ``sm:logs:reply:{uuid}``   list   the lines asked for (JSON), expiring after 30 s.
 - ``sm:logs:waiting:{reply}`` string set while the asker waits; the leader answers only requests still waited for.
+- ``sm:webhooks``            stream one entry per ended job that names a webhook (job: its id), written by the script
+                                    that ends the job (lib.lua's conclude); read by the consumer group
+                                    ``deliverers`` (``DELIVERERS``); an entry is acknowledged and deleted once
+                                    its attempt is recorded. A job waiting for a delivery keeps its record (no
+                                    expiry) until it is delivered or given up.
+- ``sm:webhooks:retry``      zset   job ids whose next delivery attempt waits, by when it is due; moved back onto
+                                    ``sm:webhooks`` when due.
+- ``sm:webhooks:failed:{owner}`` zset the owner's (``-``: no API keys) jobs whose delivery was given up, by when;
+                                    kept ``job_retention`` seconds, as the job record is from then.
 - ``sm:events``              stream scaling decisions and lifecycle events, capped at ~10,000.
 - ``sm:autoscaler``          string the leading autoscaler's token (a redis-py Lock); every leader write checks it.
 - ``sm:namespace``           string the deployment's namespace (a random id made once): its replicas' mark, unless
@@ -98,13 +110,19 @@ HOSTS = "sm:hosts"
 PURGE = "sm:purge:"
 IDEMPOTENCY = "sm:idem:"
 DEADLINES = "sm:deadlines"
+WEBHOOKS = "sm:webhooks"
+WEBHOOK_RETRY = "sm:webhooks:retry"
+WEBHOOKS_FAILED = "sm:webhooks:failed:"
+DELIVERERS = "deliverers"  # the consumer group of sm:webhooks
+NO_OWNER = "-"  # the owner part of a key when API keys are off
 
 PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
     "job": JOB, "sent": SENT, "parked": PARKED, "running": RUNNING, "unstarted": UNSTARTED, "done": DONE,
     "stats": STATS, "replicas": REPLICAS, "replica": REPLICA, "slots": SLOTS, "start_failure": START_FAILURE,
     "scaling": SCALING, "celery": CELERY_QUEUE, "leases": LEASES, "dead": DEAD, "scale": SCALE, "leader": LEADER,
     "models": MODELS, "pushes": PUSHES, "withdrawn": WITHDRAWN, "rate": RATE, "auth_failures": AUTH_FAILURES,
-    "hosts": HOSTS, "purge": PURGE, "idem": IDEMPOTENCY, "deadlines": DEADLINES,
+    "hosts": HOSTS, "purge": PURGE, "idem": IDEMPOTENCY, "deadlines": DEADLINES, "webhooks": WEBHOOKS,
+    "webhook_retry": WEBHOOK_RETRY, "webhooks_failed": WEBHOOKS_FAILED, "deliverers": DELIVERERS,
 }
 
 
@@ -171,3 +189,8 @@ def auth_failures(source: str, minute: int) -> str:
 def idempotency(owner: str, key: str) -> str:
     """An owner's Idempotency-Key (owner '' without API keys: one scope)."""
     return f"{IDEMPOTENCY}{owner}:{key}"
+
+
+def webhooks_failed(owner: str) -> str:
+    """The owner's jobs whose webhook delivery was given up."""
+    return WEBHOOKS_FAILED + (owner or NO_OWNER)

@@ -159,3 +159,22 @@ class ModelSnapshot:
 def _finite(value: str | None, default: float) -> float:
     number = float(value) if value else default
     return number if math.isfinite(number) else default
+
+
+@dataclass(frozen=True)
+class FailedDelivery:
+    """A job whose webhook delivery was given up."""
+
+    job: str
+    model: str
+    url: str
+    attempts: int
+    last_error: str
+    failed_at: float  # Redis time
+
+    @classmethod
+    def decode(cls, found: dict[str, Any]) -> "FailedDelivery":
+        """From webhook_failed.lua's JSON object."""
+        return cls(job=str(found["job"]), model=str(found["model"]), url=str(found["url"]),
+                   attempts=int(found["attempts"]), last_error=str(found["last_error"]),
+                   failed_at=float(found["failed_at"]))

@@ -5,11 +5,12 @@ A script answers a word of its own (an enum below), the status of a job it did n
 (``Started``). Each script's arguments and answers are written at its top.
 """
 
+import json
 from enum import StrEnum
 from typing import Any, NamedTuple, TypeVar
 
 from workers.job import Job, JobStatus
-from workers.store.records import Slot, Started
+from workers.store.records import FailedDelivery, Slot, Started
 
 
 class CancelReply(StrEnum):
@@ -89,6 +90,22 @@ class SubmitReply(StrEnum):
     CONFLICT = "CONFLICT"  # the idempotency key made a job of another request
 
 
+class AttemptReply(StrEnum):
+    """webhook_attempt.lua: what became of a job's webhook delivery after one attempt."""
+
+    DELIVERED = "DELIVERED"
+    RETRY = "RETRY"  # it waits for its next attempt
+    FAILED = "FAILED"  # given up: among its owner's failed deliveries
+    DROPPED = "DROPPED"  # the job is gone, or no longer waits for this delivery
+
+
+class RedeliverReply(StrEnum):
+    """webhook_redeliver.lua."""
+
+    OK = "OK"  # pending again
+    MISSING = "MISSING"  # not among the owner's failed deliveries (or its job is gone)
+
+
 class UnexpectedReply(ValueError):
     """A script answered something its reply types do not hold (a script and its caller disagree)."""
 
@@ -104,6 +121,22 @@ def word(reply: Any, kind: type[Word]) -> Word | JobStatus:
     if text in JobStatus._value2member_map_:
         return JobStatus(text)
     raise UnexpectedReply(f"a script answered {text[:100]!r}, neither a {kind.__name__} nor a job status")
+
+
+def word_of(reply: Any, kind: type[Word]) -> Word:
+    """A one-word answer that is always a word of ``kind``."""
+    text = str(reply)
+    if text not in kind._value2member_map_:
+        raise UnexpectedReply(f"a script answered {text[:100]!r}, not a {kind.__name__}")
+    return kind(text)
+
+
+def failed_deliveries(reply: Any) -> list[FailedDelivery]:
+    """webhook_failed.lua's JSON array."""
+    try:
+        return [FailedDelivery.decode(found) for found in json.loads(str(reply))]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise UnexpectedReply(f"webhook_failed.lua answered {str(reply)[:100]!r}") from exc
 
 
 def start(reply: Any) -> Started | StartReply | JobStatus:

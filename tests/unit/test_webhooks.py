@@ -1,0 +1,96 @@
+"""Webhooks in the pure tier: which targets are refused (and allowed by config), the Standard Webhooks signature (as
+the ``standardwebhooks`` package verifies it), the retry schedule and the settings."""
+
+import base64
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+from standardwebhooks import Webhook, WebhookVerificationError
+
+from gateway import errors
+from gateway.deliverer import backoff
+from gateway.webhooks import Targets, new_secret, signature
+from workers.config import Settings
+
+pytestmark = pytest.mark.unit
+SECRET = new_secret()
+
+
+def fixed(*addresses: str) -> Targets:
+    """Targets whose every host resolves to ``addresses``, allowing nothing private."""
+    return Targets("", resolver=lambda host, port: list(addresses))
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254",
+                                     "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "0.0.0.0", "224.0.0.1"])
+def test_loopback_private_and_link_local_targets_are_refused(address: str) -> None:
+    with pytest.raises(errors.InvalidWebhook, match="refused unless SM_WEBHOOK_ALLOW_NETWORKS"):
+        fixed(address).target("https://hooks.example/x")
+
+
+def test_a_name_that_resolves_to_any_refused_address_is_refused() -> None:
+    with pytest.raises(errors.InvalidWebhook):
+        fixed("93.184.216.34", "10.0.0.1").target("https://hooks.example/x")
+
+
+def test_a_public_target_is_pinned_to_the_address_checked() -> None:
+    target = fixed("93.184.216.34").target("https://hooks.example:8443/in?a=1")
+    assert (target.scheme, target.host, target.port, target.path, target.address) == \
+        ("https", "hooks.example", 8443, "/in?a=1", "93.184.216.34")
+
+
+def test_configured_networks_are_allowed() -> None:
+    allowed = Targets("127.0.0.0/8, 10.9.0.0/16", resolver=lambda host, port: [host])
+    assert allowed.target("http://127.0.0.1:9000/hook").address == "127.0.0.1"
+    assert allowed.target("http://10.9.1.1/hook").address == "10.9.1.1"
+    with pytest.raises(errors.InvalidWebhook):
+        allowed.target("http://10.8.1.1/hook")
+
+
+@pytest.mark.parametrize("url", ["ftp://hooks.example/x", "hooks.example/x", "http:///x", "http://a:99999/x",
+                                 "https://user:pw@hooks.example/x", "https://hooks.example/" + "a" * 2030])
+def test_a_url_of_the_wrong_form_is_refused(url: str) -> None:
+    with pytest.raises(errors.InvalidWebhook, match="the webhook is"):
+        fixed("93.184.216.34").target(url)
+
+
+def test_a_host_that_does_not_resolve_is_refused() -> None:
+    def fails(host: str, port: int) -> list[str]:
+        raise OSError("Name or service not known")
+
+    with pytest.raises(errors.InvalidWebhook, match="does not resolve"):
+        Targets("", resolver=fails).target("https://nowhere.invalid/x")
+
+
+def test_the_signature_is_what_standard_webhooks_verifies() -> None:
+    body = b'{"id":"j1","status":"SUCCEEDED"}'
+    now = int(datetime.now(UTC).timestamp())
+    headers = {"webhook-id": "msg_j1_1", "webhook-timestamp": str(now),
+               "webhook-signature": signature(SECRET, "msg_j1_1", now, body)}
+    assert Webhook(SECRET).verify(body, headers) == {"id": "j1", "status": "SUCCEEDED"}
+    with pytest.raises(WebhookVerificationError):
+        Webhook(new_secret()).verify(body, headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(SECRET).verify(body + b" ", headers)
+    assert len(base64.b64decode(SECRET.removeprefix("whsec_"))) == 32
+
+
+def test_retries_back_off_exponentially_with_jitter_up_to_the_cap() -> None:
+    assert [backoff(n, 5, 3600, lambda: 1.0) for n in (1, 2, 3, 4)] == [5, 10, 20, 40]
+    assert [backoff(n, 5, 3600, lambda: 0.0) for n in (1, 2, 3)] == [2.5, 5, 10]
+    assert backoff(30, 5, 3600, lambda: 1.0) == 3600 and backoff(10_000, 5, 3600, lambda: 1.0) == 3600
+
+
+def test_settings_refuse_a_bad_secret_default_or_network() -> None:
+    with pytest.raises(ValidationError):
+        Settings(webhook_secret="not-a-secret")
+    with pytest.raises(ValidationError):
+        Settings(webhook_secret="whsec_" + base64.b64encode(b"short").decode())
+    with pytest.raises(ValidationError):
+        Settings(webhooks={"*": "ftp://x"})
+    with pytest.raises(ValidationError):
+        Settings(webhooks={"nope": "https://x"})
+    with pytest.raises(ValidationError):
+        Settings(webhook_allow_networks="127.0.0.0/33")
+    assert Settings(webhook_secret=SECRET, webhooks={"*": "https://hooks.example/x"}).webhooks
