@@ -113,8 +113,8 @@ class Gateway:
                asked: JobOptions, webhook: str) -> Job | Existing:
         """Record the job and push its message (one script: both or neither): the job, the one an earlier request
         with the same idempotency key made, or why it was refused."""
-        job = JobStore.new(model.name, payload, owner, model.jobs.options(asked.ttl, asked.execution_timeout),
-                           webhook)
+        job = JobStore.new(model.name, payload, owner, options=model.jobs.options(asked.ttl, asked.execution_timeout),
+                           webhook=webhook)
         request = {"input": payload, "options": asked.fields(), "webhook": webhook}
         once = Idempotency(idempotency, Idempotency.digest_of(request),
                            self.settings.idempotency_retention) if idempotency else None

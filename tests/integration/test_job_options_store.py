@@ -44,7 +44,7 @@ def ready_replica(store: Store, replica_id: str = "r1", concurrency: int = 1) ->
 
 def submitted(store: Store, options: JobOptions | None = None, owner: str = "") -> Job:
     """A recorded job of model m."""
-    job = store.jobs.submit(store.jobs.new("m", {"x": 1}, owner, options))
+    job = store.jobs.submit(store.jobs.new("m", {"x": 1}, owner, options=options))
     assert isinstance(job, Job)
     return job
 

@@ -48,7 +48,7 @@ def ready(store: Store) -> None:
 
 def ended(store: Store, webhook: str = HOOK, owner: str = "o1") -> str:
     """A job of model m that ran and succeeded."""
-    job = store.jobs.submit(store.jobs.new("m", {"x": 1}, owner, webhook))
+    job = store.jobs.submit(store.jobs.new("m", {"x": 1}, owner, webhook=webhook))
     assert not isinstance(job, str)
     started = store.jobs.start(job.id, "t", 5, "w", 4, True)
     assert isinstance(started, Started)
@@ -60,7 +60,7 @@ def test_the_end_of_a_job_with_a_webhook_puts_its_delivery_on_the_stream(timed: 
     ready(timed)
     plain = ended(timed, webhook="")
     hooked = ended(timed)
-    cancelled = timed.jobs.submit(timed.jobs.new("m", {"x": 2}, "o1", HOOK))
+    cancelled = timed.jobs.submit(timed.jobs.new("m", {"x": 2}, "o1", webhook=HOOK))
     assert not isinstance(cancelled, str) and timed.jobs.cancel(cancelled.id) == "OK"
     found = timed.webhooks.read("d1", 10, 0.1)
     assert [entry.job_id for entry in found] == [hooked, cancelled.id]  # and none for the job without one
@@ -122,7 +122,7 @@ def test_an_entry_a_dead_deliverer_read_is_claimed_by_another(timed: Store) -> N
 
 def test_a_resubmitted_job_drops_its_old_delivery_and_is_delivered_at_its_next_end(timed: Store) -> None:
     ready(timed)
-    job = timed.jobs.submit(timed.jobs.new("m", {"x": 1}, "o1", HOOK))
+    job = timed.jobs.submit(timed.jobs.new("m", {"x": 1}, "o1", webhook=HOOK))
     assert not isinstance(job, str)
     started = timed.jobs.start(job.id, "t", 5, "w", 4, True)
     assert isinstance(started, Started)

@@ -103,7 +103,7 @@ class JobStore:
         self.replicas_within = replicas_within  # seconds they have to
 
     @staticmethod
-    def new(model: str, payload: Any, owner: str = "", options: JobOptions | None = None,
+    def new(model: str, payload: Any, owner: str = "", *, options: JobOptions | None = None,
             webhook: str = "") -> Job:
         """A new job, not yet recorded (its ``created_at`` comes from Redis when it is); its end is delivered to
         ``webhook`` if given."""
