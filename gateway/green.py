@@ -119,7 +119,7 @@ class GreenWorker(JsonErrors, GeventWorker):  # type: ignore[misc]
                 self.handle_request(name, req, sock, addr)
                 if sock.late:
                     break
-        except (StopIteration, NoMoreData):
+        except (StopIteration, NoMoreData, Stopping):  # Stopping: it came just after the head was read
             pass
         except OSError:
             self.log.debug("connection lost", exc_info=True)
