@@ -29,6 +29,9 @@ PUBLIC = frozenset({  # the endpoints anyone may call; every other route needs a
     "kserve.server_live", "kserve.server_ready",  # the Open Inference Protocol's probes (open, as on KServe)
 })
 
+COMMAND_CONNECTIONS = 4096  # Redis connections of a gateway process for its short commands (one per request at most)
+
+
 def authenticate(gateway: Gateway) -> None:
     """Who calls (g.principal), within their limits: every route but the PUBLIC ones needs a key (so does a path
     no route matches)."""
@@ -84,9 +87,11 @@ def finite(text: str) -> float:
 def create_app(settings: Settings | None = None) -> OpenAPI:
     """The gateway app for the given settings (from the environment by default)."""
     settings = settings or Settings()
-    commands = Store.of(gateway_client(settings.redis_url, settings.redis_timeout), settings.job_retention,
-                        replicas=settings.redis_replicas, replicas_within=settings.redis_timeout / 2)
-    waits = Store.of(gateway_client(settings.redis_url, settings.max_wait + 5), settings.job_retention)
+    commands = Store.of(gateway_client(settings.redis_url, settings.redis_timeout, COMMAND_CONNECTIONS),
+                        settings.job_retention, replicas=settings.redis_replicas,
+                        replicas_within=settings.redis_timeout / 2)
+    waits = Store.of(gateway_client(settings.redis_url, settings.max_wait + 5, settings.max_waiters + 8),
+                     settings.job_retention)  # a connection per waiting request (and the replica logs asked for)
     gateway = Gateway(settings, settings.load_models(), commands, waits)
     app = OpenAPI(__name__, info=Info(title="serverless-model", version="0.1.0"),
                   security_schemes={"bearer": {"type": "http", "scheme": "bearer"}},
@@ -137,8 +142,9 @@ def serve() -> OpenAPI:
     return app
 
 
-def gateway_client(url: str, timeout: float) -> redis.Redis:
-    """A client of the gateway whose commands give up after ``timeout`` seconds. No retries inside redis-py: a
+def gateway_client(url: str, timeout: float, connections: int) -> redis.Redis:
+    """A client of the gateway whose commands give up after ``timeout`` seconds, with up to ``connections`` open
+    at once (redis-py's default, 100, is too few for a gevent worker's requests). No retries inside redis-py: a
     submit must know whether its one call reached Redis (see Gateway.settle)."""
     return urls.client(url, decode_responses=True, encoding_errors="replace", socket_timeout=timeout,
-                       socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
+                       socket_connect_timeout=2, retry=Retry(NoBackoff(), 0), max_connections=connections)

@@ -116,11 +116,20 @@ def up(args: argparse.Namespace) -> int:
     return code
 
 
+WAITERS = {"gevent": ("1000", "250"), "threads": ("24", "16")}  # SM_MAX_WAITERS, SM_MAX_WAITERS_PER_KEY by worker
+
+
 def gateway(args: argparse.Namespace) -> int:
-    """Serve the gateway with gunicorn."""
-    argv = ["gunicorn", "--worker-class", "gateway.server.GatewayWorker", "--workers", str(args.workers),
-            "--threads", "32", "--bind", f"{args.host}:{args.port}", "--limit-request-line", "8190",
-            "--graceful-timeout", "10",
+    """Serve the gateway with gunicorn: gevent workers (a waiting request holds no OS thread), or threads."""
+    if args.worker == "gevent":
+        worker = ["--worker-class", "gateway.green.GreenWorker", "--worker-connections", str(args.connections)]
+    else:
+        worker = ["--worker-class", "gateway.threaded.GatewayWorker", "--threads", "32"]
+    total, per_key = WAITERS[args.worker]
+    os.environ.setdefault("SM_MAX_WAITERS", total)  # the caps of waiting requests, unless set
+    os.environ.setdefault("SM_MAX_WAITERS_PER_KEY", per_key)
+    argv = ["gunicorn", *worker, "--workers", str(args.workers), "--bind", f"{args.host}:{args.port}",
+            "--limit-request-line", "8190", "--graceful-timeout", "10",
             *(["--worker-tmp-dir", "/dev/shm"] if os.path.isdir("/dev/shm") else []),  # heartbeat off the disk
             "gateway.app:serve()"]
     os.execvp(sys.executable, [sys.executable, "-m", *argv])
@@ -217,6 +226,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--worker", choices=sorted(WAITERS), default="gevent",
+                   help="gevent: a waiting request holds no OS thread (default); threads: 32 threads per process")
+    p.add_argument("--connections", type=int, default=2000, help="connections per gevent worker process")
     p.set_defaults(func=gateway)
     p = sub.add_parser("worker", help="run a Celery worker on every model's queue")
     p.add_argument("--concurrency", type=int, default=16)

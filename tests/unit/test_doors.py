@@ -32,7 +32,7 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[FlaskClient
     models = tmp_path / "models.toml"
     models.write_text(MODELS)
     fake = fakeredis.FakeRedis(decode_responses=True)
-    monkeypatch.setattr(gateway.app, "gateway_client", lambda url, timeout: fake)
+    monkeypatch.setattr(gateway.app, "gateway_client", lambda url, timeout, connections: fake)
     return create_app(Settings(models_file=models, max_wait=0.1)).test_client(), fake
 
 
@@ -138,7 +138,7 @@ def test_a_v2_inference_past_the_cap_on_waiting_is_refused_and_records_nothing(
     models = tmp_path / "models.toml"
     models.write_text(MODELS)
     fake = fakeredis.FakeRedis(decode_responses=True)
-    monkeypatch.setattr(gateway.app, "gateway_client", lambda url, timeout: fake)
+    monkeypatch.setattr(gateway.app, "gateway_client", lambda url, timeout, connections: fake)
     flask_app = create_app(Settings(models_file=models, max_wait=0.1, max_waiters=1))
     app = flask_app.test_client()
     with flask_app.extensions["gateway"].waiters.admit(""):  # the one place is taken

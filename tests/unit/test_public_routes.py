@@ -19,7 +19,7 @@ def test_every_route_not_public_refuses_a_call_without_a_key(tmp_path: Path, mon
     models = tmp_path / "models.toml"
     models.write_text('[models.m]\ncommand = ["x"]\n')
     fake = fakeredis.FakeRedis(decode_responses=True)
-    monkeypatch.setattr(gateway.app, "gateway_client", lambda url, timeout: fake)
+    monkeypatch.setattr(gateway.app, "gateway_client", lambda url, timeout, connections: fake)
     app = create_app(Settings(models_file=models, api_keys=digest("k"), auth_failures_per_minute=10_000))
     client, walked = app.test_client(), 0
     for rule in app.url_map.iter_rules():

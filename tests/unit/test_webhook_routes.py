@@ -20,7 +20,7 @@ SECRET = new_secret()
 def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> fakeredis.FakeRedis:
     """The fakeredis under the apps of the test."""
     found = fakeredis.FakeRedis(decode_responses=True)
-    monkeypatch.setattr(gateway.app, "gateway_client", lambda url, timeout: found)
+    monkeypatch.setattr(gateway.app, "gateway_client", lambda url, timeout, connections: found)
     (tmp_path / "models.toml").write_text('[models.m]\ncommand = ["x"]\n')
     monkeypatch.chdir(tmp_path)
     return found
