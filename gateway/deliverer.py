@@ -69,7 +69,7 @@ class Deliverer:
         self.next_claim = 0.0
 
     def run(self, stopping: threading.Event) -> None:
-        """Deliver until ``stopping`` is set; a Redis error is logged and retried."""
+        """Deliver until ``stopping`` is set; an error is logged and the step tried again."""
         joined = False
         while not stopping.is_set():
             try:
@@ -79,6 +79,9 @@ class Deliverer:
                 self.step()
             except redis.RedisError as exc:
                 log.warning("webhook deliverer %s: %s", self.consumer, exc)
+                stopping.wait(1.0)
+            except Exception:  # a fault of one step must not end this process's deliveries
+                log.exception("webhook deliverer %s failed a step", self.consumer)
                 stopping.wait(1.0)
 
     def step(self) -> int:
