@@ -60,7 +60,7 @@ def blueprint(gateway: Gateway) -> APIBlueprint:
         """Submit a job; with ?wait=<s>, block up to that long for its result; with an Idempotency-Key, at most one
         job per key and request; ?ttl= and ?execution_timeout= bound its wait and its run."""
         model = gateway.model(path.model)
-        options = JobOptions(ttl=query.ttl, execution_timeout=query.execution_timeout)
+        options = JobOptions(ttl=query.ttl, execution_timeout=query.execution_timeout, priority=query.priority)
         accepted = gateway.accept(model, body.root, query.wait, g.principal, idempotency_key(header.idempotency_key),
                                   options)
         job = accepted.job

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field, RootModel
 
 from workers.config import ModelConfig
-from workers.job import Job, JobStatus
+from workers.job import Job, JobStatus, Priority
 from workers.store.records import Host, ModelSnapshot, Replica, ReplicaState, SeenHosts
 
 
@@ -52,6 +52,10 @@ class SubmitQuery(WaitQuery):
     execution_timeout: float | None = Field(None, gt=0, description="seconds its run may take; past it FAILED timeout "
                                                                     "(at most, and by default, the model's "
                                                                     "request_timeout)")
+    priority: Priority = Field(Priority.NORMAL, description="high: starts before the normal jobs waiting (unless "
+                                                            "they waited longer than the model's priority_aging, 60 s, "
+                                                            "before it came); low: starts after them, and alone "
+                                                            "starts no replica of a model at zero")
 
 
 class SubmitHeaders(Query):
@@ -101,6 +105,7 @@ class JobView(BaseModel):
     replica: str | None = None
     attempts: int = 0
     cancelled_while: JobStatus | None = Field(None, description="QUEUED, or RUNNING for a best-effort cancel")
+    priority: Priority = Priority.NORMAL
     ttl: float | None = Field(None, description="seconds it may wait to start (null: no bound)")
     execution_timeout: float | None = Field(None, description="seconds its run may take (null: the model's "
                                                               "request_timeout)")
@@ -116,7 +121,7 @@ class JobView(BaseModel):
                             execution=span(job.started_at, job.finished_at),
                             total=span(job.created_at, job.finished_at)),
             replica=job.replica, attempts=job.attempts, cancelled_while=job.cancelled_while,
-            ttl=job.options.ttl, execution_timeout=job.options.execution_timeout,
+            priority=job.options.priority, ttl=job.options.ttl, execution_timeout=job.options.execution_timeout,
             links={"self": f"/v1/jobs/{job.id}", "model": f"/v1/models/{job.model}"},
         )
 

@@ -78,12 +78,14 @@ class Gateway:
         """Submit (see ``submit``) with ``options`` (the model's defaults filled in); with an idempotency key, the
         job it made before if the request (input and options) is the same (IdempotencyConflict if not)."""
         asked = options or JobOptions()
-        job = JobStore.new(model.name, payload, owner, model.jobs.options(asked.ttl, asked.execution_timeout))
+        job = JobStore.new(model.name, payload, owner,
+                           model.jobs.options(asked.ttl, asked.execution_timeout, asked.priority))
         once = Idempotency(idempotency, Idempotency.digest_of({"input": payload, "options": asked.fields()}),
                            self.settings.idempotency_retention) if idempotency else None
         began = time.monotonic()
         try:
-            recorded = self.store.jobs.submit(job, model.jobs.max_queued, model.jobs.max_queued_per_key, once)
+            recorded = self.store.jobs.submit(job, model.jobs.max_queued, model.jobs.max_queued_per_key, once,
+                                              model.jobs.priority_aging)
         except redis.OutOfMemoryError as exc:  # refused at its first write: nothing was recorded
             raise errors.StoreFull(f"the job store is full ({exc}); retry once finished jobs expire") from exc
         except redis.RedisError as exc:

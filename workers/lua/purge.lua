@@ -16,7 +16,7 @@ for i, waiting in ipairs({K.sent .. model, K.parked .. model}) do
   for _, id in ipairs(batch) do
     local current = redis.call('HMGET', K.job .. id, 'status', 'owner')
     if current[1] ~= S.QUEUED then
-      redis.call('ZREM', waiting, id)
+      forget_waiting(id, model)
     elseif mine_only and current[2] ~= owner then
       offsets[i] = offsets[i] + 1
     else

@@ -6,7 +6,9 @@ host), read inside the scripts.
 - ``sm:job:{id}``            hash   the job record: id, model, status, input, output, error, owner, created_at,
                                     started_at, finished_at, replica, attempts, cancelled_while, claim,
                                     lease_until, worker, slot, commits, sends, push, requeued_at, idem, ttl,
-                                    execution_timeout, deadline (while it waits: created or resubmitted + ttl). Expires
+                                    execution_timeout, deadline (while it waits: created or resubmitted + ttl),
+                                    priority, offset (of its rank: the model's priority aging, + high, - low),
+                                    rank, parked_at. Expires
                                     ``job_retention`` seconds after it finishes.
 - ``sm:queued:{model}``      zset   the sent: QUEUED jobs whose Celery message is out (or being run), by when it
                                     was sent (``SENT``; the key keeps its first name, so a platform's data stays
@@ -14,6 +16,11 @@ host), read inside the scripts.
 - ``sm:parked:{model}``      zset   QUEUED jobs waiting for a free replica slot, with no message and no claim,
                                     oldest first; one is sent again each time a slot frees or a replica turns
                                     READY. The waiting jobs (the queue depth) = both sets.
+- ``sm:sent_by_rank:{model}`` zset the sent again, by rank (the job's ``rank``: created or resubmitted, less its
+                                    priority's offset); a job starts on a free slot only if fewer better-ranked
+                                    jobs are sent than there are free slots, else it parks.
+- ``sm:parked_by_rank:{model}`` zset the parked again, by rank: a freed slot goes to the best-ranked.
+- ``sm:low:{model}``         zset   the model's waiting jobs of priority low (alone, they start no replica from zero).
 - ``sm:unstarted:{model}:{owner}`` zset the owner's (an API key's) jobs of the model not started yet, by when
                                     submitted: added on submit, removed where a job stops waiting (it starts,
                                     ends or is withdrawn); a job taken back from a lost run is not added again.
@@ -94,6 +101,9 @@ NAMESPACE = "sm:namespace"
 HOSTS = "sm:hosts"
 IDEMPOTENCY = "sm:idem:"
 DEADLINES = "sm:deadlines"
+SENT_BY_RANK = "sm:sent_by_rank:"
+PARKED_BY_RANK = "sm:parked_by_rank:"
+LOW = "sm:low:"
 
 PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
     "job": JOB, "sent": SENT, "parked": PARKED, "running": RUNNING, "unstarted": UNSTARTED, "done": DONE,
@@ -101,7 +111,7 @@ PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
     "scaling": SCALING, "celery": CELERY_QUEUE, "leases": LEASES, "dead": DEAD, "scale": SCALE, "leader": LEADER,
     "models": MODELS, "pushes": PUSHES, "withdrawn": WITHDRAWN, "rate": RATE, "auth_failures": AUTH_FAILURES,
     "hosts": HOSTS, "idem": IDEMPOTENCY,
-    "deadlines": DEADLINES,
+    "deadlines": DEADLINES, "sent_by_rank": SENT_BY_RANK, "parked_by_rank": PARKED_BY_RANK, "low": LOW,
 }
 
 
