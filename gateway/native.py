@@ -65,7 +65,7 @@ def blueprint(gateway: Gateway) -> APIBlueprint:
         job per key and request; ?ttl= and ?execution_timeout= bound its wait and its run; with ?webhook=<url>,
         its finished view is POSTed there, signed."""
         model = gateway.model(path.model)
-        options = JobOptions(ttl=query.ttl, execution_timeout=query.execution_timeout)
+        options = JobOptions(ttl=query.ttl, execution_timeout=query.execution_timeout, priority=query.priority)
         accepted = gateway.accept(model, body.root, query.wait, g.principal, idempotency_key(header.idempotency_key),
                                   options, webhook=query.webhook)
         job = accepted.job

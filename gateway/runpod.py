@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from gateway import errors
 from gateway.native import SECURED, operation_id, respond
 from gateway.service import Gateway, idempotency_key
-from workers.job import Job, JobOptions, JobStatus
+from workers.job import Job, JobOptions, JobStatus, Priority
 from workers.store.records import ModelSnapshot, ReplicaState
 
 PREFIX = "/runpod/v2"
@@ -50,11 +50,13 @@ class Policy(BaseModel):
     ttl: int | None = Field(None, gt=0, description="milliseconds the job may wait to start; past it FAILED")
     executionTimeout: int | None = Field(None, gt=0, description="milliseconds its run may take (at most the "
                                                                  "model's request_timeout); past it TIMED_OUT")
+    lowPriority: bool = Field(False, description="the job runs after the others waiting, and alone starts no worker")
 
     def options(self) -> JobOptions:
         """The job's options, in seconds."""
         return JobOptions(ttl=None if self.ttl is None else self.ttl / 1000,
-                          execution_timeout=None if self.executionTimeout is None else self.executionTimeout / 1000)
+                          execution_timeout=None if self.executionTimeout is None else self.executionTimeout / 1000,
+                          priority=Priority.LOW if self.lowPriority else Priority.NORMAL)
 
 
 class RunRequest(BaseModel):

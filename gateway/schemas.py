@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field, RootModel
 
 from workers.config import ModelConfig
-from workers.job import DeliveryStatus, Job, JobStatus
+from workers.job import DeliveryStatus, Job, JobStatus, Priority
 from workers.store.records import FailedDelivery, Host, ModelSnapshot, Replica, ReplicaState, SeenHosts
 
 
@@ -55,6 +55,10 @@ class SubmitQuery(WaitQuery):
                                                                     "request_timeout)")
     webhook: str | None = Field(None, description="an http(s) URL (at most 2048 characters) the finished job's view "
                                                   "is POSTed to, signed; default: the API key's, if configured")
+    priority: Priority = Field(Priority.NORMAL, description="high: starts before the normal jobs waiting (unless "
+                                                            "they waited longer than the model's priority_aging, 60 s, "
+                                                            "before it came); low: starts after them, and alone "
+                                                            "starts no replica of a model at zero")
 
 
 class SubmitHeaders(Query):
@@ -112,6 +116,7 @@ class JobView(BaseModel):
     replica: str | None = None
     attempts: int = 0
     cancelled_while: JobStatus | None = Field(None, description="QUEUED, or RUNNING for a best-effort cancel")
+    priority: Priority = Priority.NORMAL
     ttl: float | None = Field(None, description="seconds it may wait to start (null: no bound)")
     execution_timeout: float | None = Field(None, description="seconds its run may take (null: the model's "
                                                               "request_timeout)")
@@ -128,7 +133,7 @@ class JobView(BaseModel):
                             execution=span(job.started_at, job.finished_at),
                             total=span(job.created_at, job.finished_at)),
             replica=job.replica, attempts=job.attempts, cancelled_while=job.cancelled_while,
-            ttl=job.options.ttl, execution_timeout=job.options.execution_timeout,
+            priority=job.options.priority, ttl=job.options.ttl, execution_timeout=job.options.execution_timeout,
             links={"self": f"/v1/jobs/{job.id}", "model": f"/v1/models/{job.model}"},
             webhook=WebhookView(status=job.webhook.status, attempts=job.webhook.attempts,
                                 last_error=job.webhook.last_error) if job.webhook else None,

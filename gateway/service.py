@@ -113,14 +113,16 @@ class Gateway:
                asked: JobOptions, webhook: str) -> Job | Existing:
         """Record the job and push its message (one script: both or neither): the job, the one an earlier request
         with the same idempotency key made, or why it was refused."""
-        job = JobStore.new(model.name, payload, owner, options=model.jobs.options(asked.ttl, asked.execution_timeout),
+        job = JobStore.new(model.name, payload, owner,
+                           options=model.jobs.options(asked.ttl, asked.execution_timeout, asked.priority),
                            webhook=webhook)
         request = {"input": payload, "options": asked.fields(), "webhook": webhook}
         once = Idempotency(idempotency, Idempotency.digest_of(request),
                            self.settings.idempotency_retention) if idempotency else None
         began = time.monotonic()
         try:
-            recorded = self.store.jobs.submit(job, model.jobs.max_queued, model.jobs.max_queued_per_key, once)
+            recorded = self.store.jobs.submit(job, model.jobs.max_queued, model.jobs.max_queued_per_key, once,
+                                              model.jobs.priority_aging)
         except redis.OutOfMemoryError as exc:  # refused at its first write: nothing was recorded
             raise errors.StoreFull(f"the job store is full ({exc}); retry once finished jobs expire") from exc
         except redis.RedisError as exc:

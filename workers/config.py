@@ -24,7 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from workers.job import JobOptions
+from workers.job import JobOptions, Priority
 from workers.store import urls
 
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"  # a model's name: in URLs, queue names and Redis keys
@@ -146,6 +146,7 @@ class Jobs(BaseModel):
     on_start_failure: Literal["fail", "wait"] = "fail"  # waiting jobs when a replica fails to start
     ttl: PositiveFloat | None = None  # a job's default: seconds it may wait to start, then FAILED expired (none: none)
     execution_timeout: PositiveFloat | None = None  # a job's default bound on its run (none: request_timeout)
+    priority_aging: float = Field(60, ge=0)  # seconds a high job is ranked ahead (a low one behind) of its submit
 
     @model_validator(mode="after")
     def runs_within_the_request_timeout(self) -> "Jobs":
@@ -155,12 +156,14 @@ class Jobs(BaseModel):
                              f"{self.request_timeout:g}; allowed: up to it")
         return self
 
-    def options(self, ttl: float | None, execution_timeout: float | None) -> "JobOptions":
+    def options(self, ttl: float | None, execution_timeout: float | None,
+                priority: Priority = Priority.NORMAL) -> "JobOptions":
         """A job's options: what it asked for, else the model's defaults; its execution timeout at most the
         request timeout."""
         run = execution_timeout if execution_timeout is not None else self.execution_timeout
         return JobOptions(ttl=ttl if ttl is not None else self.ttl,
-                          execution_timeout=None if run is None else min(run, self.request_timeout))
+                          execution_timeout=None if run is None else min(run, self.request_timeout),
+                          priority=priority)
 
 
 class Docs(BaseModel):

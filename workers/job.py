@@ -54,17 +54,32 @@ def allowed(source: JobStatus | None, target: JobStatus) -> Move | None:
     return next((m for m in MOVES if m.source == source and m.target == target), None)
 
 
+class Priority(enum.StrEnum):
+    """Where a job stands in its model's queue: a high job starts before the normal ones waiting (unless they
+    waited longer than the model's ``priority_aging`` before it came); low ones alone start no replica."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+    def offset(self, aging: float) -> float:
+        """Seconds its rank is ahead of its submit time (behind, if negative)."""
+        return {Priority.HIGH: aging, Priority.NORMAL: 0.0, Priority.LOW: -aging}[self]
+
+
 @dataclass(frozen=True)
 class JobOptions:
     """What a submit may ask of its job: deadlines (seconds) and where it stands in its model's queue."""
 
     ttl: float | None = None  # not started within it (from its submit, or its retry): FAILED expired
     execution_timeout: float | None = None  # a run's bound (at most the model's request_timeout): FAILED timeout
+    priority: Priority = Priority.NORMAL
 
     def fields(self) -> dict[str, str]:
         """The job fields it sets."""
         found = {"ttl": self.ttl, "execution_timeout": self.execution_timeout}
-        return {name: repr(value) for name, value in found.items() if value is not None}
+        fields = {name: repr(value) for name, value in found.items() if value is not None}
+        return fields if self.priority is Priority.NORMAL else {**fields, "priority": self.priority.value}
 
 
 @dataclass(frozen=True)
@@ -148,8 +163,8 @@ class Job:
             cancelled_while=JobStatus(fields["cancelled_while"]) if fields.get("cancelled_while") else None,
             owner=fields.get("owner", ""), worker=fields.get("worker", ""), commits=int(fields.get("commits", 0)),
             requeued_at=_float(fields.get("requeued_at")), webhook=Delivery.from_hash(fields),
-            options=JobOptions(ttl=_float(fields.get("ttl")),
-                               execution_timeout=_float(fields.get("execution_timeout"))),
+            options=JobOptions(ttl=_float(fields.get("ttl")), execution_timeout=_float(fields.get("execution_timeout")),
+                               priority=Priority(fields.get("priority", Priority.NORMAL))),
         )
 
 

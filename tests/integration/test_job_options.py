@@ -1,5 +1,5 @@
 """The job options through the real platform (gunicorn gateway, celery worker, autoscaler, process replicas):
-idempotency keys, deadlines."""
+idempotency keys, deadlines, priorities."""
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -94,3 +94,45 @@ def test_a_job_past_its_ttl_never_runs_and_retried_it_does_and_a_run_past_its_ti
                          json={"input": {"mark": "door", "sleep": 3}, "policy": {"executionTimeout": 500}},
                          timeout=40).json()
     assert door["status"] == "TIMED_OUT", door
+
+
+def test_a_high_job_submitted_behind_a_backlog_of_normal_ones_starts_next(make_platform: Callable[..., Platform],
+                                                                          tmp_path: Path) -> None:
+    count_file = tmp_path / "runs.txt"
+    platform = make_platform(models=COUNTING.format(count_file=count_file, concurrency=1))
+    platform.start("gateway", "worker", "autoscaler")
+    jobs = f"{platform.url}/v1/models/counting/jobs"
+    blocker = requests.post(jobs, json={"mark": "blocker", "sleep": 3}, timeout=10).json()
+    poll(platform, blocker["id"], lambda job: job["status"] == "RUNNING")
+    marks = [f"normal-{n}" for n in range(4)]
+    backlog = [requests.post(jobs, json={"mark": mark}, timeout=10).json()["id"] for mark in marks]
+    high = requests.post(jobs, params={"priority": "high"}, json={"mark": "high"}, timeout=10).json()
+    assert high["priority"] == "high"
+    assert requests.get(f"{platform.url}/v1/jobs/{blocker['id']}", timeout=10).json()["status"] == "RUNNING"
+    for job_id in [*backlog, high["id"]]:
+        assert poll(platform, job_id, lambda job: job["status"] not in ("QUEUED", "RUNNING"))["status"] == "SUCCEEDED"
+    assert count_file.read_text().splitlines() == ["blocker", "high", *marks]  # as the model ran them
+
+
+def test_a_low_job_scales_nothing_from_zero_and_runs_once_a_normal_one_starts_a_replica(
+        make_platform: Callable[..., Platform], tmp_path: Path) -> None:
+    count_file = tmp_path / "runs.txt"
+    platform = make_platform(models=COUNTING.format(count_file=count_file, concurrency=2))
+    platform.start("gateway", "worker", "autoscaler")
+    jobs = f"{platform.url}/v1/models/counting/jobs"
+    low = requests.post(jobs, params={"priority": "low"}, json={"mark": "low"}, timeout=10).json()
+    for n in range(3):  # each expires on a janitor's pass of the autoscaler, which reconciles every model after it
+        probe = requests.post(jobs, params={"priority": "low", "ttl": 0.3}, json={"mark": f"probe-{n}"},
+                              timeout=10).json()
+        assert poll(platform, probe["id"], lambda job: job["status"] != "QUEUED")["error"]["code"] == "expired"
+    events = requests.get(f"{platform.url}/v1/events", params={"model": "counting"}, timeout=10).json()["events"]
+    assert [e for e in events if e["kind"] == "scale_up"] == [], events
+    view = requests.get(f"{platform.url}/v1/models/counting", timeout=10).json()
+    assert view["replicas"] == [] and view["queue_depth"] == 1
+    assert requests.get(f"{platform.url}/v1/jobs/{low['id']}", timeout=10).json()["status"] == "QUEUED"
+    normal = requests.post(jobs, json={"mark": "normal"}, timeout=10).json()
+    for job_id in (low["id"], normal["id"]):
+        assert poll(platform, job_id, lambda job: job["status"] not in ("QUEUED", "RUNNING"))["status"] == "SUCCEEDED"
+    events = requests.get(f"{platform.url}/v1/events", params={"model": "counting"}, timeout=10).json()["events"]
+    assert len([e for e in events if e["kind"] == "scale_up"]) == 1
+    assert sorted(count_file.read_text().splitlines()) == ["low", "normal"]

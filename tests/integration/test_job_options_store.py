@@ -1,10 +1,10 @@
 """The job options in the scripts, on a real Redis: idempotency keys (submit.lua, withdraw.lua), deadlines
-(submit, start, expire, resubmit)."""
+(submit, start, expire, resubmit), priorities (submit, start, park, dispatch, observe)."""
 
 import pytest
 import redis
 
-from workers.job import Job, JobOptions, JobStatus
+from workers.job import Job, JobOptions, JobStatus, Outcome, Priority
 from workers.store import Store, keys
 from workers.store.jobs import Existing, Idempotency, Refusal
 from workers.store.records import Started
@@ -42,9 +42,9 @@ def ready_replica(store: Store, replica_id: str = "r1", concurrency: int = 1) ->
     assert store.replicas.ready(token, replica_id, concurrency=concurrency) is not None
 
 
-def submitted(store: Store, options: JobOptions | None = None, owner: str = "") -> Job:
+def submitted(store: Store, options: JobOptions | None = None, owner: str = "", aging: float = 60) -> Job:
     """A recorded job of model m."""
-    job = store.jobs.submit(store.jobs.new("m", {"x": 1}, owner, options=options))
+    job = store.jobs.submit(store.jobs.new("m", {"x": 1}, owner, options=options), aging=aging)
     assert isinstance(job, Job)
     return job
 
@@ -121,3 +121,78 @@ def test_an_expired_job_retried_has_its_ttl_afresh(timed: Store, clock: Clock) -
     ready_replica(timed)
     started = timed.jobs.start(job.id, "t", 5, "w", 1, True)
     assert isinstance(started, Started) and started.job.options.execution_timeout == 1.5
+
+
+HIGH, LOW = JobOptions(priority=Priority.HIGH), JobOptions(priority=Priority.LOW)
+OK = Outcome(JobStatus.SUCCEEDED, output='{"y": 1}', service_time=0.01)
+
+
+def run(store: Store, job: Job, token: str) -> Started:
+    """The job started."""
+    started = store.jobs.start(job.id, token, 5, "w", 1, True)
+    assert isinstance(started, Started), started
+    return started
+
+
+def test_a_freed_slot_goes_to_the_high_job_before_older_normal_ones_and_a_low_one_last(timed: Store,
+                                                                                       clock: Clock) -> None:
+    ready_replica(timed)
+    first = submitted(timed)
+    run(timed, first, "t0")
+    low = submitted(timed, LOW)
+    normal = []
+    for _ in range(2):
+        clock.now += 1
+        normal.append(submitted(timed))
+    clock.now += 30
+    high = submitted(timed, HIGH)
+    for job in (low, *normal, high):
+        assert timed.jobs.start(job.id, "p", 5, "w", 1, True) == "PARKED"  # the one slot is busy
+    order, token = [], "t0"
+    for job in (first, high, *normal, low):  # each freed slot sends the best-ranked parked job: it runs, even when
+        # the others' messages (duplicates) come first
+        assert timed.jobs.finish(job.id, token, OK) == "OK", (job, token, order)
+        waiting = [j for j in (high, *normal, low) if j.id not in order and j.id != job.id]
+        if not waiting:
+            break
+        starts = {j.id: timed.jobs.start(j.id, f"s{j.id}", 5, "w", 1, True) for j in reversed(waiting)}
+        running = [job_id for job_id, found in starts.items() if isinstance(found, Started)]
+        assert len(running) == 1, starts
+        order.append(running[0])
+        token = f"s{running[0]}"
+    assert order == [high.id, normal[0].id, normal[1].id, low.id]
+
+
+def test_a_normal_job_that_waited_past_the_aging_goes_before_a_high_one(timed: Store, clock: Clock) -> None:
+    ready_replica(timed)
+    first = submitted(timed, aging=10)
+    run(timed, first, "t0")
+    old = submitted(timed, aging=10)
+    clock.now += 11
+    high = submitted(timed, HIGH, aging=10)
+    for job in (high, old):
+        assert timed.jobs.start(job.id, "p", 5, "w", 1, True) == "PARKED"
+    assert timed.jobs.finish(first.id, "t0", OK) == "OK"
+    assert isinstance(timed.jobs.start(old.id, "t1", 5, "w", 1, True), Started)
+
+
+def test_a_sent_job_outranked_by_jobs_sent_for_the_free_slots_parks(timed: Store) -> None:
+    normal = submitted(timed)
+    high = submitted(timed, HIGH)  # both messages out, no replica yet
+    ready_replica(timed)  # one free slot; the normal job's message comes first
+    assert timed.jobs.start(normal.id, "t1", 5, "w", 1, True) == "PARKED"
+    assert isinstance(timed.jobs.start(high.id, "t2", 5, "w", 1, True), Started)
+    assert timed.jobs.finish(high.id, "t2", OK) == "OK"  # sends the normal job to the freed slot
+    assert isinstance(timed.jobs.start(normal.id, "t3", 5, "w", 1, True), Started)
+
+
+def test_the_snapshot_counts_the_waiting_low_jobs(timed: Store) -> None:
+    low = [submitted(timed, LOW) for _ in range(2)]
+    submitted(timed)
+    assert timed.replicas.snapshot("m", {}).low == 2
+    assert timed.jobs.cancel(low[0].id) == "OK"
+    ready_replica(timed, concurrency=2)  # a slot for the normal job sent before it, and one for it
+    assert isinstance(timed.jobs.start(low[1].id, "t", 5, "w", 2, True), Started)
+    found = timed.replicas.snapshot("m", {})
+    assert found.low == 0 and found.waiting == 1
+    assert timed.jobs.get(low[1].id).options.priority is Priority.LOW  # type: ignore[union-attr]

@@ -23,10 +23,11 @@ def replicas(*specs: tuple[ReplicaState, int, float]) -> tuple[ReplicaSnapshot, 
 
 
 def observe(waiting: int = 0, running: int = 0, live: tuple[ReplicaSnapshot, ...] = (), service: float = 0.2,
-            cold: float = 1.0, age: float = 0.0, failed_at: float | None = None, at: float = NOW) -> Observation:
-    """An observation taken ``age`` seconds before ``at``."""
+            cold: float = 1.0, age: float = 0.0, failed_at: float | None = None, at: float = NOW,
+            low: int = 0) -> Observation:
+    """An observation taken ``age`` seconds before ``at`` (``low``: of the waiting, those of priority low)."""
     return Observation(taken_at=at - age, waiting=waiting, running=running, replicas=live,
-                       service_time=service, cold_start=cold, start_failed_at=failed_at)
+                       service_time=service, cold_start=cold, start_failed_at=failed_at, low=low)
 
 
 CASES: list[tuple[str, Observation | None, Policy, int, tuple[str, ...]]] = [
@@ -56,6 +57,14 @@ CASES: list[tuple[str, Observation | None, Policy, int, tuple[str, ...]]] = [
     ("nothing stops while jobs wait", observe(waiting=1, live=replicas((READY, 0, 100), (READY, 0, 100))),
      POLICY, 0, ()),
     ("a starting replica is not stopped", observe(live=replicas((STARTING, 0, 100))), POLICY, 0, ()),
+    ("low jobs alone start nothing from zero", observe(waiting=5, low=5), POLICY, 0, ()),
+    ("low jobs alone keep min replicas", observe(waiting=5, low=5), replace(POLICY, min_replicas=1), 1, ()),
+    ("a normal job beside low ones starts one from zero", observe(waiting=6, low=5, service=0.01), POLICY, 1, ()),
+    ("a normal job from zero: the low ones count in the burst", observe(waiting=40, low=39), POLICY, 4, ()),
+    ("once a replica lives, low jobs count", observe(waiting=40, low=40, live=replicas((READY, 1, 0))), POLICY, 3,
+     ()),
+    ("a replica is not stopped while low jobs wait", observe(waiting=1, low=1, live=replicas((READY, 0, 100))),
+     POLICY, 0, ()),
     ("no observation, no decision", None, POLICY, 0, ()),
     ("stale observation, no decision", observe(waiting=40, age=60), POLICY, 0, ()),
 ]

@@ -14,7 +14,7 @@ for _, waiting in ipairs({K.sent .. model, K.parked .. model}) do
       fail(id, model, 'model_removed', text, false)
       table.insert(failed, id)
     else
-      redis.call('ZREM', waiting, id)
+      forget_waiting(id, model)
     end
   end
   if #failed >= limit then return {0, unpack(failed)} end

@@ -34,11 +34,17 @@ local function message(id, model, tag)  -- the job's Celery message
   return (string.gsub(text, '@tag@', tag))
 end
 
+local function rank_of(id)  -- where the job stands in its model's queue: lower first (a string, as stored)
+  local found = redis.call('HMGET', K.job .. id, 'rank', 'created_at')
+  return found[1] or found[2]
+end
+
 local function send(id, model)  -- push the job's message onto the model's Celery queue, numbered (push)
   local n = redis.call('HINCRBY', K.job .. id, 'sends', 1)
   redis.call('LPUSH', K.celery .. model, message(id, model, id .. '.' .. n))
   redis.call('HSET', K.job .. id, 'push', redis.call('INCR', K.pushes .. model))
   redis.call('ZADD', K.sent .. model, NOW, id)
+  redis.call('ZADD', K.sent_by_rank .. model, rank_of(id), id)
   redis.call('SADD', K.models, model)
 end
 
@@ -119,20 +125,24 @@ end
 
 local function park(id, model)  -- wait for capacity, holding nothing: no message out, no claim
   redis.call('ZREM', K.sent .. model, id)
+  redis.call('ZREM', K.sent_by_rank .. model, id)
   redis.call('ZREM', K.leases, id)
   redis.call('HDEL', K.job .. id, 'claim', 'lease_until')
+  redis.call('HSET', K.job .. id, 'parked_at', stamp(NOW))
   local since = redis.call('HMGET', K.job .. id, 'requeued_at', 'created_at')  -- a job run again waits afresh
   redis.call('ZADD', K.parked .. model, since[1] or since[2], id)
+  redis.call('ZADD', K.parked_by_rank .. model, rank_of(id), id)
   redis.call('SADD', K.models, model)
   wake(model)
 end
 
-local function dispatch(model, count)  -- send up to count parked jobs, oldest first; how many were sent
+local function dispatch(model, count)  -- send up to count parked jobs, best-ranked first; how many were sent
   local sent = 0
   while sent < count do
-    local oldest = redis.call('ZPOPMIN', K.parked .. model)
-    if #oldest == 0 then break end
-    send(oldest[1], model)
+    local best = redis.call('ZPOPMIN', K.parked_by_rank .. model)
+    if #best == 0 then break end
+    redis.call('ZREM', K.parked .. model, best[1])
+    send(best[1], model)
     sent = sent + 1
   end
   return sent
@@ -143,9 +153,16 @@ local function unstarted(model, owner)  -- the owner's jobs of the model not sta
   return K.unstarted .. model .. ':' .. owner
 end
 
-local function leave_queue(id, model)  -- the one place a job stops waiting: it starts, ends, or is taken back
+local function forget_waiting(id, model)  -- out of the model's sent and parked (and their ranks)
   redis.call('ZREM', K.sent .. model, id)
   redis.call('ZREM', K.parked .. model, id)
+  redis.call('ZREM', K.sent_by_rank .. model, id)
+  redis.call('ZREM', K.parked_by_rank .. model, id)
+end
+
+local function leave_queue(id, model)  -- the one place a job stops waiting: it starts, ends, or is taken back
+  forget_waiting(id, model)
+  redis.call('ZREM', K.low .. model, id)
   redis.call('ZREM', K.deadlines, id)
   redis.call('HDEL', K.job .. id, 'deadline')
   local mine = unstarted(model, redis.call('HGET', K.job .. id, 'owner'))
@@ -157,6 +174,17 @@ local function set_deadline(id)  -- a job queued (submitted or resubmitted) with
   if not ttl then return end
   redis.call('HSET', K.job .. id, 'deadline', stamp(NOW + ttl))
   redis.call('ZADD', K.deadlines, NOW + ttl, id)
+end
+
+local function set_rank(id, model)  -- a job queued (submitted or resubmitted) stands at NOW less its offset
+  local found = redis.call('HMGET', K.job .. id, 'offset', 'priority')
+  redis.call('HSET', K.job .. id, 'rank', stamp(NOW - (tonumber(found[1] or '') or 0)))
+  if found[2] == 'low' then redis.call('ZADD', K.low .. model, NOW, id) end
+end
+
+local function outranked(id, model, concurrency)  -- better-ranked jobs sent take the free slots before this one
+  local better = redis.call('ZCOUNT', K.sent_by_rank .. model, '-inf', '(' .. rank_of(id))
+  return better > 0 and better >= free_slots(model, concurrency) + redis.call('ZCARD', K.sent .. model)
 end
 
 local function overdue(id)  -- whether a waiting job is past its deadline

@@ -1,5 +1,5 @@
 -- One consistent snapshot of a model, for the autoscaler and the model view: the time, the counts of jobs sent,
--- parked and running, replicas with their in-flight counts (the slots held), moving averages, the latest start failure and the scaling state.
+-- parked, waiting of priority low and running, replicas with their in-flight counts (the slots held), moving averages, the latest start failure and the scaling state.
 -- ARGV[3..]: model. Returns it as JSON.
 local model = ARGV[3]
 local function hash(key)
@@ -19,6 +19,7 @@ return cjson.encode({
   now = NOW,
   sent = redis.call('ZCARD', K.sent .. model),
   parked = redis.call('ZCARD', K.parked .. model),
+  low = redis.call('ZCARD', K.low .. model),
   running = redis.call('SCARD', K.running .. model),
   replicas = replicas,
   stats = hash(K.stats .. model),

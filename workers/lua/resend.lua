@@ -17,7 +17,7 @@ local sent = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.sent .. model, '-inf', NOW - after, 'LIMIT', 0, limit)) do
   local current = redis.call('HMGET', K.job .. id, 'status', 'claim', 'lease_until', 'owner', 'push')
   if current[1] ~= S.QUEUED then
-    redis.call('ZREM', K.sent .. model, id)
+    forget_waiting(id, model)
   elseif not (current[2] and tonumber(current[3] or '0') > NOW) then
     local push = tonumber(current[5] or '0')
     if pushes - push - redis.call('ZCOUNT', withdrawn, '(' .. push, '+inf') >= backlog then

@@ -29,6 +29,7 @@ move(id, S.QUEUED)
 redis.call('HSET', job, 'id', id, 'model', model, 'created_at', created, 'attempts', 0, 'owner', owner)
 if #ARGV > 10 then redis.call('HSET', job, unpack(ARGV, 11)) end
 set_deadline(id)
+set_rank(id, model)
 if idem ~= '' then
   redis.call('HSET', idem, 'job', id, 'digest', digest)
   redis.call('EXPIRE', idem, idem_for)

@@ -347,7 +347,7 @@ def draining(model: ModelConfig, replica: Replica, now: float) -> bool:
 def observation(snapshot: ModelSnapshot) -> Observation:
     """The policy's view of a snapshot."""
     return Observation(
-        taken_at=snapshot.now, waiting=snapshot.waiting, running=snapshot.running,
+        taken_at=snapshot.now, waiting=snapshot.waiting, running=snapshot.running, low=snapshot.low,
         replicas=tuple(ReplicaSnapshot(r.id, r.state, r.in_flight, r.idle_since) for r in snapshot.replicas),
         service_time=snapshot.averages["service_time"].seconds, cold_start=snapshot.averages["cold_start"].seconds,
         start_failed_at=snapshot.start_failure.at if snapshot.start_failure else None,

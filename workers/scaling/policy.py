@@ -8,7 +8,8 @@ Rules, in order:
 
 1. **No data, no decision.** No observation, or one older than ``stale_after``, changes nothing.
 2. **From zero at once.** Zero live (starting or ready) replicas and any waiting job → start one now.
-   Queued jobs wait for it; they never fail for lack of a replica.
+   Queued jobs wait for it; they never fail for lack of a replica. Jobs of priority low do not count here:
+   alone they start nothing (they run once other work has started a replica, or one is kept warm).
 3. **Add replicas while they pay off.** With ``slots = live replicas * concurrency``, the projected wait
    of the backlog is ``waiting * service time / slots``. A new replica helps only if it is ready before
    that backlog drains, so add one while the projected wait exceeds the average cold start.
@@ -55,6 +56,12 @@ class Observation:
     service_time: float  # seconds, moving average (or the configured seed)
     cold_start: float  # seconds, moving average (or the configured seed)
     start_failed_at: float | None = None  # the model's latest failed start, until a replica is READY
+    low: int = 0  # of the waiting, those of priority low
+
+    @property
+    def demand(self) -> int:
+        """The waiting jobs that call for capacity: the low ones only once a replica lives."""
+        return self.waiting if self.live else self.waiting - self.low
 
     @property
     def live(self) -> int:
@@ -144,7 +151,7 @@ def backoff(state: ScalingState, failed_at: float | None, policy: Policy) -> Sca
 
 def wanted(observation: Observation, policy: Policy) -> int:
     """Replicas the work calls for, before bounds."""
-    if observation.waiting == 0:
+    if observation.demand == 0:
         return math.ceil(observation.running / policy.concurrency)
     replicas = max(observation.live, 1)
     while replicas < policy.max_replicas and pays_off(observation, policy, replicas):
@@ -179,5 +186,6 @@ def idle_to_stop(observation: Observation, policy: Policy, now: float, surplus: 
 
 def explain(observation: Observation, desired: int) -> str:
     """The reason for a decision, for the event log."""
-    return (f"waiting={observation.waiting} running={observation.running} live={observation.live} "
+    low = f" (low={observation.low})" if observation.low else ""
+    return (f"waiting={observation.waiting}{low} running={observation.running} live={observation.live} "
             f"service={observation.service_time:.3f}s cold_start={observation.cold_start:.3f}s -> {desired}")

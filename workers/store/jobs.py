@@ -110,15 +110,17 @@ class JobStore:
         return Job(id=uuid.uuid4().hex, model=model, status=JobStatus.QUEUED, input=payload, created_at=0.0,
                    owner=owner, options=options or JobOptions(), webhook=Delivery(webhook) if webhook else None)
 
-    def submit(self, job: Job, max_queued: int = 0, max_per_owner: int = 0,
-               idempotency: Idempotency | None = None) -> Job | Refusal | Existing:
+    def submit(self, job: Job, max_queued: int = 0, max_per_owner: int = 0, idempotency: Idempotency | None = None,
+               aging: float = 60.0) -> Job | Refusal | Existing:
         """Record the job (its input, options and webhook) and push its Celery message, both or neither; a Refusal
         if ``max_queued`` jobs of the model already wait, or ``max_per_owner`` of its owner's have not started (0:
         no cap; no owner: none), or the idempotency key made a job of another request; the job it made, if of this
-        one."""
+        one. ``aging``: the seconds a high job is ranked ahead of its submit (a low one behind)."""
         idem = ["", "", 0] if idempotency is None else [keys.idempotency(job.owner, idempotency.key),
                                                         idempotency.digest, max(1, round(idempotency.retention))]
         extra = [value for pair in job.options.fields().items() for value in pair]
+        if offset := job.options.priority.offset(aging):
+            extra += ["offset", repr(offset)]
         hook = ["webhook", job.webhook.url] if job.webhook else []
         reply, held = self.replicated("submit", job.id, job.model, max_queued, max_per_owner, job.owner, *idem,
                                       "input", json.dumps(job.input), *extra, *hook)

@@ -6,18 +6,24 @@ host), read inside the scripts.
 - ``sm:job:{id}``            hash   the job record: id, model, status, input, output, error, owner, created_at,
                                     started_at, finished_at, replica, attempts, cancelled_while, claim,
                                     lease_until, worker, slot, commits, sends, push, requeued_at, idem, ttl,
-                                    execution_timeout, deadline (while it waits: created or resubmitted + ttl);
-                                    with a webhook: webhook (its URL), webhook_status (pending, delivered,
-                                    failed), webhook_attempts, webhook_error, webhook_since (when its delivery
-                                    began). Expires ``job_retention`` seconds after it finishes (or after its
-                                    webhook was delivered or given up).
+                                    execution_timeout, deadline (while it waits: created or resubmitted + ttl),
+                                    priority, offset (of its rank: the model's priority aging, + high, - low),
+                                    rank, parked_at; with a webhook: webhook (its URL), webhook_status (pending,
+                                    delivered, failed), webhook_attempts, webhook_error, webhook_since (when its
+                                    delivery began). Expires ``job_retention`` seconds after it finishes (or after
+                                    its webhook was delivered or given up).
 - ``sm:queued:{model}``      zset   the sent: QUEUED jobs whose Celery message is out (or being run), by when it
                                     was sent (``SENT``; the key keeps its first name, so a platform's data stays
                                     readable across the rename).
 - ``sm:parked:{model}``      zset   QUEUED jobs waiting for a free replica slot, with no message and no claim, by
-                                    when each began waiting (submitted, or last run again), oldest first; one is
-                                    sent again each time a slot frees or a replica turns READY. The waiting jobs
-                                    (the queue depth) = both sets.
+                                    when each began waiting (submitted, or last run again), oldest first. The
+                                    waiting jobs (the queue depth) = both sets.
+- ``sm:sent_by_rank:{model}`` zset the sent again, by rank (the job's ``rank``: created or resubmitted, less its
+                                    priority's offset); a job starts on a free slot only if fewer better-ranked
+                                    jobs are sent than there are free slots, else it parks.
+- ``sm:parked_by_rank:{model}`` zset the parked again, by rank: a freed slot (or a replica turning READY) goes to
+                                    the best-ranked.
+- ``sm:low:{model}``         zset   the model's waiting jobs of priority low (alone, they start no replica from zero).
 - ``sm:unstarted:{model}:{owner}`` zset the owner's (an API key's) jobs of the model not started yet, by when
                                     submitted: added on submit, removed where a job stops waiting (it starts,
                                     ends or is withdrawn); a job taken back from a lost run is not added again.
@@ -115,6 +121,9 @@ WEBHOOK_RETRY = "sm:webhooks:retry"
 WEBHOOKS_FAILED = "sm:webhooks:failed:"
 DELIVERERS = "deliverers"  # the consumer group of sm:webhooks
 NO_OWNER = "-"  # the owner part of a key when API keys are off
+SENT_BY_RANK = "sm:sent_by_rank:"
+PARKED_BY_RANK = "sm:parked_by_rank:"
+LOW = "sm:low:"
 
 PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
     "job": JOB, "sent": SENT, "parked": PARKED, "running": RUNNING, "unstarted": UNSTARTED, "done": DONE,
@@ -123,6 +132,7 @@ PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
     "models": MODELS, "pushes": PUSHES, "withdrawn": WITHDRAWN, "rate": RATE, "auth_failures": AUTH_FAILURES,
     "hosts": HOSTS, "purge": PURGE, "idem": IDEMPOTENCY, "deadlines": DEADLINES, "webhooks": WEBHOOKS,
     "webhook_retry": WEBHOOK_RETRY, "webhooks_failed": WEBHOOKS_FAILED, "deliverers": DELIVERERS,
+    "sent_by_rank": SENT_BY_RANK, "parked_by_rank": PARKED_BY_RANK, "low": LOW,
 }
 
 

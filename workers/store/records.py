@@ -140,6 +140,7 @@ class ModelSnapshot:
     averages: dict[str, MovingAverage] = field(default_factory=dict)
     start_failure: StartFailure | None = None
     scaling: dict[str, str] = field(default_factory=dict)  # the policy's state, as stored
+    low: int = 0  # waiting jobs of priority low
 
     @classmethod
     def decode(cls, text: str, seeds: dict[str, float]) -> "ModelSnapshot":
@@ -152,7 +153,7 @@ class ModelSnapshot:
                     for metric, seed in seeds.items()}
         return cls(now=float(found["now"]), waiting=int(found["sent"]) + int(found["parked"]),
                    parked=int(found["parked"]), running=int(found["running"]), replicas=tuple(replicas),
-                   averages=averages, scaling=dict(found["scaling"] or {}),
+                   averages=averages, scaling=dict(found["scaling"] or {}), low=int(found.get("low", 0)),
                    start_failure=StartFailure(float(failure["at"]), failure["reason"]) if failure else None)
 
 
