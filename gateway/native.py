@@ -31,7 +31,7 @@ from gateway.schemas import (
     iso,
 )
 from gateway.service import LONGEST_ID, Gateway, idempotency_key
-from workers.job import JobOptions
+from workers.job import JobOptions, JobStatus
 
 SECURED: list[dict[str, list[str]]] = [{"bearer": []}]  # API keys, when SM_API_KEYS is set
 JOBS = Tag(name="jobs", description="submit, read and cancel inference jobs")
@@ -76,8 +76,9 @@ def blueprint(gateway: Gateway) -> APIBlueprint:
 
     @api.get("/v1/jobs/<job_id>", security=SECURED, tags=[JOBS], responses={200: JobView, **ERRORS})
     def get_job(path: JobPath) -> Response:
-        """A job's status, output or error, timings, replica and attempts."""
-        return respond(JobView.of(gateway.job(path.job_id, g.principal)))
+        """A job's status, output or error, timings, replica and attempts; while it waits, what for."""
+        job = gateway.job(path.job_id, g.principal)
+        return respond(JobView.of(job, gateway.store.jobs.waiting(job.id) if job.status is JobStatus.QUEUED else None))
 
     @api.delete("/v1/jobs/<job_id>", security=SECURED, tags=[JOBS], responses={200: JobView, 409: ErrorBody, **ERRORS})
     def cancel_job(path: JobPath) -> Response:

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field, RootModel
 
 from workers.config import ModelConfig
 from workers.job import DeliveryStatus, Job, JobStatus, Priority
-from workers.store.records import FailedDelivery, Host, ModelSnapshot, Replica, ReplicaState, SeenHosts
+from workers.store.records import FailedDelivery, Host, ModelSnapshot, Replica, ReplicaState, SeenHosts, Waiting
 
 
 class ModelPath(BaseModel):
@@ -103,6 +103,23 @@ class WebhookView(BaseModel):
     last_error: str = Field("", description="why the last attempt failed")
 
 
+class WaitingView(BaseModel):
+    """What a waiting job waits for."""
+
+    reason: str = Field(description="sent (its message is out, to be taken by a worker), parked (for a free slot), "
+                                    "or replica_starting (the model has no ready replica and this one is starting)")
+    since: datetime = Field(description="since when it waits so (sent or parked)")
+    age: float = Field(description="seconds it has waited so")
+    replica: str | None = Field(None, description="replica_starting: the replica")
+    stage: str | None = Field(None, description="replica_starting: the last line the replica printed")
+
+    @classmethod
+    def of(cls, waiting: Waiting) -> "WaitingView":
+        """The view of what a job waits for."""
+        return cls(reason=waiting.reason, since=iso(waiting.since), age=round(waiting.age, 3),
+                   replica=waiting.replica or None, stage=waiting.stage or None)
+
+
 class JobView(BaseModel):
     """A job as clients see it."""
 
@@ -117,6 +134,7 @@ class JobView(BaseModel):
     attempts: int = 0
     cancelled_while: JobStatus | None = Field(None, description="QUEUED, or RUNNING for a best-effort cancel")
     priority: Priority = Priority.NORMAL
+    waiting: WaitingView | None = Field(None, description="GET /v1/jobs/<id> of a QUEUED job: what it waits for")
     ttl: float | None = Field(None, description="seconds it may wait to start (null: no bound)")
     execution_timeout: float | None = Field(None, description="seconds its run may take (null: the model's "
                                                               "request_timeout)")
@@ -124,9 +142,9 @@ class JobView(BaseModel):
     webhook: WebhookView | None = Field(None, description="the delivery of its webhook, if it names one")
 
     @classmethod
-    def of(cls, job: Job) -> "JobView":
-        """The view of a stored job."""
-        return cls(
+    def of(cls, job: Job, waiting: Waiting | None = None) -> "JobView":
+        """The view of a stored job (and of what it waits for, if known)."""
+        return cls(waiting=WaitingView.of(waiting) if waiting else None,
             id=job.id, model=job.model, status=job.status, created_at=iso(job.created_at), output=job.output,
             error=ErrorDetail(code=job.error.code, message=job.error.message) if job.error else None,
             timings=Timings(queue_wait=span(job.created_at, job.started_at),

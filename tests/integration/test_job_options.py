@@ -109,6 +109,8 @@ def test_a_high_job_submitted_behind_a_backlog_of_normal_ones_starts_next(make_p
     high = requests.post(jobs, params={"priority": "high"}, json={"mark": "high"}, timeout=10).json()
     assert high["priority"] == "high"
     assert requests.get(f"{platform.url}/v1/jobs/{blocker['id']}", timeout=10).json()["status"] == "RUNNING"
+    held = poll(platform, backlog[0], lambda job: (job.get("waiting") or {}).get("reason") == "parked")
+    assert held["waiting"]["age"] >= 0 and held["waiting"]["since"] and held["waiting"]["replica"] is None
     for job_id in [*backlog, high["id"]]:
         assert poll(platform, job_id, lambda job: job["status"] not in ("QUEUED", "RUNNING"))["status"] == "SUCCEEDED"
     assert count_file.read_text().splitlines() == ["blocker", "high", *marks]  # as the model ran them
@@ -129,7 +131,8 @@ def test_a_low_job_scales_nothing_from_zero_and_runs_once_a_normal_one_starts_a_
     assert [e for e in events if e["kind"] == "scale_up"] == [], events
     view = requests.get(f"{platform.url}/v1/models/counting", timeout=10).json()
     assert view["replicas"] == [] and view["queue_depth"] == 1
-    assert requests.get(f"{platform.url}/v1/jobs/{low['id']}", timeout=10).json()["status"] == "QUEUED"
+    held = requests.get(f"{platform.url}/v1/jobs/{low['id']}", timeout=10).json()
+    assert held["status"] == "QUEUED" and held["priority"] == "low" and held["waiting"]["reason"] == "parked", held
     normal = requests.post(jobs, json={"mark": "normal"}, timeout=10).json()
     for job_id in (low["id"], normal["id"]):
         assert poll(platform, job_id, lambda job: job["status"] not in ("QUEUED", "RUNNING"))["status"] == "SUCCEEDED"

@@ -196,3 +196,25 @@ def test_the_snapshot_counts_the_waiting_low_jobs(timed: Store) -> None:
     found = timed.replicas.snapshot("m", {})
     assert found.low == 0 and found.waiting == 1
     assert timed.jobs.get(low[1].id).options.priority is Priority.LOW  # type: ignore[union-attr]
+
+
+def test_a_waiting_job_says_what_it_waits_for(timed: Store, clock: Clock) -> None:
+    job = submitted(timed)
+    clock.now += 2
+    sent = timed.jobs.waiting(job.id)
+    assert sent is not None and (sent.reason, sent.age, sent.replica) == ("sent", 2, "")
+    assert timed.jobs.start(job.id, "t", 5, "w", 1, True) == "PARKED"
+    parked = timed.jobs.waiting(job.id)
+    assert parked is not None and (parked.reason, parked.since, parked.age) == ("parked", clock.now, 0)
+    token = timed.leadership(30).hold() or ""
+    assert timed.replicas.add(token, "r1", "m", "fake")
+    assert timed.replicas.note(token, "r1", ["loading", "shard 2/3"])
+    clock.now += 1
+    starting = timed.jobs.waiting(job.id)
+    assert starting is not None and (starting.reason, starting.replica, starting.stage, starting.age) == (
+        "replica_starting", "r1", "shard 2/3", 1)
+    assert timed.replicas.launched(token, "r1", "http://127.0.0.1/r1", "r1")
+    assert timed.replicas.ready(token, "r1", concurrency=1) is not None  # READY: it waits for a slot there
+    assert timed.jobs.waiting(job.id).reason in ("parked", "sent")  # type: ignore[union-attr]
+    run(timed, job, "t2")
+    assert timed.jobs.waiting(job.id) is None

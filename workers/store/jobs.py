@@ -17,7 +17,7 @@ import redis
 
 from workers.job import Delivery, Job, JobError, JobOptions, JobStatus, Outcome
 from workers.store import keys, replies
-from workers.store.records import Started
+from workers.store.records import Started, Waiting
 from workers.store.replies import (
     CancelReply,
     FinishReply,
@@ -248,6 +248,10 @@ class JobStore:
     def expire_parked(self, model: str, queue_timeout: float, limit: int = 1000) -> list[str]:
         """Fail the model's parked jobs older than its queue timeout; their ids."""
         return [str(job_id) for job_id in self.scripts("expire_parked", model, queue_timeout, limit)]
+
+    def waiting(self, job_id: str) -> Waiting | None:
+        """What the job waits for, if it waits (QUEUED)."""
+        return Waiting.decode(self.scripts("waiting", job_id))
 
     def expire_overdue(self, limit: int = 1000) -> list[Expired]:
         """Fail the waiting jobs past their ttl (``expired``)."""

@@ -23,6 +23,27 @@ class Slot:
 
 
 @dataclass(frozen=True)
+class Waiting:
+    """What a waiting job waits for: its message to be taken (sent), a free slot (parked), or a replica's start
+    (replica_starting: which, and the last line it printed); since when (Redis time) and how long by now."""
+
+    reason: str
+    since: float
+    age: float
+    replica: str = ""
+    stage: str = ""
+
+    @classmethod
+    def decode(cls, reply: list[str]) -> "Waiting | None":
+        """From waiting.lua's ``{reason, since, now, replica, stage}`` (``{}``: not waiting)."""
+        if not reply:
+            return None
+        since, now = float(reply[1]), float(reply[2])
+        return cls(reason=str(reply[0]), since=since, age=max(0.0, now - since), replica=str(reply[3]),
+                   stage=str(reply[4])[:500])
+
+
+@dataclass(frozen=True)
 class Started:
     """A job running on a slot under a task's claim."""
 
