@@ -15,6 +15,8 @@ else is tried again after ``webhook_backoff`` * 2^(n-1) seconds for the n-th ret
 end: then it is given up, among its owner's failed deliveries.
 """
 
+import contextlib
+import http.client
 import json
 import logging
 import os
@@ -26,6 +28,7 @@ from collections.abc import Callable
 
 import redis
 import urllib3
+import urllib3.connection
 
 from gateway import errors
 from gateway.schemas import JobView
@@ -43,7 +46,7 @@ USER_AGENT = "serverless-model-webhooks/1"
 def body_of(job: Job) -> bytes:
     """What a receiver gets: the job's view, without the state of its own delivery."""
     view = JobView.of(job).model_dump(mode="json", exclude={"webhook"})
-    return json.dumps(view, separators=(",", ":"), sort_keys=True).encode()
+    return json.dumps(view, separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
 
 
 def message_id(job: Job) -> str:
@@ -105,7 +108,8 @@ class Deliverer:
             return
         error = self.post(job)
         delay = backoff(job.webhook.attempts + 1, self.settings.webhook_backoff, self.settings.webhook_backoff_cap)
-        settled = self.store.webhooks.attempted(entry, not error, error, delay, self.settings.webhook_retry_for)
+        settled = self.store.webhooks.attempted(entry, not error, error, delay, self.settings.webhook_retry_for,
+                                                job.finished_at)
         if error:
             log.info("webhook of job %s: %s (%s)", job.id, error, settled.value)
 
@@ -122,26 +126,41 @@ class Deliverer:
                    "Content-Type": "application/json", "User-Agent": USER_AGENT,
                    "webhook-id": message_id(job), "webhook-timestamp": str(timestamp),
                    "webhook-signature": signature(self.settings.webhook_secret, message_id(job), timestamp, body)}
-        pool = connection(target, self.settings.webhook_timeout)
+        conn = connection(target, self.settings.webhook_timeout)
+        late = threading.Event()
+        watchdog = threading.Timer(self.settings.webhook_timeout, cut, args=(conn, late))  # bounds the attempt
+        watchdog.daemon = True
+        watchdog.start()
         try:
-            response = pool.urlopen("POST", target.path, body=body, headers=headers, redirect=False, retries=False,
-                                    assert_same_host=False, preload_content=False)
-            response.drain_conn()
-            return "" if 200 <= response.status < 300 else f"the receiver answered HTTP {response.status}"
-        except urllib3.exceptions.HTTPError as exc:
-            return f"{type(exc).__name__}: {exc}"[:500]
+            conn.request("POST", target.path, body=body, headers=headers, preload_content=False)
+            status = conn.getresponse().status  # its body is not read: a receiver cannot hold a deliverer with it
+        except (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError) as exc:
+            status, error = 0, f"{type(exc).__name__}: {exc}"[:500]
         finally:
-            pool.close()
+            watchdog.cancel()
+            conn.close()
+        if late.is_set():  # what was read before the cut may look whole: it is not
+            return f"no answer within {self.settings.webhook_timeout:g} s"
+        if not status:
+            return error
+        return "" if 200 <= status < 300 else f"the receiver answered HTTP {status}"
 
 
-def connection(target: Target, timeout: float) -> urllib3.HTTPConnectionPool:
+def cut(conn: urllib3.connection.HTTPConnection, late: threading.Event) -> None:
+    """End an attempt past its time: shut its socket, which wakes the read that waits on it."""
+    late.set()
+    with contextlib.suppress(OSError, AttributeError):
+        conn.sock.shutdown(socket.SHUT_RDWR)
+
+
+def connection(target: Target, timeout: float) -> urllib3.connection.HTTPConnection:
     """A connection to the target's checked address (TLS checks the URL's host name)."""
-    limits = urllib3.Timeout(connect=min(timeout, 5.0), read=timeout, total=timeout)
+    limits = timeout  # each connect and read; the whole attempt is bounded by ``timeout`` too (``cut``)
     if target.scheme == "https":
-        return urllib3.HTTPSConnectionPool(target.address, target.port, timeout=limits, maxsize=1, retries=False,
-                                           server_hostname=target.host, assert_hostname=target.host,
-                                           cert_reqs="CERT_REQUIRED")
-    return urllib3.HTTPConnectionPool(target.address, target.port, timeout=limits, maxsize=1, retries=False)
+        return urllib3.connection.HTTPSConnection(target.address, target.port, timeout=limits,
+                                                  server_hostname=target.host, assert_hostname=target.host,
+                                                  cert_reqs="CERT_REQUIRED")
+    return urllib3.connection.HTTPConnection(target.address, target.port, timeout=limits)
 
 
 def start_deliverers(settings: Settings) -> list[threading.Thread]:

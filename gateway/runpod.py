@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from gateway import errors
 from gateway.native import SECURED, operation_id, respond
+from gateway.schemas import LONGEST_BOUND
 from gateway.service import Gateway, idempotency_key
 from workers.job import Job, JobOptions, JobStatus, Priority
 from workers.store.records import ModelSnapshot, ReplicaState
@@ -47,9 +48,11 @@ class EndpointJobPath(EndpointPath):
 class Policy(BaseModel):
     """RunPod's per-job execution policy (milliseconds)."""
 
-    ttl: int | None = Field(None, gt=0, description="milliseconds the job may wait to start; past it FAILED")
-    executionTimeout: int | None = Field(None, gt=0, description="milliseconds its run may take (at most the "
-                                                                 "model's request_timeout); past it TIMED_OUT")
+    ttl: int | None = Field(None, gt=0, le=LONGEST_BOUND * 1000,
+                            description="milliseconds the job may wait to start (at most 30 days); past it FAILED")
+    executionTimeout: int | None = Field(None, gt=0, le=LONGEST_BOUND * 1000,
+                                         description="milliseconds its run may take (at most the model's "
+                                                     "request_timeout); past it TIMED_OUT")
     lowPriority: bool = Field(False, description="the job runs after the others waiting, and alone starts no worker")
 
     def options(self) -> JobOptions:

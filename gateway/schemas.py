@@ -38,6 +38,9 @@ class Query(BaseModel):
 SCHEMAS: dict[tuple[Any, ...], dict[str, Any]] = {}
 
 
+LONGEST_BOUND = 30 * 86400  # seconds: the longest ttl or execution_timeout a job may ask for
+
+
 class WaitQuery(Query):
     """How long to wait for the result."""
 
@@ -48,11 +51,12 @@ class SubmitQuery(WaitQuery):
     """A submit's options, beside the model's input (which goes to the model untouched), and where to deliver the
     job's end."""
 
-    ttl: float | None = Field(None, gt=0, description="seconds the job may wait to start; past it FAILED expired "
-                                                      "(default: the model's ttl, else none)")
-    execution_timeout: float | None = Field(None, gt=0, description="seconds its run may take; past it FAILED timeout "
-                                                                    "(at most, and by default, the model's "
-                                                                    "request_timeout)")
+    ttl: float | None = Field(None, gt=0, le=LONGEST_BOUND, allow_inf_nan=False,
+                              description="seconds the job may wait to start (at most 30 days); past it FAILED "
+                                          "expired (default: the model's ttl, else none)")
+    execution_timeout: float | None = Field(None, gt=0, le=LONGEST_BOUND, allow_inf_nan=False,
+                                            description="seconds its run may take; past it FAILED timeout (at "
+                                                        "most, and by default, the model's request_timeout)")
     webhook: str | None = Field(None, description="an http(s) URL (at most 2048 characters) the finished job's view "
                                                   "is POSTed to, signed; default: the API key's, if configured")
     priority: Priority = Field(Priority.NORMAL, description="high: starts before the normal jobs waiting (unless "

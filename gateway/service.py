@@ -34,11 +34,11 @@ class Accepted:
 
 
 def idempotency_key(header: str | None) -> str:
-    """The Idempotency-Key header's value ('' if absent); InvalidIdempotencyKey if empty, too long or not printable
-    ASCII."""
+    """The Idempotency-Key header's value ('' if absent); InvalidIdempotencyKey if empty (or blank), too long or not
+    printable ASCII."""
     if header is None:
         return ""
-    if not header or len(header) > LONGEST_IDEMPOTENCY_KEY or not (header.isascii() and header.isprintable()):
+    if not header.strip() or len(header) > LONGEST_IDEMPOTENCY_KEY or not (header.isascii() and header.isprintable()):
         raise errors.InvalidIdempotencyKey(f"an Idempotency-Key is 1 to {LONGEST_IDEMPOTENCY_KEY} printable ASCII "
                                            f"characters")
     return header
@@ -116,7 +116,7 @@ class Gateway:
         job = JobStore.new(model.name, payload, owner,
                            options=model.jobs.options(asked.ttl, asked.execution_timeout, asked.priority),
                            webhook=webhook)
-        request = {"input": payload, "options": asked.fields(), "webhook": webhook}
+        request = {"model": model.name, "input": payload, "options": asked.fields(), "webhook": webhook}
         once = Idempotency(idempotency, Idempotency.digest_of(request),
                            self.settings.idempotency_retention) if idempotency else None
         began = time.monotonic()

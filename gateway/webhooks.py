@@ -25,13 +25,20 @@ def resolve(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
 
 
+IETF = ipaddress.ip_network("192.0.0.0/24")  # IETF protocol assignments: none is a webhook receiver
+TUNNELS = (ipaddress.ip_network("2002::/16"), ipaddress.ip_network("2001::/32"))  # 6to4, Teredo: IPv4 inside
+
+
 def public(address: Address) -> bool:
-    """Whether an address is on the public internet (not loopback, private, link-local, multicast, reserved or
-    unspecified; an IPv4 address mapped into IPv6 is judged as itself)."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return not (address.is_loopback or address.is_private or address.is_link_local or address.is_multicast
-                or address.is_reserved or address.is_unspecified)
+    """Whether an address is on the public internet (globally reachable: not loopback, private, shared, link-local,
+    multicast, reserved or unspecified; an IPv4 address mapped into IPv6 is judged as itself, and the IPv6 tunnels
+    that carry an IPv4 address inside are refused)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        elif any(address in tunnel for tunnel in TUNNELS):
+            return False
+    return address.is_global and not address.is_multicast and address not in IETF
 
 
 @dataclass(frozen=True)

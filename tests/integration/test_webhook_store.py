@@ -136,3 +136,18 @@ def test_a_resubmitted_job_drops_its_old_delivery_and_is_delivered_at_its_next_e
     assert timed.jobs.start(job.id, "t2", 5, "w", 4, True) is not None
     assert timed.jobs.finish(job.id, "t2", OK) == "OK"
     assert [e.job_id for e in timed.webhooks.read("d1", 10, 0.1)] == [job.id]
+
+
+def test_an_attempt_at_an_end_the_job_has_since_left_delivers_nothing_of_its_next_end(timed: Store, clock: Clock) -> None:
+    job = timed.jobs.submit(timed.jobs.new("m", {"x": 1}, "o1", webhook=HOOK))
+    assert not isinstance(job, str) and timed.jobs.cancel(job.id) == "OK"
+    first = timed.jobs.get(job.id)
+    assert first is not None and first.finished_at is not None
+    old = timed.webhooks.read("d1", 10, 0.1)[0]  # its POST is under way while the job is run again and ends again
+    clock.now += 1
+    assert timed.jobs.resubmit(job.id) == "OK" and timed.jobs.cancel(job.id) == "OK"
+    assert timed.webhooks.attempted(old, True, "", 0, 60, first.finished_at) is AttemptReply.DROPPED
+    again = timed.jobs.get(job.id)
+    assert again is not None and again.webhook is not None and again.webhook.status is DeliveryStatus.PENDING
+    [new] = timed.webhooks.read("d1", 10, 0.1)  # the second end has its own entry
+    assert timed.webhooks.attempted(new, True, "", 0, 60, again.finished_at) is AttemptReply.DELIVERED

@@ -49,6 +49,9 @@ def jobs(fake: fakeredis.FakeRedis) -> list[Any]:
     ("POST", "/runpod/v2/m/run", {"data": b"{", "content_type": "application/json"}, 400),
     ("POST", "/runpod/v2/m/run", {"json": {"input": {}, "webhook": "http://x"}}, 400),
     ("GET", "/runpod/v2/m/status/" + "0" * 32, {}, 404),
+    ("POST", "/runpod/v2/m/run", {"json": {"input": {}, "policy": {"ttl": 10**400}}}, 400),
+    ("POST", "/runpod/v2/m/run", {"json": {"input": {}, "policy": {"ttl": 10**300}}}, 422),
+    ("POST", "/runpod/v2/m/run", {"json": {"input": {}, "policy": {"executionTimeout": 10**12}}}, 422),
     ("GET", "/v2/nowhere", {}, 404),
     ("POST", "/v2/models/m/infer", {"json": V2}, 404),
     ("POST", "/v2/models/v/infer", {"json": {"inputs": [{"name": "x"}]}}, 422),
@@ -74,6 +77,28 @@ def test_each_door_answers_in_its_own_error_body_and_records_nothing(
     answer = app.open(path, method=method, **kwargs)
     assert answer.status_code == status and isinstance(answer.json["error"], str), answer.json
     assert jobs(fake) == []
+
+
+@pytest.mark.parametrize(("query", "headers", "status"), [
+    ("ttl=inf", {}, 422), ("ttl=nan", {}, 422), ("ttl=1e308", {}, 422), ("execution_timeout=inf", {}, 422),
+    ("", {"Idempotency-Key": " "}, 400), ("", {"Idempotency-Key": "a\tb"}, 400),
+])
+def test_bad_job_options_are_refused_and_record_nothing(client: tuple[FlaskClient, fakeredis.FakeRedis], query: str,
+                                                        headers: dict[str, str], status: int) -> None:
+    app, fake = client
+    answer = app.post(f"/v1/models/m/jobs?{query}", json={}, headers=headers)
+    assert answer.status_code == status and answer.json["error"]["code"], answer.json
+    assert jobs(fake) == []
+
+
+def test_an_idempotency_key_used_for_another_model_is_a_conflict(
+        client: tuple[FlaskClient, fakeredis.FakeRedis]) -> None:
+    app, fake = client
+    first = app.post("/v1/models/m/jobs", json={"a": 1}, headers={"Idempotency-Key": "k1"})
+    assert first.status_code == 202
+    other = app.post("/v1/models/v/jobs", json={"a": 1}, headers={"Idempotency-Key": "k1"})
+    assert other.status_code == 409 and other.json["error"]["code"] == "idempotency_conflict"
+    assert len(jobs(fake)) == 1
 
 
 def test_the_native_door_keeps_its_error_body(client: tuple[FlaskClient, fakeredis.FakeRedis]) -> None:

@@ -2,6 +2,9 @@
 the ``standardwebhooks`` package verifies it), the retry schedule and the settings."""
 
 import base64
+import socket
+import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -9,9 +12,10 @@ from pydantic import ValidationError
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from gateway import errors
-from gateway.deliverer import backoff
+from gateway.deliverer import Deliverer, backoff
 from gateway.webhooks import Targets, new_secret, signature
 from workers.config import Settings
+from workers.job import Delivery, Job, JobStatus
 
 pytestmark = pytest.mark.unit
 SECRET = new_secret()
@@ -23,7 +27,8 @@ def fixed(*addresses: str) -> Targets:
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254",
-                                     "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "0.0.0.0", "224.0.0.1"])
+                                     "::1", "fe80::1", "fd00::1", "::ffff:127.0.0.1", "0.0.0.0", "224.0.0.1",
+                                     "100.100.100.200", "192.0.0.8", "2002:7f00:1::", "2001:0:4136:e378::1"])
 def test_loopback_private_and_link_local_targets_are_refused(address: str) -> None:
     with pytest.raises(errors.InvalidWebhook, match="refused unless SM_WEBHOOK_ALLOW_NETWORKS"):
         fixed(address).target("https://hooks.example/x")
@@ -94,3 +99,34 @@ def test_settings_refuse_a_bad_secret_default_or_network() -> None:
     with pytest.raises(ValidationError):
         Settings(webhook_allow_networks="127.0.0.0/33")
     assert Settings(webhook_secret=SECRET, webhooks={"*": "https://hooks.example/x"}).webhooks
+
+
+@pytest.mark.parametrize("trickle", [b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"])
+def test_a_receiver_that_trickles_cannot_hold_a_deliverer_past_its_timeout(trickle: bytes) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def receiver() -> None:  # reads the request, then answers one byte at a time, never ending
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            for byte in trickle:
+                conn.sendall(bytes([byte]))
+            while not stop.wait(0.1):
+                conn.sendall(b"1\r\nx\r\n" if b"chunked" in trickle else b"X-A: b\r\n")
+
+    threading.Thread(target=receiver, daemon=True).start()
+    port = listener.getsockname()[1]
+    settings = Settings(webhook_secret=SECRET, webhook_timeout=1, webhook_allow_networks="127.0.0.0/8")
+    job = Job(id="j1", model="m", status=JobStatus.SUCCEEDED, input={}, created_at=time.time(),
+              finished_at=time.time(), webhook=Delivery(f"http://127.0.0.1:{port}/hook"))
+    deliverer = Deliverer(None, settings, "c", Targets("127.0.0.0/8"))  # type: ignore[arg-type]
+    try:
+        error = deliverer.post(job)
+    finally:
+        stop.set()
+        listener.close()
+    if b"chunked" in trickle:
+        assert error == ""  # taken on its status line: the body is never read
+    else:
+        assert error == "no answer within 1 s"

@@ -3,16 +3,18 @@
 -- `retry for` seconds from the start of its delivery, is given up (into the owner's failed deliveries). A job
 -- delivered or given up keeps its record the retention from then.
 -- ARGV[3..]: stream entry id, job id, delivered ('1' or '0'), the error ('' when delivered), seconds until the
--- next attempt, retry for (seconds).
+-- next attempt, retry for (seconds), the finished_at of the end attempted ('' = not checked).
 -- Returns DELIVERED, RETRY, FAILED; or DROPPED when the job is gone or no longer waits for a delivery (run again,
--- or resubmitted: its next end is delivered anew).
+-- or resubmitted: its next end is delivered anew), or has ended again since the attempted end (its new end has an
+-- entry of its own).
 local entry, id, delivered, text = ARGV[3], ARGV[4], ARGV[5] == '1', ARGV[6]
 local delay, retry_for = tonumber(ARGV[7]), tonumber(ARGV[8])
 local job = K.job .. id
 redis.call('XACK', K.webhooks, K.deliverers, entry)
 redis.call('XDEL', K.webhooks, entry)
-local current = redis.call('HMGET', job, 'webhook_status', 'webhook_since', 'owner', 'slot')
+local current = redis.call('HMGET', job, 'webhook_status', 'webhook_since', 'owner', 'slot', 'finished_at')
 if current[1] ~= 'pending' then return 'DROPPED' end
+if ARGV[9] ~= '' and tonumber(current[5] or '0') ~= tonumber(ARGV[9]) then return 'DROPPED' end
 redis.call('HINCRBY', job, 'webhook_attempts', 1)
 local settled = 'DELIVERED'
 if delivered then

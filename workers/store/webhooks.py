@@ -67,12 +67,15 @@ class WebhookQueue:
         """Move the deliveries whose next attempt is due back onto the stream; how many."""
         return int(self.scripts("webhook_due", limit))
 
-    def attempted(self, entry: Entry, delivered: bool, error: str, delay: float, retry_for: float) -> AttemptReply:
-        """Record an attempt and take its entry off the stream: DELIVERED; RETRY (in ``delay`` seconds); FAILED
-        (given up: the next attempt would come past ``retry_for`` seconds from the start of the delivery); or
-        DROPPED (the job is gone, or no longer waits for this delivery)."""
+    def attempted(self, entry: Entry, delivered: bool, error: str, delay: float, retry_for: float,
+                  ended: float | None = None) -> AttemptReply:
+        """Record an attempt at the end of the job at ``ended`` (its finished_at) and take its entry off the
+        stream: DELIVERED; RETRY (in ``delay`` seconds); FAILED (given up: the next attempt would come past
+        ``retry_for`` seconds from the start of the delivery); or DROPPED (the job is gone, no longer waits for a
+        delivery, or ended again since: that end is delivered by its own entry)."""
         return replies.word_of(self.scripts("webhook_attempt", entry.entry_id, entry.job_id, int(delivered),
-                                            error[:1000], delay, retry_for), AttemptReply)
+                                            error[:1000], delay, retry_for, "" if ended is None else repr(ended)),
+                               AttemptReply)
 
     def failed(self, owner: str, limit: int = 100) -> list[FailedDelivery]:
         """The owner's given-up deliveries, newest first."""
