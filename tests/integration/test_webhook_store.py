@@ -138,7 +138,7 @@ def test_a_resubmitted_job_drops_its_old_delivery_and_is_delivered_at_its_next_e
     assert [e.job_id for e in timed.webhooks.read("d1", 10, 0.1)] == [job.id]
 
 
-def test_an_attempt_at_an_end_the_job_has_since_left_delivers_nothing_of_its_next_end(timed: Store, clock: Clock) -> None:
+def test_an_attempt_at_an_end_the_job_has_left_delivers_nothing_of_its_next_end(timed: Store, clock: Clock) -> None:
     job = timed.jobs.submit(timed.jobs.new("m", {"x": 1}, "o1", webhook=HOOK))
     assert not isinstance(job, str) and timed.jobs.cancel(job.id) == "OK"
     first = timed.jobs.get(job.id)
