@@ -280,8 +280,10 @@ def test_review2_a_replica_that_fails_every_exchange_but_answers_its_probe_leave
     server = WireServer(answer)
     replica(store, server.url)
     ctx = context(store, request_timeout=0.5, max_attempts=3)
-    for _ in range(3):
-        run_in_thread(ctx, submitted(store), within=10)
+    job_id = submitted(store)
+    for _ in range(3):  # a reset parks the job (no other replica) and it is sent again (a later job would yield the
+        if run_in_thread(ctx, job_id, within=10).status is JobStatus.FAILED:  # slot to it); a hang fails it timeout
+            job_id = submitted(store)
         store.jobs.dispatch("m", 1)
     [gone] = store.replicas.of("m")
     assert gone.state is ReplicaState.FAILED and "3 failed exchanges in a row" in gone.reason
