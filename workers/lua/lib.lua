@@ -177,6 +177,11 @@ end
 local function retire(id)  -- a finished job holding no slot: no lease, and the record expires after the retention
   redis.call('ZREM', K.leases, id)
   redis.call('EXPIRE', K.job .. id, RETENTION)
+  redis.call('EXPIRE', K.parts .. id, RETENTION)
+end
+
+local function streamed(id)  -- whether a run of the job committed parts already (it must not run again)
+  return redis.call('EXISTS', K.parts .. id) == 1
 end
 
 local function conclude(id, model, status, fields)  -- a job's last write: final status, fields, wake waiters
@@ -184,6 +189,9 @@ local function conclude(id, model, status, fields)  -- a job's last write: final
   move(id, status)
   redis.call('HSET', job, 'finished_at', stamp(NOW))
   if #fields > 0 then redis.call('HSET', job, unpack(fields)) end
+  if status == S.SUCCEEDED and streamed(id) then  -- a streamed output is all its parts
+    redis.call('HSET', job, 'output', '[' .. table.concat(redis.call('LRANGE', K.parts .. id, 0, -1), ',') .. ']')
+  end
   redis.call('HINCRBY', job, 'commits', 1)
   leave_queue(id, model)
   redis.call('SREM', K.running .. model, id)

@@ -24,7 +24,7 @@ redis.call('HDEL', job, 'output', 'error', 'finished_at', 'started_at', 'replica
            'lease_until')
 redis.call('HSET', job, 'requeued_at', stamp(NOW))
 redis.call('PERSIST', job)
-redis.call('DEL', K.done .. id)
+redis.call('DEL', K.done .. id, K.parts .. id)
 redis.call('LREM', K.dead, 0, id)
 if mine then redis.call('ZADD', mine, NOW, id) end
 send(id, model)

@@ -16,7 +16,8 @@ from workers.store import envelope, keys
 LUA = importlib.resources.files("workers") / "lua"
 NAMES = ("submit", "withdraw", "start", "finish", "retry", "renew", "reap", "resend", "expire_parked", "dispatch",
          "cancel", "add_replica", "launched", "ready", "start_failed", "replica_failed", "drain", "remove_replica",
-         "save_scaling", "save_hosts", "observe", "note", "abandon", "refuse", "count", "resubmit", "purge")
+         "save_scaling", "save_hosts", "observe", "note", "abandon", "refuse", "count", "resubmit", "purge",
+         "append_part")
 
 
 def prelude() -> str:
