@@ -44,6 +44,12 @@ class WaitQuery(Query):
     wait: float = Field(0, ge=0, description="seconds to block for the result (200 if done, else 202)")
 
 
+class StreamQuery(Query):
+    """Where a stream resumes."""
+
+    after: int = Field(-1, ge=-1, description="send only the parts after this index (as the Last-Event-ID header)")
+
+
 class JobInput(RootModel[dict[str, Any]]):
     """The model's input: any JSON object; the model validates it."""
 

@@ -1,12 +1,15 @@
 """Streamed outputs: the replica's NDJSON answer, and reading it line by line as it comes."""
 
+import contextlib
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
+from gateway.service import Gateway, sse
 from model.server import create_app
-from workers.job import JobError, JobStatus
+from workers.job import Job, JobError, JobStatus
 from workers.protocols.native import LineReader, NativeProtocol, read_line
 
 
@@ -72,3 +75,34 @@ def test_bad_input_before_the_first_part_is_a_422_and_a_failure_midway_a_last_er
     lines = client.post("/", json={"n": 5, "fail_at": 2}).data.splitlines()
     assert [read_line(line) for line in lines[:2]] == ['{"i": 0}', '{"i": 1}']
     assert read_line(lines[2]) == JobError("model_error", "RuntimeError: broke")
+
+
+def test_an_event_is_its_id_name_and_data_then_a_blank_line() -> None:
+    assert sse("part", '{"i": 3}', 3) == 'id: 3\nevent: part\ndata: {"i": 3}\n\n'
+    assert sse("done", "{}") == "event: done\ndata: {}\n\n"
+
+
+class Parts:
+    """A job store's parts and waits: the job finishes after ``rounds`` waits, the parts coming meanwhile."""
+
+    def __init__(self, job: Job, parts: list[str], rounds: int) -> None:
+        self.job, self.all, self.rounds, self.given = job, parts, rounds, 0
+        self.jobs = self
+
+    def parts(self, job_id: str, start: int = 0) -> list[str]:
+        shown = self.all[:len(self.all) * self.given // self.rounds]
+        return shown[start:]
+
+    def wait(self, job_id: str, timeout: float) -> Job:
+        self.given = min(self.rounds, self.given + 1)
+        return replace(self.job, status=JobStatus.SUCCEEDED) if self.given == self.rounds else self.job
+
+
+@pytest.mark.parametrize("after", [-1, 9, 49])
+def test_a_stream_sends_each_part_after_the_index_once_in_order_then_done(after: int) -> None:
+    job = Job(id="j", model="m", status=JobStatus.RUNNING, input={}, created_at=0.0)
+    gateway = object.__new__(Gateway)
+    gateway.store = gateway.waits = Parts(job, [json.dumps(i) for i in range(50)], 7)  # type: ignore[assignment]
+    events = list(gateway.events(job, after, lambda j: j.status.value, contextlib.nullcontext(True)))
+    assert events[:-1] == [sse("part", str(i), i) for i in range(after + 1, 50)]
+    assert events[-1] == sse("done", "SUCCEEDED")
