@@ -69,7 +69,8 @@ def blueprint(gateway: Gateway) -> APIBlueprint:
     @api.get("/v1/jobs/<job_id>/stream", security=SECURED, tags=[JOBS], responses={200: None, **ERRORS})
     def stream_job(path: JobPath, query: StreamQuery) -> Response:
         """A job's streamed output as Server-Sent Events: ``part`` per part (``id`` its index), then ``done`` with
-        the job's view; resumes after the ``Last-Event-ID`` header (or ``?after=``)."""
+        the job's view; resumes after the ``Last-Event-ID`` header (or ``?after=``). A stream still open after
+        SM_MAX_WAIT seconds ends without ``done``: resume it."""
         last = request.headers.get("Last-Event-ID", "")
         after = int(last) if last.isdigit() and len(last) < 10 else query.after
         events = gateway.stream(path.job_id, g.principal, after,

@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -132,11 +133,12 @@ class Gateway:
             place.__exit__(None, None, None)
             raise errors.TooManyWaiting(f"{self.waiters.total} requests wait already (at most "
                                         f"{self.waiters.per_key} per key); retry in a moment")
-        return self.events(job, after, view, place)
+        return self.events(job, after, view, place, time.monotonic() + self.settings.max_wait)
 
     def events(self, job: Job, after: int, view: Callable[[Job], str],
-               place: contextlib.AbstractContextManager[bool]) -> Iterator[str]:
-        """The events of ``stream``; the waiting place is given back when the client goes."""
+               place: contextlib.AbstractContextManager[bool], until: float = math.inf) -> Iterator[str]:
+        """The events of ``stream``; the waiting place is given back when the client goes. A stream open at
+        ``until`` (monotonic) ends without ``done``: the client resumes it with ``Last-Event-ID``."""
         try:
             while True:
                 finished = job.status.finished
@@ -145,6 +147,8 @@ class Gateway:
                     yield sse("part", part, after)
                 if finished:
                     yield sse("done", view(job))
+                    return
+                if time.monotonic() >= until:
                     return
                 job = self.waits.jobs.wait(job.id, STREAM_PAUSE) or job
         except redis.RedisError as exc:

@@ -72,3 +72,16 @@ class SlowSetup:
     def predict(self, payload: Any) -> dict[str, Any]:
         """Echo."""
         return {"echo": payload}
+
+
+class Counting:
+    """Streams ``{"i": 0}`` … ``{"i": n-1}``, a part every ``every`` seconds (0.02 by default)."""
+
+    def setup(self) -> None:
+        """Nothing to load."""
+
+    def predict(self, payload: Any) -> Any:
+        """The parts, one by one."""
+        for i in range(int(payload.get("n", 50))):
+            time.sleep(float(payload.get("every", 0.02)))
+            yield {"i": i}
