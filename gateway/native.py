@@ -1,8 +1,9 @@
 """The native front door: the /v1 API (jobs, models, replicas, events, hosts)."""
 
+import json
 from typing import Any
 
-from flask import Response, g, jsonify
+from flask import Response, g, jsonify, request
 from flask_openapi3 import APIBlueprint, Tag
 from flask_openapi3.utils import get_operation_id_for_path
 
@@ -26,6 +27,7 @@ from gateway.schemas import (
     Purged,
     ReplicaLog,
     ReplicaPath,
+    StreamQuery,
     SubmitHeaders,
     SubmitQuery,
     iso,
@@ -79,6 +81,17 @@ def blueprint(gateway: Gateway) -> APIBlueprint:
         """A job's status, output or error, timings, replica and attempts; while it waits, what for."""
         job = gateway.job(path.job_id, g.principal)
         return respond(JobView.of(job, gateway.store.jobs.waiting(job.id) if job.status is JobStatus.QUEUED else None))
+
+    @api.get("/v1/jobs/<job_id>/stream", security=SECURED, tags=[JOBS], responses={200: None, **ERRORS})
+    def stream_job(path: JobPath, query: StreamQuery) -> Response:
+        """A job's streamed output as Server-Sent Events: ``part`` per part (``id`` its index), then ``done`` with
+        the job's view; resumes after the ``Last-Event-ID`` header (or ``?after=``). A stream still open after
+        SM_MAX_WAIT seconds ends without ``done``: resume it."""
+        last = request.headers.get("Last-Event-ID", "")
+        after = int(last) if last.isdigit() and len(last) < 10 else query.after
+        events = gateway.stream(path.job_id, g.principal, after,
+                                lambda job: json.dumps(JobView.of(job).model_dump(mode="json")))
+        return Response(events, mimetype="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     @api.delete("/v1/jobs/<job_id>", security=SECURED, tags=[JOBS], responses={200: JobView, 409: ErrorBody, **ERRORS})
     def cancel_job(path: JobPath) -> Response:

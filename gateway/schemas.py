@@ -74,6 +74,12 @@ class SubmitHeaders(Query):
                           "true) instead of making another; with another request 409 idempotency_conflict")
 
 
+class StreamQuery(Query):
+    """Where a stream resumes."""
+
+    after: int = Field(-1, ge=-1, description="send only the parts after this index (as the Last-Event-ID header)")
+
+
 class JobInput(RootModel[dict[str, Any]]):
     """The model's input: any JSON object; the model validates it."""
 

@@ -1,8 +1,11 @@
 """The job service both front doors call: submits, reads and the views of models and hosts."""
 
 import contextlib
+import json
+import math
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -42,6 +45,15 @@ def idempotency_key(header: str | None) -> str:
         raise errors.InvalidIdempotencyKey(f"an Idempotency-Key is 1 to {LONGEST_IDEMPOTENCY_KEY} printable ASCII "
                                            f"characters")
     return header
+
+
+STREAM_PAUSE = 0.25  # seconds a stream waits on the job's end between reads of its parts
+
+
+def sse(event: str, data: str, index: int | None = None) -> str:
+    """One Server-Sent Event (``data`` is one line of JSON)."""
+    head = f"id: {index}\n" if index is not None else ""
+    return f"{head}event: {event}\ndata: {data}\n\n"
 
 
 class Gateway:
@@ -170,6 +182,38 @@ class Gateway:
             return self.store.jobs.get(job.id) or replace(job, status=kept)
         except redis.RedisError:
             return replace(job, status=kept)
+
+    def stream(self, job_id: str, owner: str, after: int, view: Callable[[Job], str]) -> Iterator[str]:
+        """The caller's job's parts after index ``after`` as Server-Sent Events as they come, then ``done`` with
+        the job's view (``error`` if the job store fails); holds a waiting place (TooManyWaiting past the cap)."""
+        job = self.job(job_id, owner)
+        place = self.waiters.admit(owner)
+        if not place.__enter__():
+            place.__exit__(None, None, None)
+            raise errors.TooManyWaiting(f"{self.waiters.total} requests wait already (at most "
+                                        f"{self.waiters.per_key} per key); retry in a moment")
+        return self.events(job, after, view, place, time.monotonic() + self.settings.max_wait)
+
+    def events(self, job: Job, after: int, view: Callable[[Job], str],
+               place: contextlib.AbstractContextManager[bool], until: float = math.inf) -> Iterator[str]:
+        """The events of ``stream``; the waiting place is given back when the client goes. A stream open at
+        ``until`` (monotonic) ends without ``done``: the client resumes it with ``Last-Event-ID``."""
+        try:
+            while True:
+                finished = job.status.finished
+                for part in self.store.jobs.parts(job.id, after + 1):
+                    after += 1
+                    yield sse("part", part, after)
+                if finished:
+                    yield sse("done", view(job))
+                    return
+                if time.monotonic() >= until:
+                    return
+                job = self.waits.jobs.wait(job.id, STREAM_PAUSE) or job
+        except redis.RedisError as exc:
+            yield sse("error", json.dumps({"error": {"code": "unavailable", "message": str(exc)[:500]}}))
+        finally:
+            place.__exit__(None, None, None)
 
     def view(self, model: ModelConfig) -> ModelView:
         """The model as the store sees it."""

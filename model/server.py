@@ -3,8 +3,10 @@
 Every replica speaks this contract whatever model it serves. ``GET /ok`` answers 503 while the
 model's ``setup()`` runs (or after it failed, with the reason) and 200 once it finished. Bad input
 (``ValueError`` from ``predict``) is a 422, any other model exception a 500, both as JSON
-``{"error": {"code", "message"}}``. Served by gunicorn with ``2 * CONCURRENCY + 1`` threads, so that ``GET /ok``
-is answered while every slot is busy (and while requests whose caller gave up still compute).
+``{"error": {"code", "message"}}``. A ``predict`` that is a generator streams its parts: the answer is
+``application/x-ndjson``, chunked, one line per part (``{"part": <json>}``), and a failure after the first part is a
+last line ``{"error": {"code", "message"}}``. Served by gunicorn with ``2 * CONCURRENCY + 1`` threads, so that
+``GET /ok`` is answered while every slot is busy (and while requests whose caller gave up still compute).
 
 Environment: ``HOST`` (127.0.0.1), ``PORT`` (8000), ``CONCURRENCY`` (4), ``MODEL_CLASS``
 (``model.model:Model``), ``MAX_BODY_BYTES`` (10 MiB).
@@ -12,11 +14,13 @@ Environment: ``HOST`` (127.0.0.1), ``PORT`` (8000), ``CONCURRENCY`` (4), ``MODEL
 
 import enum
 import importlib
+import inspect
 import json
 import os
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Flask, Response, request
@@ -79,7 +83,10 @@ class Replica:
             return error("malformed_json", "the body must be JSON", 400)
         started = time.perf_counter()
         try:
-            response = json_response(self.model.predict(payload))
+            answer = self.model.predict(payload)
+            if inspect.isgenerator(answer):
+                return stream(answer)
+            response = json_response(answer)
             response.headers["X-Inference-Seconds"] = f"{time.perf_counter() - started:.6f}"
             return response
         except ValueError as exc:
@@ -87,6 +94,32 @@ class Replica:
         except Exception as exc:
             traceback.print_exc()
             return error("model_error", f"{type(exc).__name__}: {exc}", 500)
+
+
+NDJSON = "application/x-ndjson"
+
+
+def stream(parts: Iterator[Any]) -> Response:
+    """A generator's parts as NDJSON lines, sent as they come; the first is taken now, so bad input before it is
+    still a 422 (and a model failure a 500)."""
+    try:
+        first = [next(parts)]
+    except StopIteration:
+        first = []
+    return Response(part_lines(first, parts), status=200, mimetype=NDJSON)
+
+
+def part_lines(first: list[Any], parts: Iterator[Any]) -> Iterator[str]:
+    """One ``{"part": …}`` line per part; a failure midway is one last ``{"error": …}`` line."""
+    for part in first:
+        yield json.dumps({"part": part}) + "\n"
+    try:
+        for part in parts:
+            yield json.dumps({"part": part}) + "\n"
+    except Exception as exc:
+        traceback.print_exc()
+        code = "bad_input" if isinstance(exc, ValueError) else "model_error"
+        yield json.dumps({"error": {"code": code, "message": f"{type(exc).__name__}: {exc}"}}) + "\n"
 
 
 def create_app(model_class: str | None = None) -> Flask:

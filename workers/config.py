@@ -257,6 +257,7 @@ class Settings(BaseSettings):
     max_waiters: PositiveInt = 24  # requests of one gateway process (32 threads) in ?wait at once; past it 202 at once
     max_waiters_per_key: PositiveInt = 16  # the same, per API key
     max_output_bytes: PositiveInt = 10 * 1024 * 1024  # largest answer taken from a replica
+    max_parts: PositiveInt = 10000  # parts a streamed output may have; past it the job fails too_many_parts
     removed_model_grace: float = Field(60, ge=0)  # seconds a job of a model not in the models file waits, then fails
     webhook_secret: str = ""  # signs webhooks: whsec_<base64> (serverless-model webhook-secret); "": webhooks refused
     webhooks: dict[str, str] = {}  # default webhook per API key: its digest (as in SM_API_KEYS) → URL; "*": any other

@@ -77,7 +77,7 @@ def test_the_runner_calls_after_finish_once_the_outcome_is_committed(monkeypatch
     calls: list[tuple[str, str, object]] = []
     committed: list[JobStatus | None] = []
 
-    def answer(ctx: runner.WorkerContext, model: ModelConfig, started: object) -> Outcome:
+    def answer(ctx: runner.WorkerContext, model: ModelConfig, started: object, token: str = "") -> Outcome:
         assert calls == []  # not before the commit
         return Outcome(JobStatus.SUCCEEDED, output='{"y": 1}')
 

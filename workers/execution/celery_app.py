@@ -129,7 +129,8 @@ def worker_context(settings: Settings) -> runner.WorkerContext:
     leases = runner.LeaseKeeper(store, settings.job_lease, watch=functools.partial(cancel_revoked_running, store))
     host = settings.host or socket.gethostname()
     return runner.WorkerContext(models=settings.load_models(), store=store, http=transport.http_pool(),
-                                leases=leases, max_output_bytes=settings.max_output_bytes, host=host,
+                                leases=leases, max_output_bytes=settings.max_output_bytes,
+                                max_parts=settings.max_parts, host=host,
                                 worker=f"{host}:{os.getpid()}")
 
 

@@ -29,11 +29,12 @@ import urllib3
 from workers.config import ModelConfig
 from workers.hooks import Hooks
 from workers.job import Job, JobError, JobStatus, Outcome
-from workers.protocols import Readiness, protocol_for, transport
+from workers.protocols import NativeProtocol, Readiness, protocol_for, transport
 from workers.protocols.base import ReplicaBusy, bad_response, transient
+from workers.protocols.native import read_line
 from workers.store import Store
 from workers.store.records import Started
-from workers.store.replies import FinishReply, RefuseReply, StartReply
+from workers.store.replies import AppendReply, FinishReply, RefuseReply, StartReply
 
 log = logging.getLogger(__name__)
 BUSY_PAUSE = 0.2  # seconds before asking a busy replica again (unless it says how long)
@@ -102,6 +103,7 @@ class WorkerContext:
     http: urllib3.PoolManager
     leases: LeaseKeeper
     max_output_bytes: int = 10 * 1024 * 1024
+    max_parts: int = 10000  # parts a streamed output may have
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     host: str = field(default_factory=socket.gethostname)  # replicas on this host are preferred
     hooks: Hooks = field(default_factory=Hooks)  # called once a job's end is committed
@@ -161,7 +163,7 @@ def run_started(ctx: WorkerContext, model: ModelConfig, started: Started, token:
     """Call the replica until the job is committed, parked, or out of attempts."""
     while True:
         began = time.monotonic()
-        outcome = call(ctx, model, started)
+        outcome = call(ctx, model, started, token)
         seconds = time.monotonic() - began
         if isinstance(outcome, Fault) and outcome.slow:  # the job fails alone; the replica goes on
             outcome = Outcome(JobStatus.FAILED, error=JobError("timeout", outcome.reason))
@@ -186,7 +188,40 @@ def run_started(ctx: WorkerContext, model: ModelConfig, started: Started, token:
         started = retried
 
 
-def call(ctx: WorkerContext, model: ModelConfig, started: Started) -> Outcome | Fault:
+class StreamEnded(Exception):
+    """A streamed answer stopped before its end: the job's outcome."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.error.message if outcome.error else "")
+        self.outcome = outcome
+
+
+@dataclass
+class PartSink:
+    """Appends each line of a streamed answer to the job's parts, under the run's claim, as it comes."""
+
+    ctx: WorkerContext
+    job_id: str
+    token: str
+
+    def take(self, line: bytes) -> None:
+        """Append the part the line holds; StreamEnded for an error line, a bad line, too many parts or a lost
+        claim."""
+        try:
+            part = read_line(line)
+        except ValueError as exc:
+            raise StreamEnded(bad_response(str(exc))) from None
+        if isinstance(part, JobError):
+            raise StreamEnded(Outcome(JobStatus.FAILED, error=part))
+        found = self.ctx.store.jobs.append_part(self.job_id, self.token, part, self.ctx.max_parts)
+        if found is AppendReply.TOO_MANY:
+            raise StreamEnded(Outcome(JobStatus.FAILED, error=JobError(
+                "too_many_parts", f"the output has more than {self.ctx.max_parts} parts")))
+        if isinstance(found, AppendReply):  # the claim is lost: the commit will be refused as well
+            raise StreamEnded(Outcome(JobStatus.FAILED, error=JobError("stale", f"the run's claim is {found}")))
+
+
+def call(ctx: WorkerContext, model: ModelConfig, started: Started, token: str = "") -> Outcome | Fault:
     """Send the job to its replica, the whole exchange within the request timeout: the outcome of its answer, or
     the replica's fault. A replica that says "not now" (429, 503, Cog's 409) is asked again, after its
     ``Retry-After``, while the deadline allows."""
@@ -194,10 +229,14 @@ def call(ctx: WorkerContext, model: ModelConfig, started: Started) -> Outcome | 
     request = protocol.request(started.job.id, started.job.input)
     limit = run_timeout(model, started.job)
     until = time.monotonic() + limit
+    sink = PartSink(ctx, started.job.id, token).take if isinstance(protocol, NativeProtocol) and token else None
     while True:
         try:
             response, body = transport.ask(ctx.http, request.method, started.slot.endpoint + request.path, until,
-                                           ctx.max_output_bytes, body=request.body, headers=dict(request.headers))
+                                           ctx.max_output_bytes, sink, body=request.body,
+                                           headers=dict(request.headers))
+        except StreamEnded as ended:
+            return ended.outcome
         except urllib3.exceptions.DecodeError as exc:  # it answered, in an encoding that does not decode
             return bad_response(f"the replica's answer does not decode: {exc}")
         except transport.CALL_FAILURES as exc:

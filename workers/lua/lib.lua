@@ -221,6 +221,11 @@ local function retire(id)  -- a finished job holding no slot: no lease, and the 
   if redis.call('HGET', K.job .. id, 'webhook_status') ~= 'pending' then
     redis.call('EXPIRE', K.job .. id, RETENTION)
   end
+  redis.call('EXPIRE', K.parts .. id, RETENTION)
+end
+
+local function streamed(id)  -- whether a run of the job committed parts already (it must not run again)
+  return redis.call('EXISTS', K.parts .. id) == 1
 end
 
 local function conclude(id, model, status, fields)  -- a job's last write: final status, fields, wake waiters; and
@@ -228,6 +233,9 @@ local function conclude(id, model, status, fields)  -- a job's last write: final
   move(id, status)
   redis.call('HSET', job, 'finished_at', stamp(NOW))
   if #fields > 0 then redis.call('HSET', job, unpack(fields)) end
+  if status == S.SUCCEEDED and streamed(id) then  -- a streamed output is all its parts
+    redis.call('HSET', job, 'output', '[' .. table.concat(redis.call('LRANGE', K.parts .. id, 0, -1), ',') .. ']')
+  end
   redis.call('HINCRBY', job, 'commits', 1)
   leave_queue(id, model)
   redis.call('SREM', K.running .. model, id)

@@ -2,7 +2,7 @@
 -- a parked job sent to it), also for a job cancelled while it ran. A RUNNING job waits again (parked), or fails
 -- with worker_lost into the dead letters after its last attempt. A job of a model not in the max attempts (gone
 -- from the models file) waits parked: the janitor fails it (abandon.lua). The lost worker's late writes are
--- refused: its claim is gone.
+-- refused: its claim is gone. A job that gave parts of a streamed output fails interrupted (never runs again).
 -- ARGV[3..]: limit, JSON object of each model's max attempts.
 -- Returns, per job taken back: id, outcome (REQUEUED, DEAD or FREED), model, owner.
 local limit, max_attempts = tonumber(ARGV[3]), cjson.decode(ARGV[4])
@@ -19,6 +19,9 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', K.leases, '-inf', NOW, 'LIMIT', 
     if current[1] == S.RUNNING then
       if max_attempts[model] and tonumber(current[3] or '0') >= max_attempts[model] then
         fail(id, model, 'worker_lost', 'the worker running it was lost on all ' .. current[3] .. ' attempts', true)
+        outcome = 'DEAD'
+      elseif streamed(id) then  -- a run again would repeat the parts it gave
+        fail(id, model, 'interrupted', 'the worker running it was lost after it gave parts of its output', true)
         outcome = 'DEAD'
       else
         requeue(id, model)

@@ -2,7 +2,8 @@
 -- that is gone (it failed a readiness probe too), or failed this many exchanges in a row, leaves routing: FAILED,
 -- stamped, stopped once the slots of its other jobs are given back. The slot is given back (to a parked job, if
 -- the replica stays), and the job runs at once on a free slot of another replica, is parked until one frees, or
--- fails with replica_failed (into the dead letters) after its last attempt. Run again after its answer was lost,
+-- fails with replica_failed (into the dead letters) after its last attempt; a job that gave parts of a streamed
+-- output fails interrupted. Run again after its answer was lost,
 -- it finds the job no longer on the failed replica and changes nothing.
 -- ARGV[3..]: id, claim token, the failed replica, reason, gone ('1' or '0'), max attempts, concurrency, lease
 -- seconds, worker, the worker's host (a replica there is preferred).
@@ -26,6 +27,10 @@ end
 if current[1] ~= S.RUNNING then
   if not redis.call('HGET', job, 'slot') then retire(id) end
   return current[1]
+end
+if streamed(id) then  -- a run again would repeat the parts it gave
+  fail(id, model, 'interrupted', 'its replica failed after it gave parts of its output; last: ' .. reason, true)
+  return S.FAILED
 end
 local attempts = tonumber(current[5] or '0')
 if attempts >= max_attempts then

@@ -1,11 +1,16 @@
 """The platform's own replica contract (``model/server.py``): ``POST /`` runs inference, ``GET /ok`` is 200 once
 ready (503 while starting; ``{"status": "SETUP_FAILED", "error": …}`` if setup failed), errors are
-``{"error": {"code", "message"}}``, and ``X-Inference-Seconds`` is the replica's own time for ``predict``."""
+``{"error": {"code", "message"}}``, and ``X-Inference-Seconds`` is the replica's own time for ``predict``.
 
+A streamed answer (a generator ``predict``) is ``application/x-ndjson``: one line per part, ``{"part": <json>}``, and
+on a failure midway a last line ``{"error": {"code", "message"}}``; ``LineReader`` and ``read_line`` read it as it
+comes."""
+
+import json
 from collections.abc import Mapping
 from typing import Any
 
-from workers.job import JobStatus, Outcome
+from workers.job import JobError, JobStatus, Outcome
 from workers.protocols.base import (
     Readiness,
     Request,
@@ -18,6 +23,42 @@ from workers.protocols.base import (
 )
 
 SERVICE_TIME_HEADER = "X-Inference-Seconds"
+NDJSON = "application/x-ndjson"
+
+
+def streamed(headers: Mapping[str, str]) -> bool:
+    """Whether an answer is a stream of parts."""
+    return headers.get("Content-Type", "").split(";")[0].strip().lower() == NDJSON
+
+
+class LineReader:
+    """Whole lines out of the chunks of a body, as they come; a line longer than ``limit`` bytes is ValueError."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.rest = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The lines ``chunk`` completes (without their newline; blank lines skipped)."""
+        *lines, self.rest = (self.rest + chunk).split(b"\n")
+        if len(self.rest) > self.limit:
+            raise ValueError(f"a line of the stream is over {self.limit} bytes")
+        return [line for line in lines if line.strip()]
+
+    def end(self) -> list[bytes]:
+        """The last line, if the body did not end with a newline."""
+        rest, self.rest = self.rest, b""
+        return [rest] if rest.strip() else []
+
+
+def read_line(line: bytes) -> str | JobError:
+    """A part's JSON text, or the error the replica ended with; ValueError for a line that is neither."""
+    found, _ = parse_json(line)
+    if isinstance(found, dict) and set(found) == {"part"}:
+        return json.dumps(found["part"])
+    if isinstance(found, dict) and set(found) == {"error"}:
+        return replica_error(found, 500, line.decode("utf-8", "replace"))
+    raise ValueError(f"a line of the stream is neither a part nor an error: {line[:200]!r}")
 
 
 class NativeProtocol:
@@ -47,12 +88,15 @@ class NativeProtocol:
 
     def outcome(self, status: int, headers: Mapping[str, str], body: bytes, timeout: float) -> Outcome:
         """200 with a JSON body succeeds; a JSON error answer fails with the replica's code and message."""
+        if status == 200 and streamed(headers):  # its parts were taken as they came: the output is all of them
+            body = b"[]"
         answer = parse_answer(status, body)
         if isinstance(answer, Outcome):
             return answer
         found, text = answer
         if status != 200:
             return Outcome(JobStatus.FAILED, error=replica_error(found, status, text))
+
         try:
             seconds = service_seconds(headers.get(SERVICE_TIME_HEADER), timeout)
         except ValueError as exc:

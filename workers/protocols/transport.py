@@ -12,7 +12,7 @@ import contextlib
 import contextvars
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.client import RemoteDisconnected
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,7 @@ from urllib3.connection import HTTPConnection
 from urllib3.connectionpool import HTTPConnectionPool
 
 from workers.protocols.base import Readiness, ReplicaProtocol
+from workers.protocols.native import LineReader, streamed
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
@@ -98,6 +99,24 @@ def deadline(at: float) -> Iterator[None]:
         _deadline.reset(token)
 
 
+def read_lines(response: urllib3.BaseHTTPResponse, limit: int, on_line: Callable[[bytes], None]) -> bytes:
+    """A streamed body handed line by line to ``on_line`` as it comes (a line at most ``limit`` bytes, else
+    ValueError); whatever ``on_line`` raises stops the reading and closes the connection. Answers ``b""``."""
+    reader = LineReader(limit)
+    try:
+        while chunk := response.read1(65536):
+            for line in reader.feed(chunk):
+                on_line(line)
+        for line in reader.end():
+            on_line(line)
+    except BaseException:
+        response.close()  # the rest is unread: this connection cannot serve another request
+        raise
+    finally:
+        response.release_conn()
+    return b""
+
+
 def read_body(response: urllib3.BaseHTTPResponse, limit: int) -> bytes | None:
     """The whole body, or None if it is over ``limit`` bytes (the rest is left unread and the connection closed)."""
     chunks, size = [], 0
@@ -114,10 +133,12 @@ def read_body(response: urllib3.BaseHTTPResponse, limit: int) -> bytes | None:
 
 
 def ask(http: urllib3.PoolManager, method: str, url: str, until: float, limit: int,
+        on_line: Callable[[bytes], None] | None = None,
         **options: Any) -> tuple[urllib3.BaseHTTPResponse, bytes | None]:
     """One request whose whole answer (at most ``limit`` bytes: else the body is None) comes by ``until``;
     raises one of ``CALL_FAILURES`` when the wire fails or the deadline passes. A pooled connection that the
-    replica closed just as the request went out (the race of every keep-alive timeout) is replaced once."""
+    replica closed just as the request went out (the race of every keep-alive timeout) is replaced once. With
+    ``on_line``, a streamed (NDJSON) answer is handed to it line by line as it comes (``read_lines``)."""
     with deadline(until):
         try:
             response = http.request(method, url, timeout=max(0.01, until - time.monotonic()),
@@ -127,6 +148,8 @@ def ask(http: urllib3.PoolManager, method: str, url: str, until: float, limit: i
                 raise
             response = http.request(method, url, timeout=max(0.01, until - time.monotonic()),
                                     preload_content=False, **options)
+        if on_line is not None and streamed(response.headers):
+            return response, read_lines(response, limit, on_line)
         return response, read_body(response, limit)
 
 

@@ -19,6 +19,7 @@ from workers.job import Delivery, Job, JobError, JobOptions, JobStatus, Outcome
 from workers.store import keys, replies
 from workers.store.records import Started, Waiting
 from workers.store.replies import (
+    AppendReply,
     CancelReply,
     FinishReply,
     Purged,
@@ -217,6 +218,14 @@ class JobStore:
         another slot (on ``host`` if one is free there), park it, or fail it after its last attempt."""
         return replies.start(self.scripts("retry", job_id, token, failed, reason, int(gone), max_attempts, concurrency,
                                        lease, worker, host))
+
+    def append_part(self, job_id: str, token: str, part: str, most: int) -> int | AppendReply:
+        """Append a part (JSON text) of the run holding claim ``token``: its index, or why not (STALE, TOO_MANY)."""
+        return replies.appended(self.scripts("append_part", job_id, token, part, most))
+
+    def parts(self, job_id: str, start: int = 0) -> list[str]:
+        """The job's parts from index ``start`` on (JSON text each)."""
+        return cast(list[str], self.redis.lrange(keys.parts(job_id), start, -1))
 
     def renew(self, claims: list[tuple[str, str]], lease: float) -> int:
         """Extend the leases of the claims still held (job id, token); how many were renewed."""

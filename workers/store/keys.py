@@ -45,6 +45,9 @@ host), read inside the scripts.
                                     both sets), taken off as it goes; gone when it ends, or 10 minutes after.
 - ``sm:dead``                list   jobs that failed after their last attempt (dead letters), newest first.
 - ``sm:done:{id}``           list   one token pushed when the job finishes; waiters BLMOVE it onto itself.
+- ``sm:parts:{id}``          list   the parts a streaming run gave so far (JSON each), in order; appended under
+                                    the job's claim (append_part.lua), at most ``SM_MAX_PARTS``; the finished
+                                    job's output is all of them. Expires with the job record.
 - ``sm:stats:{model}``       hash   moving averages in seconds and their sample counts: service_time, cold_start.
 - ``sm:replicas:{model}``    set    the model's replica ids.
 - ``sm:replica:{id}``        hash   a replica: id, model, backend, endpoint, handle, state, started_at, ready_at,
@@ -124,6 +127,7 @@ NO_OWNER = "-"  # the owner part of a key when API keys are off
 SENT_BY_RANK = "sm:sent_by_rank:"
 PARKED_BY_RANK = "sm:parked_by_rank:"
 LOW = "sm:low:"
+PARTS = "sm:parts:"
 
 PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
     "job": JOB, "sent": SENT, "parked": PARKED, "running": RUNNING, "unstarted": UNSTARTED, "done": DONE,
@@ -132,7 +136,7 @@ PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
     "models": MODELS, "pushes": PUSHES, "withdrawn": WITHDRAWN, "rate": RATE, "auth_failures": AUTH_FAILURES,
     "hosts": HOSTS, "purge": PURGE, "idem": IDEMPOTENCY, "deadlines": DEADLINES, "webhooks": WEBHOOKS,
     "webhook_retry": WEBHOOK_RETRY, "webhooks_failed": WEBHOOKS_FAILED, "deliverers": DELIVERERS,
-    "sent_by_rank": SENT_BY_RANK, "parked_by_rank": PARKED_BY_RANK, "low": LOW,
+    "sent_by_rank": SENT_BY_RANK, "parked_by_rank": PARKED_BY_RANK, "low": LOW, "parts": PARTS,
 }
 
 
@@ -159,6 +163,11 @@ def running(model: str) -> str:
 def done(job_id: str) -> str:
     """The job's completion token."""
     return DONE + job_id
+
+
+def parts(job_id: str) -> str:
+    """The parts a streaming run of the job gave so far."""
+    return PARTS + job_id
 
 
 def replicas(model: str) -> str:

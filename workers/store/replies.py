@@ -42,6 +42,24 @@ class FinishReply(StrEnum):
     MISSING = "MISSING"
 
 
+class AppendReply(StrEnum):
+    """append_part.lua, when it appended nothing (else the part's index)."""
+
+    STALE = "STALE"  # the claim is no longer the caller's, or the job no longer runs
+    TOO_MANY = "TOO_MANY"  # the job has the most parts already
+    MISSING = "MISSING"
+
+
+def appended(reply: Any) -> int | AppendReply:
+    """append_part.lua's answer: the part's index, or why nothing was appended."""
+    if isinstance(reply, int):
+        return reply
+    text = reply.decode() if isinstance(reply, bytes) else str(reply)
+    if text in AppendReply._value2member_map_:
+        return AppendReply(text)
+    raise UnexpectedReply(f"append_part answered {text[:100]!r}")
+
+
 class StartReply(StrEnum):
     """start.lua and retry.lua, when the job does not run now (else the status found; FAILED: it failed now)."""
 

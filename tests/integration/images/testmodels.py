@@ -86,3 +86,16 @@ class Counting:
         with open(os.environ["COUNT_FILE"], "a") as counted:
             counted.write(f"{payload.get('mark', '') if isinstance(payload, dict) else ''}\n")
         return Sleepy().predict(payload)
+
+
+class Streaming:
+    """Streams ``{"i": 0}`` … ``{"i": n-1}``, a part every ``every`` seconds (0.02 by default)."""
+
+    def setup(self) -> None:
+        """Nothing to load."""
+
+    def predict(self, payload: Any) -> Any:
+        """The parts, one by one."""
+        for i in range(int(payload.get("n", 50))):
+            time.sleep(float(payload.get("every", 0.02)))
+            yield {"i": i}
