@@ -100,6 +100,20 @@ class JobState(BaseModel):
                    error=job.error.message if job.error else None, workerId=job.replica)
 
 
+class StreamChunk(BaseModel):
+    """One part of a streamed output."""
+
+    output: Any
+
+
+class StreamState(BaseModel):
+    """A job's status and the parts of its output not handed out yet."""
+
+    id: str
+    status: str = Field(description="IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED or TIMED_OUT")
+    stream: list[StreamChunk] = Field(description="the parts since the last poll, in order (each part once)")
+
+
 class JobCounts(BaseModel):
     """An endpoint's jobs by state (completed, failed and retried are not counted: null)."""
 
@@ -204,6 +218,15 @@ def blueprint(gateway: Gateway) -> APIBlueprint:
     def health(path: EndpointPath) -> Response:
         """The endpoint's jobs waiting and running, and its workers by state."""
         return respond(EndpointHealth.of(gateway.snapshot(gateway.model(path.model))))
+
+    @api.get("/<model>/stream/<job_id>", responses={200: StreamState})
+    def stream(path: EndpointJobPath) -> Response:
+        """A streaming job's status and its parts since the last poll (each part handed out once), as the SDK's
+        ``Job.stream()`` polls them; its status is read first, so a final status comes with the last parts."""
+        job = endpoint_job(path)
+        status = JobState.of(job).status
+        return respond(StreamState(id=job.id, status=status,
+                                   stream=[StreamChunk(output=part) for part in gateway.take_parts(job)]))
 
     def endpoint_job(path: EndpointJobPath) -> Job:
         model = gateway.model(path.model)

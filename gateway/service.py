@@ -255,6 +255,10 @@ class Gateway:
             raise errors.NotRetryable(f"job {job.id} is {found}: only a FAILED or CANCELLED job can be retried")
         return self.job(job.id, owner)
 
+    def take_parts(self, job: Job) -> list[Any]:
+        """The job's parts not handed out yet to a poller of RunPod's stream/<id>, now taken."""
+        return [json.loads(part) for part in self.store.jobs.take_parts(job.id)]
+
     def purge(self, model: ModelConfig, owner: str | None) -> int:
         """Cancel the model's waiting jobs (only ``owner``'s, if given): how many."""
         return self.store.jobs.purge(model.name, owner)

@@ -1,18 +1,21 @@
 """Streamed outputs through the real platform (gunicorn gateway, celery worker, autoscaler, a process replica):
-``GET /v1/jobs/<id>/stream`` sends every part once, in order, also across a reconnect."""
+``GET /v1/jobs/<id>/stream`` sends every part once, in order, also across a reconnect; the ``runpod`` SDK's
+``Job.stream()`` (its base URL set, nothing else) yields every part once, in order."""
 
 import json
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import requests
+import runpod
 
 from tests.integration.platform import Platform
 
 pytestmark = pytest.mark.integration
-COUNTING = """
-[models.counting]
+STREAMING = """
+[models.streaming]
 command = ["python", "-m", "model.server"]
 env = { MODEL_CLASS = "testmodels:Streaming" }
 concurrency = 1
@@ -35,8 +38,8 @@ def events(response: requests.Response) -> Iterator[dict[str, str]]:
 
 
 def test_fifty_parts_arrive_in_order_also_across_a_reconnect(make_platform: Callable[..., Platform]) -> None:
-    platform = make_platform(models=COUNTING).start("gateway", "worker", "autoscaler")
-    job = requests.post(f"{platform.url}/v1/models/counting/jobs", json={"n": 50, "every": 0.05}, timeout=10).json()
+    platform = make_platform(models=STREAMING).start("gateway", "worker", "autoscaler")
+    job = requests.post(f"{platform.url}/v1/models/streaming/jobs", json={"n": 50, "every": 0.05}, timeout=10).json()
     stream = f"{platform.url}/v1/jobs/{job['id']}/stream"
     seen: list[Any] = []
     with requests.get(stream, stream=True, timeout=60) as first:
@@ -53,3 +56,20 @@ def test_fifty_parts_arrive_in_order_also_across_a_reconnect(make_platform: Call
     assert got[-1]["event"] == "done" and json.loads(got[-1]["data"])["output"] == seen
     final = requests.get(f"{platform.url}/v1/jobs/{job['id']}", timeout=10).json()
     assert final["status"] == "SUCCEEDED" and final["output"] == seen
+
+
+def test_the_runpod_sdk_streams_every_part_once_in_order(make_platform: Callable[..., Platform]) -> None:
+    platform = make_platform(models=STREAMING).start("gateway", "worker", "autoscaler")
+    base, key = runpod.endpoint_url_base, runpod.api_key
+    runpod.endpoint_url_base, runpod.api_key = f"{platform.url}/runpod/v2", "unused"  # API keys are off
+    try:
+        job = runpod.Endpoint("streaming").run({"n": 50, "every": 0.05})
+        parts: list[Any] = []
+        reader = threading.Thread(target=lambda: parts.extend(job.stream()), daemon=True)  # polls once a second
+        reader.start()
+        reader.join(120)
+        assert not reader.is_alive(), "the SDK's stream did not end"
+        assert parts == [{"i": i} for i in range(50)]
+        assert job.status() == "COMPLETED" and job.output() == parts
+    finally:
+        runpod.endpoint_url_base, runpod.api_key = base, key

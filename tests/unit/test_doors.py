@@ -172,3 +172,15 @@ def test_a_v2_inference_past_the_cap_on_waiting_is_refused_and_records_nothing(
     assert native.status_code == 202  # a native wait is answered unwaited
     assert answer.status_code == 429 and answer.get_json()["error"].startswith("1 requests wait already")
     assert answer.headers["Retry-After"] == "1" and len(jobs(fake)) == 1  # the native job alone
+
+
+def test_runpods_stream_hands_out_each_part_once(client: tuple[FlaskClient, fakeredis.FakeRedis]) -> None:
+    app, fake = client
+    job_id = app.post("/runpod/v2/m/run", json={"input": {}}).get_json()["id"]
+    fake.rpush(f"sm:parts:{job_id}", json.dumps({"i": 0}), json.dumps({"i": 1}))
+    first = app.get(f"/runpod/v2/m/stream/{job_id}").get_json()
+    assert first == {"id": job_id, "status": "IN_QUEUE", "stream": [{"output": {"i": 0}}, {"output": {"i": 1}}]}
+    fake.rpush(f"sm:parts:{job_id}", json.dumps({"i": 2}))
+    assert app.get(f"/runpod/v2/m/stream/{job_id}").get_json()["stream"] == [{"output": {"i": 2}}]
+    assert app.get(f"/runpod/v2/m/stream/{job_id}").get_json()["stream"] == []
+    assert app.get(f"/runpod/v2/v/stream/{job_id}").status_code == 404  # another endpoint's job

@@ -30,7 +30,7 @@ redis.call('HSET', job, 'requeued_at', stamp(NOW))
 set_deadline(id)
 set_rank(id, model)
 redis.call('PERSIST', job)
-redis.call('DEL', K.done .. id, K.parts .. id)
+redis.call('DEL', K.done .. id, K.parts .. id, K.parts_taken .. id)
 redis.call('LREM', K.dead, 0, id)
 if mine then redis.call('ZADD', mine, NOW, id) end
 send(id, model)

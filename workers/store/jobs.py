@@ -227,6 +227,10 @@ class JobStore:
         """The job's parts from index ``start`` on (JSON text each)."""
         return cast(list[str], self.redis.lrange(keys.parts(job_id), start, -1))
 
+    def take_parts(self, job_id: str, limit: int = 1000) -> list[str]:
+        """The job's parts not handed out yet by ``take_parts`` (JSON text each, at most ``limit``), now taken."""
+        return cast(list[str], self.scripts("take_parts", job_id, limit))
+
     def renew(self, claims: list[tuple[str, str]], lease: float) -> int:
         """Extend the leases of the claims still held (job id, token); how many were renewed."""
         if not claims:

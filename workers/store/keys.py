@@ -48,6 +48,8 @@ host), read inside the scripts.
 - ``sm:parts:{id}``          list   the parts a streaming run gave so far (JSON each), in order; appended under
                                     the job's claim (append_part.lua), at most ``SM_MAX_PARTS``; the finished
                                     job's output is all of them. Expires with the job record.
+- ``sm:parts_taken:{id}``    string how many of the job's parts RunPod's ``stream/<id>`` has handed out (each poll
+                                    takes the parts after them); expires the retention after the last poll.
 - ``sm:stats:{model}``       hash   moving averages in seconds and their sample counts: service_time, cold_start.
 - ``sm:replicas:{model}``    set    the model's replica ids.
 - ``sm:replica:{id}``        hash   a replica: id, model, backend, endpoint, handle, state, started_at, ready_at,
@@ -128,6 +130,7 @@ SENT_BY_RANK = "sm:sent_by_rank:"
 PARKED_BY_RANK = "sm:parked_by_rank:"
 LOW = "sm:low:"
 PARTS = "sm:parts:"
+PARTS_TAKEN = "sm:parts_taken:"
 
 PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
     "job": JOB, "sent": SENT, "parked": PARKED, "running": RUNNING, "unstarted": UNSTARTED, "done": DONE,
@@ -137,6 +140,7 @@ PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
     "hosts": HOSTS, "purge": PURGE, "idem": IDEMPOTENCY, "deadlines": DEADLINES, "webhooks": WEBHOOKS,
     "webhook_retry": WEBHOOK_RETRY, "webhooks_failed": WEBHOOKS_FAILED, "deliverers": DELIVERERS,
     "sent_by_rank": SENT_BY_RANK, "parked_by_rank": PARKED_BY_RANK, "low": LOW, "parts": PARTS,
+    "parts_taken": PARTS_TAKEN,
 }
 
 

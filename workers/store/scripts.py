@@ -17,7 +17,8 @@ LUA = importlib.resources.files("workers") / "lua"
 NAMES = ("submit", "withdraw", "start", "finish", "retry", "renew", "reap", "resend", "expire_parked", "dispatch",
          "cancel", "add_replica", "launched", "ready", "start_failed", "replica_failed", "drain", "remove_replica",
          "save_scaling", "save_hosts", "observe", "note", "abandon", "refuse", "count", "resubmit", "purge", "expire",
-         "webhook_due", "webhook_attempt", "webhook_failed", "webhook_redeliver", "waiting", "append_part")
+         "webhook_due", "webhook_attempt", "webhook_failed", "webhook_redeliver", "waiting", "append_part",
+         "take_parts")
 
 
 def prelude() -> str:
