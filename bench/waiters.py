@@ -1,16 +1,14 @@
-"""``python -m bench.waiters``: 1,000 clients waiting at once (``?wait``) on one gateway process, gevent worker
-against threads worker, in one run (bounded: a few minutes).
+"""``python -m bench.waiters``: 1,000 clients waiting at once (half on ``?wait``, half on a job's stream) on one
+gateway process, gevent worker against threads worker, in one run (bounded: a few minutes).
 
 Both gateways (one gunicorn worker process each, each with its worker's default caps of waiting requests) serve the
 same Redis and models file. First the submit latency: interleaved rounds of sequential unwaited submits on each,
 the p50 ratio gevent ÷ threads per round, the median of the rounds. Then, for each worker in turn, 1,000 clients
-submit with ``?wait`` while no Celery worker runs (so every job stays waiting); the gateway worker process's OS
-threads and resident memory are sampled at their peak; then a Celery worker and the autoscaler start, the jobs
-run on a slow process-backend model, and the answers are counted (200 with the client's own output, or 202 for a
-request past the cap, answered at once without waiting).
-
-``--stream`` would hold the same clients on ``GET /v1/jobs/<id>/stream`` instead; it needs that route on the
-gateway (until then it says so and stops).
+wait while no Celery worker runs (so every job stays waiting): half submit with ``?wait``, half submit and then
+hold ``GET /v1/jobs/<id>/stream`` until its ``done`` event (``--streams`` sets how many); the gateway worker
+process's OS threads and resident memory are sampled at their peak; then a Celery worker and the autoscaler
+start, the jobs run on a slow process-backend model, and the answers are counted (200 or ``done`` with the
+client's own output; 202, or 429 for a stream, for a request past the caps, answered at once without waiting).
 """
 
 import argparse
@@ -135,6 +133,26 @@ def wait_for_job(url: str, i: int) -> tuple[int, Any]:
         return 0, str(exc)
 
 
+def stream_job(url: str, i: int) -> tuple[int, Any]:
+    """One client: a job submitted, then its stream held until ``done``; 200 and the input its output echoes (429
+    if the stream was refused past the caps). A stream that ends without ``done`` (past SM_MAX_WAIT) is opened
+    again."""
+    try:
+        job = requests.post(f"{url}/v1/models/slow/jobs", json={"n": i}, timeout=60).json()
+        while True:
+            with requests.get(f"{url}/v1/jobs/{job['id']}/stream", stream=True, timeout=180) as answer:
+                if answer.status_code != 200:
+                    return answer.status_code, None
+                event = ""
+                for line in answer.iter_lines(decode_unicode=True):
+                    if line.startswith("event: "):
+                        event = line.removeprefix("event: ")
+                    elif line.startswith("data: ") and event == "done":
+                        return 200, (json.loads(line.removeprefix("data: ")).get("output") or {}).get("echo")
+    except requests.RequestException as exc:
+        return 0, str(exc)
+
+
 def peak(process: psutil.Process, until: threading.Event, found: dict[str, int]) -> None:
     """Sample the process's threads and resident memory until told to stop; keep the peaks."""
     while not until.wait(0.1):
@@ -145,8 +163,9 @@ def peak(process: psutil.Process, until: threading.Event, found: dict[str, int])
             return
 
 
-def waiters(rig: Rig, kind: str, clients: int) -> dict[str, Any]:
-    """``clients`` waiting at once on one gateway, then answered: peaks and answers."""
+def waiters(rig: Rig, kind: str, clients: int, streams: int) -> dict[str, Any]:
+    """``clients`` waiting at once on one gateway (``streams`` of them on a stream), then answered: peaks and
+    answers."""
     already = queued(rig, kind)
     found: dict[str, int] = {}
     stop = threading.Event()
@@ -154,7 +173,7 @@ def waiters(rig: Rig, kind: str, clients: int) -> dict[str, Any]:
     sampler.start()
     began = time.monotonic()
     with ThreadPoolExecutor(clients) as pool:
-        answers = [pool.submit(wait_for_job, rig.url(kind), i) for i in range(clients)]
+        answers = [pool.submit(stream_job if i < streams else wait_for_job, rig.url(kind), i) for i in range(clients)]
         recorded = wait_until(lambda: queued(rig, kind) - already >= clients, 90, interval=0.25)
         waiting = sum(not answer.done() for answer in answers)
         rig.spawn("worker", "worker", "--concurrency", "16")
@@ -163,9 +182,11 @@ def waiters(rig: Rig, kind: str, clients: int) -> dict[str, Any]:
     stop.set()
     rig.stop("worker", "autoscaler")
     own = sum(status == 200 and echo == {"n": i} for i, (status, echo) in enumerate(results))
-    return {"worker": kind, "clients": clients, "all_recorded": recorded, "waiting_at_once": waiting,
+    return {"worker": kind, "clients": clients, "streams": streams, "all_recorded": recorded,
+            "waiting_at_once": waiting,
             "threads_peak": found.get("threads", 0), "rss_peak_mib": round(found.get("rss", 0) / 2**20, 1),
             "answered_200_own_output": own, "answered_202": sum(status == 202 for status, _ in results),
+            "streams_refused_429": sum(status == 429 for status, _ in results),
             "seconds": round(time.monotonic() - began, 1)}
 
 
@@ -182,13 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_argument("--clients", type=int, default=1000)
     cli.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the submit latency")
     cli.add_argument("--submits", type=int, default=100, help="sequential submits per gateway and round")
-    cli.add_argument("--stream", action="store_true", help="hold the clients on GET /v1/jobs/<id>/stream "
-                                                           "(needs that route on the gateway)")
+    cli.add_argument("--streams", type=int, default=None, help="how many of the clients hold a job's stream "
+                                                                "(default: half)")
     args = cli.parse_args(argv)
-    if args.stream:
-        print("--stream needs the gateway's GET /v1/jobs/<id>/stream route, which this gateway does not serve",
-              file=sys.stderr)
-        return 2
+    streams = args.clients // 2 if args.streams is None else min(args.streams, args.clients)
     raise_open_files(8 * args.clients + 1024)
     with tempfile.TemporaryDirectory(prefix="bench-waiters-") as folder:
         rig = Rig(Path(folder))
@@ -198,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.rounds):
                 p50 = {kind: submit_p50(rig, kind, args.submits) for kind in KINDS}
                 rounds.append(p50)
-            results = [waiters(rig, kind, args.clients) for kind in KINDS]
+            results = [waiters(rig, kind, args.clients, streams) for kind in KINDS]
         finally:
             rig.close()
     ratios = [r["gevent"] / r["threads"] for r in rounds]
@@ -207,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(report, indent=2))
     gevent, threads = results
     print(f"same run: submit p50 gevent/threads = {report['submit_p50_ratio_gevent_over_threads']:.2f} "
-          f"(median of {args.rounds} rounds); {args.clients} waiting clients: threads {gevent['threads_peak']} vs "
+          f"(median of {args.rounds} rounds); {args.clients} waiting clients ({streams} on streams): "
+          f"threads {gevent['threads_peak']} vs "
           f"{threads['threads_peak']}, RSS {gevent['rss_peak_mib']} vs {threads['rss_peak_mib']} MiB, answered "
           f"200 with own output {gevent['answered_200_own_output']} vs {threads['answered_200_own_output']}")
     return 0
