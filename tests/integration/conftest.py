@@ -126,3 +126,19 @@ def make_swarm_platform(tmp_path: Path, swarm: SwarmRig, swarm_redis_server: str
         platform.clean_up()
         for service in swarm.engine(1).services.list(filters={"label": f"{NAMESPACE_LABEL}={platform.namespace}"}):
             service.remove()
+
+
+class Clock:
+    """Time moved by hand (a store's clock in place of Redis TIME)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """The test's clock."""
+    return Clock()

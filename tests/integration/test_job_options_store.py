@@ -4,28 +4,13 @@
 import pytest
 import redis
 
+from tests.integration.conftest import Clock
 from workers.job import Job, JobOptions, JobStatus, Outcome, Priority
 from workers.store import Store, keys
 from workers.store.jobs import Existing, Idempotency, Refusal
 from workers.store.records import Started
 
 pytestmark = pytest.mark.integration
-
-
-class Clock:
-    """Time moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    """The test's clock."""
-    return Clock()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ read is claimed by another."""
 import pytest
 import redis
 
+from tests.integration.conftest import Clock
 from workers.job import DeliveryStatus, JobError, JobStatus, Outcome
 from workers.store import Store, keys
 from workers.store.records import Started
@@ -13,21 +14,6 @@ from workers.store.replies import AttemptReply, RedeliverReply
 pytestmark = pytest.mark.integration
 OK = Outcome(JobStatus.SUCCEEDED, output='{"y": 1}', service_time=0.01)
 HOOK = "http://127.0.0.1:9/hook"
-
-
-class Clock:
-    """Time moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
