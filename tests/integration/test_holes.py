@@ -163,7 +163,11 @@ def test_hole07_a_failed_scale_up_leaves_jobs_to_the_busy_ready_replica(make_pla
     exclusive = sleepy("exclusive", concurrency=1, max_replicas=2, cold_start_seed=0.1,
                        env=f'{{ MODEL_CLASS = "testmodels:Exclusive", DEVICE_LOCK = "{tmp_path / "device"}" }}')
     platform = make_platform(models=exclusive).start("gateway", "worker", "autoscaler")
-    assert post(platform, "exclusive", {"sleep": 2}, wait=30).json()["status"] == "SUCCEEDED"  # service time 2 s
+    for _ in range(3):  # a warm replica (its cold start may fail, device busy, if a second start raced it)
+        first = post(platform, "exclusive", {"sleep": 2}, wait=30).json()
+        if first["status"] == "SUCCEEDED":
+            break
+    assert first["status"] == "SUCCEEDED", first  # service time 2 s
     with ThreadPoolExecutor(3) as pool:
         busy = pool.submit(lambda: post(platform, "exclusive", {"sleep": 4}, wait=60).json())
         platform.wait_until(lambda: model_view(platform, "exclusive")["running"] == 1, 20, "no job started")
