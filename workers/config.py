@@ -45,12 +45,15 @@ class Calls(BaseModel):
     predict_path: str = Field("", pattern=r"^(/\S*)?$")  # http: where a job's body is POSTed
     health_path: str = Field("", pattern=r"^(/\S*)?$")  # http: what is probed for readiness
     ready_statuses: list[Annotated[int, Field(ge=100, le=599)]] = Field([200], min_length=1)  # http: ready statuses
+    stream: bool = False  # cog: ask for Server-Sent Events (a predictor marked @cog.streaming): parts as they come
 
     @model_validator(mode="after")
     def complete(self) -> "Calls":
         """What a protocol needs is there."""
         if self.protocol == "http" and not (self.predict_path and self.health_path):
             raise ValueError("protocol 'http' needs predict_path and health_path")
+        if self.stream and self.protocol != "cog":
+            raise ValueError("stream is for protocol 'cog' (a native generator predict streams by itself)")
         return self
 
 

@@ -7,7 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -118,6 +118,19 @@ class Platform:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(int(launched.handle), signal.SIGKILL)
         remove_containers(f"{NAMESPACE_LABEL}={self.namespace}")
+
+
+def events(response: requests.Response) -> Iterator[dict[str, str]]:
+    """The Server-Sent Events of a response, as they come."""
+    event: dict[str, str] = {}
+    for line in response.iter_lines(decode_unicode=True):
+        if not line:
+            if event:
+                yield event
+            event = {}
+            continue
+        name, _, value = line.partition(": ")
+        event[name] = value
 
 
 def remove_containers(label: str = "serverless-model") -> None:

@@ -1,8 +1,10 @@
 """Containers people already have, each served by its own real server on a real Docker engine: Cog's server
-(coglet), KServe's ModelServer (Open Inference Protocol), the runpod SDK's realtime server. Plus GPUs and a slow
-cold start."""
+(coglet), also streaming, KServe's ModelServer (Open Inference Protocol), the runpod SDK's realtime server. Plus
+GPUs and a slow cold start."""
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -14,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.integration.platform import TEST_IMAGE, Platform
+from tests.integration.platform import TEST_IMAGE, Platform, events
 from workers.config import parse_models
 from workers.scaling.backends import DockerBackend, StartFailed
 from workers.scaling.spec import ReplicaSpec
@@ -67,6 +69,59 @@ def replicas(platform: Platform, model: str) -> list[dict[str, Any]]:
     """The model's replicas."""
     found: list[dict[str, Any]] = requests.get(f"{platform.url}/v1/models/{model}", timeout=10).json()["replicas"]
     return found
+
+
+HELD_PREDICTOR = '''
+import os
+import time
+from collections.abc import Iterator
+
+from cog import BasePredictor, streaming
+
+
+class Predictor(BasePredictor):
+    @streaming
+    def predict(self, text: str, pause: float = 0.0) -> Iterator[str]:
+        first, *rest = text.split()
+        yield first
+        for _ in range(1200):  # the rest once the file "open" is there (at most 60 s)
+            if os.path.exists("/src/open"):
+                break
+            time.sleep(0.05)
+        yield from rest
+'''
+
+
+def test_a_streaming_cog_predictor_gives_each_output_as_it_comes(
+        example_images: None, make_platform: Callable[..., Platform], tmp_path: Path) -> None:
+    held = tmp_path / "held"
+    (held / ".cog").mkdir(parents=True)
+    shutil.copy(EXAMPLES / "cog-stream" / ".cog" / "openapi_schema.json", held / ".cog")
+    (held / "predict.py").write_text(HELD_PREDICTOR)
+    held.chmod(0o755)
+    words = (EXAMPLES / "models.toml").read_text().split("[models.words]")[1].split("\n[models.")[0]
+    table = f"[models.words]{words}\n[models.held]{words}volumes = [\"{held}:/src\"]\n"
+    platform = make_platform(backend="docker", models=table).start("gateway", "worker", "autoscaler")
+
+    said = post(platform, "words", {"text": "one word at a time"})
+    assert said["status"] == "SUCCEEDED" and said["output"] == ["one", "word", "at", "a", "time"], said
+    refused = post(platform, "words", {"text": "   "})
+    assert refused["status"] == "FAILED" and "text has no words" in refused["error"]["message"], refused
+
+    job = requests.post(f"{platform.url}/v1/models/held/jobs", json={"text": "first second third"}, timeout=10).json()
+    with requests.get(f"{platform.url}/v1/jobs/{job['id']}/stream", stream=True, timeout=120) as stream:
+        got = events(stream)
+        first = next(got)
+        assert (first["event"], first["id"], json.loads(first["data"])) == ("part", "0", "first"), first
+        running = requests.get(f"{platform.url}/v1/jobs/{job['id']}", timeout=10).json()
+        assert running["status"] == "RUNNING", running  # the part came while the predictor waits for "open"
+        (held / "open").touch()
+        rest = list(got)
+    assert [(e["event"], e["id"], json.loads(e["data"])) for e in rest[:-1]] == [("part", "1", "second"),
+                                                                                ("part", "2", "third")]
+    assert rest[-1]["event"] == "done" and json.loads(rest[-1]["data"])["output"] == ["first", "second", "third"]
+    done = requests.get(f"{platform.url}/v1/jobs/{job['id']}", timeout=10).json()
+    assert done["status"] == "SUCCEEDED" and done["output"] == ["first", "second", "third"], done
 
 
 @pytest.mark.parametrize("model", list(CASES))

@@ -4,14 +4,14 @@
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import requests
 import runpod
 
-from tests.integration.platform import Platform
+from tests.integration.platform import Platform, events
 
 pytestmark = pytest.mark.integration
 STREAMING = """
@@ -22,19 +22,6 @@ concurrency = 1
 max_replicas = 1
 idle_timeout = 30
 """
-
-
-def events(response: requests.Response) -> Iterator[dict[str, str]]:
-    """The Server-Sent Events of a response, as they come."""
-    event: dict[str, str] = {}
-    for line in response.iter_lines(decode_unicode=True):
-        if not line:
-            if event:
-                yield event
-            event = {}
-            continue
-        name, _, value = line.partition(": ")
-        event[name] = value
 
 
 def test_fifty_parts_arrive_in_order_also_across_a_reconnect(make_platform: Callable[..., Platform]) -> None:

@@ -83,6 +83,7 @@ def test_only_port_and_host_are_filled_in() -> None:
     ({"protocol": "grpc"}, "protocol: Input should be 'native', 'cog', 'kserve', 'runpod' or 'http'"),
     ({"start_timeout": 7200}, "start_timeout: Input should be less than or equal to 3600"),
     ({"protocol": "http"}, "protocol 'http' needs predict_path and health_path"),
+    ({"stream": True}, "stream is for protocol 'cog'"),
     ({"gpus": -1}, "gpus: Value error, a count of GPUs"),
     ({"env": {"PORT": "9000"}}, "PORT is set by the platform"),
     ({"env": {"A=B": "1"}}, "a variable name of letters"),

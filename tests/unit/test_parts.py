@@ -10,7 +10,9 @@ import pytest
 from gateway.service import Gateway, sse
 from model.server import create_app
 from workers.job import Job, JobError, JobStatus
-from workers.protocols.native import LineReader, NativeProtocol, read_line
+from workers.protocols.cog import CogProtocol
+from workers.protocols.native import NativeProtocol, NdjsonParts
+from workers.protocols.transport import LineReader
 
 
 class Counting:
@@ -30,6 +32,10 @@ class Counting:
             yield {"i": i}
 
 
+def read_line(line: bytes) -> str | JobError | None:
+    return NdjsonParts().read(line)
+
+
 def reader_lines(chunks: list[bytes]) -> list[bytes]:
     reader = LineReader(1000)
     found = [line for chunk in chunks for line in reader.feed(chunk)]
@@ -40,7 +46,7 @@ def reader_lines(chunks: list[bytes]) -> list[bytes]:
 def test_lines_come_whole_however_the_body_is_cut(size: int) -> None:
     body = b'{"part": 1}\n{"part": [2, 3]}\n\n{"part": "x"}'
     chunks = [body[i:i + size] for i in range(0, len(body), size)]
-    assert reader_lines(chunks) == [b'{"part": 1}', b'{"part": [2, 3]}', b'{"part": "x"}']
+    assert reader_lines(chunks) == [b'{"part": 1}', b'{"part": [2, 3]}', b"", b'{"part": "x"}']
 
 
 def test_a_line_over_the_limit_is_refused() -> None:
@@ -63,7 +69,10 @@ def test_a_generator_predict_answers_ndjson_parts_and_a_streamed_answer_succeeds
     answer = client.post("/", json={"n": 3})
     assert answer.status_code == 200 and answer.mimetype == "application/x-ndjson"
     assert [read_line(line) for line in answer.data.splitlines()] == ['{"i": 0}', '{"i": 1}', '{"i": 2}']
-    outcome = NativeProtocol().outcome(200, {"Content-Type": "application/x-ndjson"}, b"", 10)
+    assert read_line(b"") is None
+    reader = NativeProtocol().parts(200, {"Content-Type": "application/x-ndjson"})
+    assert reader is not None and NativeProtocol().parts(200, {"Content-Type": "application/json"}) is None
+    outcome = reader.outcome(10)
     assert outcome.status is JobStatus.SUCCEEDED and outcome.output == "[]"
 
 
@@ -106,3 +115,54 @@ def test_a_stream_sends_each_part_after_the_index_once_in_order_then_done(after:
     events = list(gateway.events(job, after, lambda j: j.status.value, contextlib.nullcontext(True)))
     assert events[:-1] == [sse("part", str(i), i) for i in range(after + 1, 50)]
     assert events[-1] == sse("done", "SUCCEEDED")
+
+
+COG_EVENTS = (b'event: start\ndata: {"id":"p1","status":"processing"}\n\n'
+              b'event: output\ndata: {"chunk":"a","index":0}\n\n'
+              b': a comment\nevent: output\ndata: {"chunk":{"b":[1]},"index":1}\n\n'
+              b'event: completed\ndata: {"id":"p1","metrics":{"predict_time":0.5},"output":["a",{"b":[1]}],'
+              b'"status":"succeeded"}\n\n')
+
+
+def cog_read(body: bytes) -> tuple[list[str | JobError], Any]:
+    """What a Cog event stream's lines give, cut into 5-byte chunks, and the outcome at its end."""
+    reader = CogProtocol(stream=True).parts(200, {"Content-Type": "text/event-stream"})
+    assert reader is not None
+    lines = reader_lines([body[i:i + 5] for i in range(0, len(body), 5)])
+    found = [part for part in map(reader.read, lines) if part is not None]
+    return found, reader.outcome(10)
+
+
+def test_a_streamed_cog_prediction_gives_each_chunk_in_order_and_its_predict_time() -> None:
+    request = CogProtocol(stream=True).request("j", {"text": "x"})
+    assert request.headers["Accept"] == "text/event-stream"
+    assert "Accept" not in CogProtocol().request("j", {"text": "x"}).headers
+    parts, outcome = cog_read(COG_EVENTS)
+    assert parts == ['"a"', '{"b": [1]}']
+    assert outcome.status is JobStatus.SUCCEEDED and outcome.output == "[]" and outcome.service_time == 0.5
+    assert CogProtocol().parts(200, {"Content-Type": "application/json"}) is None
+
+
+def test_a_failed_cog_prediction_ends_its_stream_with_cogs_error() -> None:
+    failed = COG_EVENTS.replace(b'"status":"succeeded"', b'"status":"failed","error":"ValueError: boom"')
+    parts, _ = cog_read(failed)
+    assert parts == ['"a"', '{"b": [1]}', JobError("model_error", "ValueError: boom")]
+
+
+@pytest.mark.parametrize("broken", [
+    COG_EVENTS.replace(b'"index":1', b'"index":2'),  # a chunk missed
+    COG_EVENTS.replace(b'"chunk":"a",', b''),  # an output without its chunk
+    COG_EVENTS.replace(b'data: {"chunk":"a"', b'data: ["chunk":"a"'),  # data that is not JSON
+])
+def test_a_cog_stream_that_misses_a_chunk_or_breaks_json_is_refused(broken: bytes) -> None:
+    with pytest.raises(ValueError):
+        cog_read(broken)
+
+
+@pytest.mark.parametrize("cut", [
+    COG_EVENTS.split(b"event: completed")[0],  # no completed event
+    COG_EVENTS.replace(b',{"b":[1]}]', b',{"b":[1]},"c"]'),  # completed counts an output never streamed
+])
+def test_a_cog_stream_cut_short_is_a_bad_response(cut: bytes) -> None:
+    _, outcome = cog_read(cut)
+    assert outcome.status is JobStatus.FAILED and outcome.error.code == "bad_response"

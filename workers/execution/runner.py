@@ -20,7 +20,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 import redis
@@ -29,9 +29,8 @@ import urllib3
 from workers.config import ModelConfig
 from workers.hooks import Hooks
 from workers.job import Job, JobError, JobStatus, Outcome
-from workers.protocols import NativeProtocol, Readiness, protocol_for, transport
-from workers.protocols.base import ReplicaBusy, bad_response, transient
-from workers.protocols.native import read_line
+from workers.protocols import Readiness, protocol_for, transport
+from workers.protocols.base import PartReader, ReplicaBusy, bad_response, transient
 from workers.store import Store
 from workers.store.records import Started
 from workers.store.replies import AppendReply, FinishReply, RefuseReply, StartReply
@@ -198,19 +197,22 @@ class StreamEnded(Exception):
 
 @dataclass
 class PartSink:
-    """Appends each line of a streamed answer to the job's parts, under the run's claim, as it comes."""
+    """Appends each part of a streamed answer to the job's parts, under the run's claim, as it comes."""
 
     ctx: WorkerContext
     job_id: str
     token: str
+    reader: PartReader
 
     def take(self, line: bytes) -> None:
-        """Append the part the line holds; StreamEnded for an error line, a bad line, too many parts or a lost
-        claim."""
+        """Append the part the line completes, if any; StreamEnded for an error, a bad line, too many parts or a
+        lost claim."""
         try:
-            part = read_line(line)
+            part = self.reader.read(line)
         except ValueError as exc:
             raise StreamEnded(bad_response(str(exc))) from None
+        if part is None:
+            return
         if isinstance(part, JobError):
             raise StreamEnded(Outcome(JobStatus.FAILED, error=part))
         found = self.ctx.store.jobs.append_part(self.job_id, self.token, part, self.ctx.max_parts)
@@ -221,19 +223,28 @@ class PartSink:
             raise StreamEnded(Outcome(JobStatus.FAILED, error=JobError("stale", f"the run's claim is {found}")))
 
 
-def call(ctx: WorkerContext, model: ModelConfig, started: Started, token: str = "") -> Outcome | Fault:
+def call(ctx: WorkerContext, model: ModelConfig, started: Started, token: str) -> Outcome | Fault:
     """Send the job to its replica, the whole exchange within the request timeout: the outcome of its answer, or
     the replica's fault. A replica that says "not now" (429, 503, Cog's 409) is asked again, after its
-    ``Retry-After``, while the deadline allows."""
+    ``Retry-After``, while the deadline allows. A streamed answer's parts are appended as they come."""
     protocol = protocol_for(model)
     request = protocol.request(started.job.id, started.job.input)
     limit = run_timeout(model, started.job)
     until = time.monotonic() + limit
-    sink = PartSink(ctx, started.job.id, token).take if isinstance(protocol, NativeProtocol) and token else None
+    readers: list[PartReader] = []
+
+    def lines(status: int, headers: Mapping[str, str]) -> Callable[[bytes], None] | None:
+        reader = protocol.parts(status, headers)
+        if reader is None:
+            return None
+        readers.append(reader)
+        return PartSink(ctx, started.job.id, token, reader).take
+
     while True:
+        readers.clear()
         try:
             response, body = transport.ask(ctx.http, request.method, started.slot.endpoint + request.path, until,
-                                           ctx.max_output_bytes, sink, body=request.body,
+                                           ctx.max_output_bytes, lines, body=request.body,
                                            headers=dict(request.headers))
         except StreamEnded as ended:
             return ended.outcome
@@ -244,6 +255,8 @@ def call(ctx: WorkerContext, model: ModelConfig, started: Started, token: str = 
         if body is None:
             return bad_response(f"the replica's answer is over {ctx.max_output_bytes} bytes")
         try:
+            if readers:
+                return readers[0].outcome(limit)
             if busy := transient(response.status, response.headers):
                 raise busy
             return protocol.outcome(response.status, response.headers, body, limit)

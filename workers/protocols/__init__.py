@@ -17,7 +17,7 @@ from workers.protocols.runpod import RunPodProtocol
 def protocol_for(model: ModelConfig) -> ReplicaProtocol:
     """The adapter of the model's ``protocol``."""
     if model.calls.protocol == "cog":
-        return CogProtocol()
+        return CogProtocol(model.calls.stream)
     if model.calls.protocol == "kserve":
         return KServeProtocol(model.served)
     if model.calls.protocol == "runpod":

@@ -83,6 +83,25 @@ class ReplicaProtocol(Protocol):
         """What an answer makes of the job (``timeout``: the model's request timeout, bounding service times)."""
         ...
 
+    def parts(self, status: int, headers: Mapping[str, str]) -> "PartReader | None":
+        """A reader of the answer's parts if this answer is a stream of them (its body is then read line by line
+        as it comes, never whole), else None."""
+        ...
+
+
+class PartReader(Protocol):
+    """Reads one streamed answer, a line at a time as it comes."""
+
+    def read(self, line: bytes) -> str | JobError | None:
+        """What a line (without its newline; a blank line is ``b""``) completes: a part's JSON text, the error the
+        stream ends with, or None; ValueError for a line that breaks the protocol."""
+        ...
+
+    def outcome(self, timeout: float) -> Outcome:
+        """The job's outcome once the whole body was read without an error: SUCCEEDED with the output ``[]``,
+        which stands for all its parts (or ``bad_response`` if the stream ended before its end)."""
+        ...
+
 
 def bad_response(reason: str) -> Outcome:
     """A FAILED outcome for an answer that breaks the protocol."""
@@ -152,6 +171,9 @@ JSON = {"Content-Type": "application/json"}
 def post_json(path: str, body: Any) -> Request:
     """A JSON POST."""
     return Request("POST", path, json.dumps(body).encode(), JSON)
+
+
+NO_OUTPUT = "[]"  # a streamed job's output as an answer gives it: all the parts appended
 
 
 def succeeded(output: Any, seconds: float | None = None) -> Outcome:

@@ -48,3 +48,7 @@ class HttpProtocol:
         if 200 <= status < 300:
             return succeeded(found)
         return Outcome(JobStatus.FAILED, error=replica_error(found, status, text))
+
+    def parts(self, status: int, headers: Mapping[str, str]) -> None:
+        """Answers come whole."""
+        return None

@@ -45,3 +45,7 @@ class KServeProtocol:
         reason = found.get("error", found.get("detail", text)) if isinstance(found, dict) else text
         message = reason if isinstance(reason, str) else json.dumps(reason)
         return failed("bad_input" if 400 <= status < 500 else "model_error", message)
+
+    def parts(self, status: int, headers: Mapping[str, str]) -> None:
+        """Answers come whole."""
+        return None

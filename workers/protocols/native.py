@@ -3,8 +3,7 @@ ready (503 while starting; ``{"status": "SETUP_FAILED", "error": …}`` if setup
 ``{"error": {"code", "message"}}``, and ``X-Inference-Seconds`` is the replica's own time for ``predict``.
 
 A streamed answer (a generator ``predict``) is ``application/x-ndjson``: one line per part, ``{"part": <json>}``, and
-on a failure midway a last line ``{"error": {"code", "message"}}``; ``LineReader`` and ``read_line`` read it as it
-comes."""
+on a failure midway a last line ``{"error": {"code", "message"}}``; ``NdjsonParts`` reads it as it comes."""
 
 import json
 from collections.abc import Mapping
@@ -12,6 +11,7 @@ from typing import Any
 
 from workers.job import JobError, JobStatus, Outcome
 from workers.protocols.base import (
+    NO_OUTPUT,
     Readiness,
     Request,
     bad_response,
@@ -31,34 +31,23 @@ def streamed(headers: Mapping[str, str]) -> bool:
     return headers.get("Content-Type", "").split(";")[0].strip().lower() == NDJSON
 
 
-class LineReader:
-    """Whole lines out of the chunks of a body, as they come; a line longer than ``limit`` bytes is ValueError."""
+class NdjsonParts:
+    """The parts of a native streamed answer."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.rest = b""
+    def read(self, line: bytes) -> str | JobError | None:
+        """A part's JSON text, or the error the replica ended with (blank lines are skipped)."""
+        if not line.strip():
+            return None
+        found, _ = parse_json(line)
+        if isinstance(found, dict) and set(found) == {"part"}:
+            return json.dumps(found["part"])
+        if isinstance(found, dict) and set(found) == {"error"}:
+            return replica_error(found, 500, line.decode("utf-8", "replace"))
+        raise ValueError(f"a line of the stream is neither a part nor an error: {line[:200]!r}")
 
-    def feed(self, chunk: bytes) -> list[bytes]:
-        """The lines ``chunk`` completes (without their newline; blank lines skipped)."""
-        *lines, self.rest = (self.rest + chunk).split(b"\n")
-        if len(self.rest) > self.limit:
-            raise ValueError(f"a line of the stream is over {self.limit} bytes")
-        return [line for line in lines if line.strip()]
-
-    def end(self) -> list[bytes]:
-        """The last line, if the body did not end with a newline."""
-        rest, self.rest = self.rest, b""
-        return [rest] if rest.strip() else []
-
-
-def read_line(line: bytes) -> str | JobError:
-    """A part's JSON text, or the error the replica ended with; ValueError for a line that is neither."""
-    found, _ = parse_json(line)
-    if isinstance(found, dict) and set(found) == {"part"}:
-        return json.dumps(found["part"])
-    if isinstance(found, dict) and set(found) == {"error"}:
-        return replica_error(found, 500, line.decode("utf-8", "replace"))
-    raise ValueError(f"a line of the stream is neither a part nor an error: {line[:200]!r}")
+    def outcome(self, timeout: float) -> Outcome:
+        """All its parts; the time is the platform's (a replica cannot say it before its first part)."""
+        return Outcome(JobStatus.SUCCEEDED, output=NO_OUTPUT)
 
 
 class NativeProtocol:
@@ -88,8 +77,6 @@ class NativeProtocol:
 
     def outcome(self, status: int, headers: Mapping[str, str], body: bytes, timeout: float) -> Outcome:
         """200 with a JSON body succeeds; a JSON error answer fails with the replica's code and message."""
-        if status == 200 and streamed(headers):  # its parts were taken as they came: the output is all of them
-            body = b"[]"
         answer = parse_answer(status, body)
         if isinstance(answer, Outcome):
             return answer
@@ -102,3 +89,7 @@ class NativeProtocol:
         except ValueError as exc:
             return bad_response(f"{SERVICE_TIME_HEADER}: {exc}")
         return Outcome(JobStatus.SUCCEEDED, output=text, service_time=seconds)
+
+    def parts(self, status: int, headers: Mapping[str, str]) -> NdjsonParts | None:
+        """A 200 in ``application/x-ndjson`` is a stream of parts."""
+        return NdjsonParts() if status == 200 and streamed(headers) else None

@@ -46,6 +46,10 @@ class RunPodProtocol:
         error = found.get("error") or found.get("detail") or text if isinstance(found, dict) else text
         return failed("bad_input" if status == 422 else "model_error", handler_message(error))
 
+    def parts(self, status: int, headers: Mapping[str, str]) -> None:
+        """Answers come whole."""
+        return None
+
 
 def handler_message(error: Any) -> str:
     """The handler's own message out of the SDK's error (a JSON string with error_type, error_message)."""

@@ -12,7 +12,7 @@ import contextlib
 import contextvars
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from http.client import RemoteDisconnected
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +21,6 @@ from urllib3.connection import HTTPConnection
 from urllib3.connectionpool import HTTPConnectionPool
 
 from workers.protocols.base import Readiness, ReplicaProtocol
-from workers.protocols.native import LineReader, streamed
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
@@ -30,6 +29,26 @@ PROBE_LIMIT = 65536  # bytes of a readiness answer read at most
 CALL_FAILURES = (urllib3.exceptions.HTTPError, OSError)  # what a call to a replica raises when the wire fails
 UNANSWERED = (RemoteDisconnected, BrokenPipeError)  # a connection closed before any answer (not reset)
 _deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("replica_request_deadline", default=None)
+
+
+class LineReader:
+    """Whole lines out of the chunks of a body, as they come; a line longer than ``limit`` bytes is ValueError."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.rest = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The lines ``chunk`` completes, without their newline (and a carriage return before it)."""
+        *lines, self.rest = (self.rest + chunk).split(b"\n")
+        if len(self.rest) > self.limit:
+            raise ValueError(f"a line of the stream is over {self.limit} bytes")
+        return [line.removesuffix(b"\r") for line in lines]
+
+    def end(self) -> list[bytes]:
+        """The last line, if the body did not end with a newline."""
+        rest, self.rest = self.rest, b""
+        return [rest.removesuffix(b"\r")] if rest else []
 
 
 class PastDeadline(TimeoutError):
@@ -133,12 +152,13 @@ def read_body(response: urllib3.BaseHTTPResponse, limit: int) -> bytes | None:
 
 
 def ask(http: urllib3.PoolManager, method: str, url: str, until: float, limit: int,
-        on_line: Callable[[bytes], None] | None = None,
+        lines: Callable[[int, Mapping[str, str]], Callable[[bytes], None] | None] | None = None,
         **options: Any) -> tuple[urllib3.BaseHTTPResponse, bytes | None]:
     """One request whose whole answer (at most ``limit`` bytes: else the body is None) comes by ``until``;
     raises one of ``CALL_FAILURES`` when the wire fails or the deadline passes. A pooled connection that the
     replica closed just as the request went out (the race of every keep-alive timeout) is replaced once. With
-    ``on_line``, a streamed (NDJSON) answer is handed to it line by line as it comes (``read_lines``)."""
+    ``lines``, asked with the answer's status and headers, a streamed answer is handed to the line reader it gives,
+    line by line as it comes (``read_lines``); when it gives None the body is read whole."""
     with deadline(until):
         try:
             response = http.request(method, url, timeout=max(0.01, until - time.monotonic()),
@@ -148,7 +168,8 @@ def ask(http: urllib3.PoolManager, method: str, url: str, until: float, limit: i
                 raise
             response = http.request(method, url, timeout=max(0.01, until - time.monotonic()),
                                     preload_content=False, **options)
-        if on_line is not None and streamed(response.headers):
+        on_line = lines(response.status, response.headers) if lines is not None else None
+        if on_line is not None:
             return response, read_lines(response, limit, on_line)
         return response, read_body(response, limit)
 
