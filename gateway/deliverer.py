@@ -31,10 +31,11 @@ import urllib3
 import urllib3.connection
 
 from gateway import errors
+from gateway.runpod import JobState
 from gateway.schemas import JobView
 from gateway.webhooks import Target, Targets, signature
 from workers.config import Settings
-from workers.job import DeliveryStatus, Job
+from workers.job import DeliveryStatus, Job, View
 from workers.store import Store, connect
 from workers.store.webhooks import Entry
 
@@ -44,8 +45,12 @@ USER_AGENT = "serverless-model-webhooks/1"
 
 
 def body_of(job: Job) -> bytes:
-    """What a receiver gets: the job's view, without the state of its own delivery."""
-    view = JobView.of(job).model_dump(mode="json", exclude={"webhook"})
+    """What a receiver gets: the job as the door it came through shows it (the native view without the state of its
+    own delivery, or RunPod's status answer)."""
+    if job.webhook is not None and job.webhook.view is View.RUNPOD:
+        view = JobState.of(job).model_dump(mode="json", exclude_none=True)
+    else:
+        view = JobView.of(job).model_dump(mode="json", exclude={"webhook"})
     return json.dumps(view, separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
 
 

@@ -14,7 +14,7 @@ from gateway import errors
 from gateway.native import SECURED, operation_id, respond
 from gateway.schemas import LONGEST_BOUND
 from gateway.service import Gateway, idempotency_key
-from workers.job import Job, JobOptions, JobStatus, Priority
+from workers.job import Job, JobOptions, JobStatus, Priority, View
 from workers.store.records import ModelSnapshot, ReplicaState
 
 PREFIX = "/runpod/v2"
@@ -66,8 +66,9 @@ class RunRequest(BaseModel):
     """A RunPod job request: the model's input under ``input``."""
 
     input: dict[str, Any] = Field(description="the model's input")
-    webhook: str | None = Field(None, description="an http(s) URL the finished job's view (the native API's) is "
-                                                  "POSTed to, signed; default: the API key's, if configured")
+    webhook: str | None = Field(None, description="an http(s) URL the finished job's status (as status/<id> "
+                                                  "answers it) is POSTed to, signed; default: the API key's, if "
+                                                  "configured")
     policy: Policy | None = None
 
 
@@ -179,7 +180,7 @@ def blueprint(gateway: Gateway) -> APIBlueprint:
         policy = body.policy or Policy()
         return gateway.accept(model, body.input, wait, g.principal,
                               idempotency_key(request.headers.get("Idempotency-Key")), policy.options(),
-                              webhook=body.webhook).job
+                              webhook=body.webhook, view=View.RUNPOD).job
 
     @api.post("/<model>/run", responses={200: JobState})
     def run(path: EndpointPath, body: RunRequest) -> Response:

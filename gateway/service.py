@@ -17,7 +17,7 @@ from gateway.auth import Guard, Waiters, parse_digests
 from gateway.schemas import HostList, ModelView
 from gateway.webhooks import Targets
 from workers.config import ModelConfig, Settings
-from workers.job import Job, JobOptions
+from workers.job import Job, JobOptions, View
 from workers.store import Store
 from workers.store.jobs import Existing, Idempotency, JobStore, Refusal, Unreplicated
 from workers.store.records import FailedDelivery, ModelSnapshot
@@ -104,31 +104,32 @@ class Gateway:
 
     def accept(self, model: ModelConfig, payload: dict[str, Any], wait: float, owner: str,
                idempotency: str = "", options: JobOptions | None = None, result_only: bool = False,
-               webhook: str | None = None) -> Accepted:
+               webhook: str | None = None, view: View = View.NATIVE) -> Accepted:
         """Submit (see ``submit``) with ``options`` (the model's defaults filled in), its end delivered to
-        ``webhook`` (or the key's default); with an idempotency key, the job it made before if the request (input,
-        options and webhook) is the same (IdempotencyConflict if not). Past the cap on waiting requests the job is
-        answered unwaited, or, for a door that answers only with the result (``result_only``), refused with
-        TooManyWaiting before anything is recorded."""
+        ``webhook`` (or the key's default) as ``view``; with an idempotency key, the job it made before if the
+        request (input, options and webhook) is the same (IdempotencyConflict if not). Past the cap on waiting
+        requests the job is answered unwaited, or, for a door that answers only with the result
+        (``result_only``), refused with TooManyWaiting before anything is recorded."""
         hook = self.webhook(webhook, owner)
         with self.waiters.admit(owner) if wait > 0 else contextlib.nullcontext(False) as admitted:
             if wait > 0 and not admitted and result_only:
                 raise errors.TooManyWaiting(f"{self.waiters.total} requests wait already (at most "
                                             f"{self.waiters.per_key} per key); retry in a moment")
-            recorded = self.record(model, payload, owner, idempotency, options or JobOptions(), hook)
+            recorded = self.record(model, payload, owner, idempotency, options or JobOptions(), hook, view)
             waited = wait if admitted else 0.0  # past the caps: answer now, the client polls the job
             if isinstance(recorded, Existing):
                 return Accepted(self.wait_for(recorded.job, waited), replayed=True)
             return Accepted(self.wait_for(recorded, waited))
 
     def record(self, model: ModelConfig, payload: dict[str, Any], owner: str, idempotency: str,
-               asked: JobOptions, webhook: str) -> Job | Existing:
+               asked: JobOptions, webhook: str, view: View = View.NATIVE) -> Job | Existing:
         """Record the job and push its message (one script: both or neither): the job, the one an earlier request
         with the same idempotency key made, or why it was refused."""
         job = JobStore.new(model.name, payload, owner,
                            options=model.jobs.options(asked.ttl, asked.execution_timeout, asked.priority),
-                           webhook=webhook)
-        request = {"model": model.name, "input": payload, "options": asked.fields(), "webhook": webhook}
+                           webhook=webhook, view=view)
+        request = {"model": model.name, "input": payload, "options": asked.fields(), "webhook": webhook,
+                   "view": view.value}
         once = Idempotency(idempotency, Idempotency.digest_of(request),
                            self.settings.idempotency_retention) if idempotency else None
         began = time.monotonic()

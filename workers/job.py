@@ -107,14 +107,23 @@ class DeliveryStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+class View(enum.StrEnum):
+    """How a job is shown to a webhook: as the front door it was submitted through shows it."""
+
+    NATIVE = "native"  # the /v1 API's view
+    RUNPOD = "runpod"  # RunPod's status answer
+
+
 @dataclass(frozen=True)
 class Delivery:
-    """A job's webhook: its URL and how its delivery goes (attempts so far, the last attempt's error)."""
+    """A job's webhook: its URL, the view it gets, and how its delivery goes (attempts so far, the last attempt's
+    error)."""
 
     url: str
     status: DeliveryStatus = DeliveryStatus.PENDING
     attempts: int = 0
     last_error: str = ""
+    view: View = View.NATIVE
 
     @classmethod
     def from_hash(cls, fields: dict[str, str]) -> "Delivery | None":
@@ -124,7 +133,9 @@ class Delivery:
         status = fields.get("webhook_status", DeliveryStatus.PENDING)
         return cls(url=fields["webhook"], status=DeliveryStatus(status) if status in DeliveryStatus._value2member_map_
                    else DeliveryStatus.PENDING, attempts=int(fields.get("webhook_attempts") or 0),
-                   last_error=fields.get("webhook_error", ""))
+                   last_error=fields.get("webhook_error", ""),
+                   view=View(fields["webhook_view"]) if fields.get("webhook_view") in View._value2member_map_
+                   else View.NATIVE)
 
 
 @dataclass(frozen=True)

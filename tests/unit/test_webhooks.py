@@ -2,9 +2,11 @@
 the ``standardwebhooks`` package verifies it), the retry schedule and the settings."""
 
 import base64
+import json
 import socket
 import threading
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -12,10 +14,10 @@ from pydantic import ValidationError
 from standardwebhooks import Webhook, WebhookVerificationError
 
 from gateway import errors
-from gateway.deliverer import Deliverer, backoff
+from gateway.deliverer import Deliverer, backoff, body_of
 from gateway.webhooks import Targets, new_secret, signature
 from workers.config import Settings
-from workers.job import Delivery, Job, JobStatus
+from workers.job import Delivery, Job, JobStatus, View
 
 pytestmark = pytest.mark.unit
 SECRET = new_secret()
@@ -130,3 +132,15 @@ def test_a_receiver_that_trickles_cannot_hold_a_deliverer_past_its_timeout(trick
         assert error == ""  # taken on its status line: the body is never read
     else:
         assert error == "no answer within 1 s"
+
+
+def test_a_job_of_the_runpod_door_is_delivered_as_runpods_status_answer() -> None:
+    fields = {"webhook": "https://example.com/h", "webhook_view": "runpod"}
+    assert Delivery.from_hash(fields) == Delivery("https://example.com/h", view=View.RUNPOD)
+    assert Delivery.from_hash({"webhook": "https://example.com/h"}) == Delivery("https://example.com/h")
+    job = Job(id="j", model="m", status=JobStatus.SUCCEEDED, input={}, created_at=10.0, started_at=10.5,
+              finished_at=12.0, output=[1], webhook=Delivery.from_hash(fields))
+    assert json.loads(body_of(job)) == {"id": "j", "status": "COMPLETED", "delayTime": 500, "executionTime": 1500,
+                                        "output": [1]}
+    native = json.loads(body_of(replace(job, webhook=Delivery("https://example.com/h"))))
+    assert native["status"] == "SUCCEEDED" and native["model"] == "m" and "webhook" not in native

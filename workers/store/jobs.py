@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, cast
 
 import redis
 
-from workers.job import Delivery, Job, JobError, JobOptions, JobStatus, Outcome
+from workers.job import Delivery, Job, JobError, JobOptions, JobStatus, Outcome, View
 from workers.store import keys, replies
 from workers.store.records import Started, Waiting
 from workers.store.replies import (
@@ -105,11 +105,12 @@ class JobStore:
 
     @staticmethod
     def new(model: str, payload: Any, owner: str = "", *, options: JobOptions | None = None,
-            webhook: str = "") -> Job:
+            webhook: str = "", view: View = View.NATIVE) -> Job:
         """A new job, not yet recorded (its ``created_at`` comes from Redis when it is); its end is delivered to
-        ``webhook`` if given."""
+        ``webhook`` if given, shown as ``view``."""
         return Job(id=uuid.uuid4().hex, model=model, status=JobStatus.QUEUED, input=payload, created_at=0.0,
-                   owner=owner, options=options or JobOptions(), webhook=Delivery(webhook) if webhook else None)
+                   owner=owner, options=options or JobOptions(),
+                   webhook=Delivery(webhook, view=view) if webhook else None)
 
     def submit(self, job: Job, max_queued: int = 0, max_per_owner: int = 0, idempotency: Idempotency | None = None,
                aging: float = 60.0) -> Job | Refusal | Existing:
@@ -123,6 +124,8 @@ class JobStore:
         if offset := job.options.priority.offset(aging):
             extra += ["offset", repr(offset)]
         hook = ["webhook", job.webhook.url] if job.webhook else []
+        if job.webhook and job.webhook.view is not View.NATIVE:
+            hook += ["webhook_view", job.webhook.view.value]
         reply, held = self.replicated("submit", job.id, job.model, max_queued, max_per_owner, job.owner, *idem,
                                       "input", json.dumps(job.input), *extra, *hook)
         created = replies.submitted(reply)
