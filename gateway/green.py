@@ -22,7 +22,7 @@ from gunicorn import http
 from gunicorn.http.errors import NoMoreData
 from gunicorn.workers.ggevent import GeventWorker
 
-from gateway.server import ANSWER_TIMEOUT, JsonErrors, error_answer
+from gateway.server import ClientSocket, JsonErrors, error_answer
 
 STOP_LINGER = 2.0  # seconds a stopping worker still gives heads under way before it answers them 503
 
@@ -31,58 +31,12 @@ class Stopping(Exception):
     """Raised in a connection's greenlet whose head is still being read when the worker stops."""
 
 
-class Deadline:
-    """A client's socket whose receives end by the deadline of the request being read (``read_by``)."""
-
-    def __init__(self, sock: Any) -> None:
-        self.sock = sock
-        self.read_by: float | None = None  # when the request being read must have arrived whole
-        self.late = False  # a receive missed the deadline: the connection closes after the answer
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.sock, name)
-
-    def time_left(self) -> None:
-        """Give the next receive only the time left before the deadline (if one is set)."""
-        if self.read_by is not None:
-            left = self.read_by - time.monotonic()
-            if left <= 0:
-                self.late = True
-                raise TimeoutError("the request did not arrive whole in time")
-            self.sock.settimeout(left)
-
-    def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        """``socket.recv`` by the deadline."""
-        self.time_left()
-        try:
-            data: bytes = self.sock.recv(bufsize, flags)
-            return data
-        except TimeoutError:
-            self.late = True
-            raise
-
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        """``socket.recv_into`` by the deadline."""
-        self.time_left()
-        try:
-            count: int = self.sock.recv_into(buffer, nbytes, flags)
-            return count
-        except TimeoutError:
-            self.late = True
-            raise
-
-    def sendall(self, data: Any, flags: int = 0) -> None:
-        """``socket.sendall`` within ``ANSWER_TIMEOUT``."""
-        self.sock.settimeout(ANSWER_TIMEOUT)
-        self.sock.sendall(data, flags)
-
-
 class GreenWorker(JsonErrors, GeventWorker):  # type: ignore[misc]
     """gunicorn's gevent worker with the gateway's deadlines on each request's head and body."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.reading: dict[Deadline, Any] = {}  # connection whose head is being read → its greenlet
+        self.reading: dict[ClientSocket, Any] = {}  # connection whose head is being read → its greenlet
         self.timeout: float | None = None  # SM_HEADER_TIMEOUT, read once the process is patched
 
     @property
@@ -110,7 +64,7 @@ class GreenWorker(JsonErrors, GeventWorker):  # type: ignore[misc]
     def handle(self, listener: Any, client: Any, addr: Any) -> None:
         """Serve one connection's requests, each read by its deadline."""
         client.setblocking(1)
-        sock, req = Deadline(client), None
+        sock, req = ClientSocket(client), None
         try:
             parser = http.get_parser(self.cfg, sock, addr)
             name, first = listener.getsockname(), True
@@ -129,7 +83,7 @@ class GreenWorker(JsonErrors, GeventWorker):  # type: ignore[misc]
             with contextlib.suppress(OSError):
                 client.close()
 
-    def next_request(self, parser: Any, sock: Deadline, first: bool) -> Any:
+    def next_request(self, parser: Any, sock: ClientSocket, first: bool) -> Any:
         """The connection's next request, read within the header timeout; None once there is none (408 if the
         connection's first head came late, 503 if the worker stopped while reading it)."""
         sock.read_by, sock.late = time.monotonic() + self.header_timeout, False
@@ -148,7 +102,7 @@ class GreenWorker(JsonErrors, GeventWorker):  # type: ignore[misc]
         finally:
             self.reading.pop(sock, None)
 
-    def refuse(self, sock: Deadline, status: int, reason: str, message: str) -> None:
+    def refuse(self, sock: ClientSocket, status: int, reason: str, message: str) -> None:
         """Answer a request whose head was not read with an error (the connection closes after it)."""
         with contextlib.suppress(OSError):
             sock.sendall(error_answer(status, reason, reason.lower().replace(" ", "_"), message))

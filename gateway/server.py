@@ -6,6 +6,7 @@ thread) and ``gateway.threaded.GatewayWorker`` (gunicorn's threads, ``serverless
 """
 
 import json
+import time
 from typing import Any
 
 from gunicorn import util
@@ -66,3 +67,50 @@ class JsonErrors:
             util.write_nonblock(client, as_json(captured.data, exc))
         except (OSError, ValueError):
             self.log.debug("Failed to send error message.")
+
+
+class ClientSocket:
+    """A client's socket whose receives, while a request is read, end by its deadline (``read_by``); an answer's
+    send gets ``ANSWER_TIMEOUT``. Every other call goes to the socket itself."""
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self.read_by: float | None = None  # when the request being read must have arrived whole
+        self.late = False  # a receive missed the deadline: the connection closes after the answer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
+
+    def time_left(self) -> None:
+        """Give the next receive only the time left before the deadline (if one is set)."""
+        if self.read_by is not None:
+            left = self.read_by - time.monotonic()
+            if left <= 0:
+                self.late = True
+                raise TimeoutError("the request did not arrive whole in time")
+            self.sock.settimeout(left)
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        """``socket.recv`` by the deadline."""
+        self.time_left()
+        try:
+            data: bytes = self.sock.recv(bufsize, flags)
+            return data
+        except TimeoutError:
+            self.late = True
+            raise
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        """``socket.recv_into`` by the deadline."""
+        self.time_left()
+        try:
+            count: int = self.sock.recv_into(buffer, nbytes, flags)
+            return count
+        except TimeoutError:
+            self.late = True
+            raise
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        """``socket.sendall`` within ``ANSWER_TIMEOUT``."""
+        self.sock.settimeout(ANSWER_TIMEOUT)
+        self.sock.sendall(data, flags)

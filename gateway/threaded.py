@@ -25,11 +25,11 @@ from typing import Any
 
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
-from gateway.server import ANSWER_TIMEOUT, MAX_HEAD, JsonErrors, complete, error_answer
+from gateway.server import MAX_HEAD, ClientSocket, JsonErrors, complete, error_answer
 from workers.config import Settings
 
 
-def receive(sock: socket.socket) -> bytes | None:
+def receive(sock: ClientSocket) -> bytes | None:
     """What a non-blocking socket has for us: b"" once closed (or broken), None if nothing yet."""
     try:
         return sock.recv(MAX_HEAD)
@@ -37,45 +37,6 @@ def receive(sock: socket.socket) -> bytes | None:
         return None
     except OSError:
         return b""
-
-
-class ClientSocket(socket.socket):
-    """A client's socket whose receives, while a thread reads its request, end by the request's deadline."""
-
-    read_by: float | None = None  # while a thread reads a request: when it must have arrived whole
-    late = False  # a receive missed the deadline: the connection closes after the answer
-
-    def time_left(self) -> None:
-        """Give the next receive only the time left before the deadline (if one is set)."""
-        if self.read_by is not None:
-            left = self.read_by - time.monotonic()
-            if left <= 0:
-                self.late = True
-                raise TimeoutError("the request did not arrive whole in time")
-            self.settimeout(left)
-
-    def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        """``socket.recv`` by the deadline."""
-        self.time_left()
-        try:
-            return super().recv(bufsize, flags)
-        except TimeoutError:
-            self.late = True
-            raise
-
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        """``socket.recv_into`` by the deadline."""
-        self.time_left()
-        try:
-            return super().recv_into(buffer, nbytes, flags)
-        except TimeoutError:
-            self.late = True
-            raise
-
-    def sendall(self, data: Any, flags: int = 0) -> None:
-        """``socket.sendall`` within ``ANSWER_TIMEOUT`` (a socket timeout bounds a whole sendall)."""
-        self.settimeout(ANSWER_TIMEOUT)
-        super().sendall(data, flags)
 
 
 class GatewayWorker(JsonErrors, ThreadWorker):  # type: ignore[misc]
@@ -90,23 +51,23 @@ class GatewayWorker(JsonErrors, ThreadWorker):  # type: ignore[misc]
     def accept(self, listener: socket.socket) -> None:
         """A new connection: read its request's head in the main loop."""
         try:
-            client, address = listener.accept()
+            plain, address = listener.accept()
         except OSError as exc:
             if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
             return
         self.nr_conns += 1
-        client = ClientSocket(client.family, client.type, client.proto, fileno=client.detach())
+        client = ClientSocket(plain)
         client.setblocking(False)
         conn = TConn(self.cfg, client, address, listener.getsockname())
         self.arrived(conn, bytearray(), receive(client), registered=False)
 
-    def on_client_socket_readable(self, conn: Any, client: socket.socket) -> None:
+    def on_client_socket_readable(self, conn: Any, client: ClientSocket) -> None:
         """A kept-alive connection sends its next request: read its head in the main loop too, at once."""
         self.keepalived_conns.remove(conn)
         self.arrived(conn, bytearray(), receive(client), registered=True)
 
-    def on_head_bytes(self, conn: Any, sock: socket.socket) -> None:
+    def on_head_bytes(self, conn: Any, sock: ClientSocket) -> None:
         """More of a request head, on a connection being read."""
         if conn not in self.reading:  # closed earlier in this round of events (its descriptor may be reused)
             return

@@ -5,13 +5,13 @@ import time
 
 import pytest
 
-from gateway.green import Deadline
+from gateway.server import ClientSocket
 
 
 def test_a_receive_past_the_deadline_fails_and_marks_the_connection_late() -> None:
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        sock = Deadline(ours)
+        sock = ClientSocket(ours)
         theirs.sendall(b"GET / HTTP/1.1\r\n")
         sock.read_by = time.monotonic() + 30
         assert sock.recv(100) == b"GET / HTTP/1.1\r\n" and not sock.late
@@ -24,7 +24,7 @@ def test_a_receive_past_the_deadline_fails_and_marks_the_connection_late() -> No
 def test_without_a_deadline_a_receive_waits_as_the_socket_does() -> None:
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        sock = Deadline(ours)
+        sock = ClientSocket(ours)
         theirs.sendall(b"x")
         buffer = bytearray(4)
         assert sock.recv_into(buffer, 4) == 1 and buffer[:1] == b"x" and not sock.late
