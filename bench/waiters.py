@@ -15,9 +15,7 @@ import argparse
 import json
 import os
 import resource
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -29,6 +27,7 @@ from typing import Any
 import psutil
 import requests
 
+from bench.run import Processes
 from workers.embedded import start_embedded_redis
 from workers.polling import wait_until
 from workers.scaling.backends import free_port
@@ -57,14 +56,12 @@ class Rig:
         self.env = {**os.environ, "REDIS_URL": self.redis_url, "SM_MODELS_FILE": str(folder / "models.toml"),
                     "SM_DATA_DIR": str(folder / "data"), "SM_BACKEND": "process", "SM_NAMESPACE": "bench-waiters",
                     "PYTHONPATH": os.pathsep.join([str(ROOT), str(TEST_MODELS)])}
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.processes = Processes(folder, self.env)
         self.ports = {kind: free_port() for kind in KINDS}
 
     def spawn(self, name: str, *argv: str) -> None:
         """Start one of the platform's processes."""
-        with open(self.folder / f"{name}.log", "ab") as log:
-            self.processes[name] = subprocess.Popen([sys.executable, "-m", "workers.cli", *argv], env=self.env,
-                                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes.start(name, [sys.executable, "-m", "workers.cli", *argv])
 
     def start_gateways(self) -> None:
         """Both gateways, one worker process each."""
@@ -87,22 +84,15 @@ class Rig:
 
     def worker_process(self, kind: str) -> psutil.Process:
         """The gunicorn worker process of a gateway (its arbiter's one child)."""
-        return psutil.Process(self.processes[kind].pid).children()[0]
+        return psutil.Process(self.processes.pid(kind)).children()[0]
 
     def stop(self, *names: str) -> None:
         """Stop processes (SIGTERM, then SIGKILL after 20 s)."""
-        for name in names:
-            process = self.processes.pop(name)
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        self.processes.stop(*names)
 
     def close(self) -> None:
         """Stop everything, Redis last."""
-        self.stop(*list(self.processes))
+        self.processes.stop()
         self.redis.terminate()
         self.redis.wait(10)
 
