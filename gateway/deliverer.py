@@ -101,7 +101,14 @@ class Deliverer:
             self.next_claim = time.monotonic() + min(5.0, self.settings.webhook_claim_after / 2)
         found += self.store.webhooks.read(self.consumer, 10, 0.01 if found else READ_BLOCK)
         for entry in found:
-            self.deliver(entry)
+            try:
+                self.deliver(entry)
+            except redis.RedisError:
+                raise
+            except Exception as exc:  # a fault with this entry: it backs off like a failed attempt, the rest go on
+                log.exception("webhook deliverer %s failed the delivery of job %s", self.consumer, entry.job_id)
+                self.store.webhooks.attempted(entry, False, f"{type(exc).__name__}: {exc}"[:500],
+                                              self.settings.webhook_backoff_cap, self.settings.webhook_retry_for)
         return len(found)
 
     def deliver(self, entry: Entry) -> None:

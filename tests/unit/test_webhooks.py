@@ -8,6 +8,7 @@ import threading
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 from pydantic import ValidationError
@@ -18,6 +19,7 @@ from gateway.deliverer import Deliverer, backoff, body_of
 from gateway.webhooks import Targets, new_secret, signature
 from workers.config import Settings
 from workers.job import Delivery, Job, JobStatus, View
+from workers.store.webhooks import Entry
 
 pytestmark = pytest.mark.unit
 SECRET = new_secret()
@@ -144,3 +146,33 @@ def test_a_job_of_the_runpod_door_is_delivered_as_runpods_status_answer() -> Non
                                         "output": [1]}
     native = json.loads(body_of(replace(job, webhook=Delivery("https://example.com/h"))))
     assert native["status"] == "SUCCEEDED" and native["model"] == "m" and "webhook" not in native
+
+
+def test_an_entry_whose_delivery_breaks_backs_off_as_a_failed_attempt_and_the_rest_go_on() -> None:
+    class Jobs:
+        def get(self, job_id: str) -> None:
+            if job_id == "bad":
+                raise KeyError("a record this deliverer cannot read")
+
+    class Webhooks:
+        def __init__(self) -> None:
+            self.attempts: list[tuple[str, bool, str, float]] = []
+
+        def due(self) -> int:
+            return 0
+
+        def claim(self, consumer: str, idle: float) -> list[Entry]:
+            return []
+
+        def read(self, consumer: str, count: int, block: float) -> list[Entry]:
+            return [Entry("1-0", "bad"), Entry("2-0", "gone")]
+
+        def attempted(self, entry: Entry, delivered: bool, error: str, delay: float, retry_for: float,
+                      ended: float | None = None) -> None:
+            self.attempts.append((entry.job_id, delivered, error, delay))
+
+    store = SimpleNamespace(jobs=Jobs(), webhooks=Webhooks())
+    settings = Settings(webhook_secret=SECRET, webhook_backoff_cap=30)
+    assert Deliverer(store, settings, "c").step() == 2  # type: ignore[arg-type]
+    assert store.webhooks.attempts == [("bad", False, "KeyError: 'a record this deliverer cannot read'", 30.0),
+                                       ("gone", False, "", 0)]  # the job gone: dropped
