@@ -66,6 +66,15 @@ def test_a_key_whose_job_is_gone_or_withdrawn_makes_a_new_job(store: Store, clie
     assert isinstance(later, Job) and later.id != made.id
 
 
+def test_a_job_a_replay_answered_is_not_withdrawn(store: Store, client: "redis.Redis") -> None:
+    job = store.jobs.new("m", {"x": 1})
+    assert isinstance(store.jobs.submit(job, idempotency=once("k", {"x": 1})), Job)
+    replay = store.jobs.submit(store.jobs.new("m", {"x": 1}), idempotency=once("k", {"x": 1}))
+    assert isinstance(replay, Existing) and replay.job.id == job.id  # another caller now holds its id
+    assert store.jobs.withdraw(job) == "QUEUED"  # so its first submit's lost answer does not take it back
+    assert client.exists(keys.job(job.id)) and client.exists(keys.idempotency("", "k"))
+
+
 def test_a_submit_run_again_after_its_answer_was_lost_is_still_its_own_job(store: Store) -> None:
     job = store.jobs.new("m", {"x": 1})
     made = store.jobs.submit(job, idempotency=once("k", {"x": 1}))

@@ -15,6 +15,7 @@ if idem ~= '' then
   local made = redis.call('HMGET', idem, 'job', 'digest')
   if made[1] and redis.call('EXISTS', K.job .. made[1]) == 1 then
     if made[2] ~= digest then return 'CONFLICT' end
+    redis.call('HSET', K.job .. made[1], 'replayed', 1)  -- a caller was told of it: withdraw.lua leaves it
     local reply = {'EXISTING'}
     for _, v in ipairs(redis.call('HGETALL', K.job .. made[1])) do table.insert(reply, v) end
     return reply

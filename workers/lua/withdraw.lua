@@ -1,11 +1,12 @@
 -- Take back a job whose submit answer was lost, unless a worker already took it (it runs, or it ran once and waits
--- again): the record, its message and the idempotency key it made go.
+-- again) or an idempotent replay answered it to another caller: the record, its message and the idempotency key it
+-- made go.
 -- ARGV[3..]: id. Returns WITHDRAWN, NONE (never recorded), or the status of a job that stays.
 local id = ARGV[3]
 local job = K.job .. id
-local current = redis.call('HMGET', job, 'status', 'claim', 'model', 'sends', 'attempts', 'push', 'idem')
+local current = redis.call('HMGET', job, 'status', 'claim', 'model', 'sends', 'attempts', 'push', 'idem', 'replayed')
 if not current[1] then return 'NONE' end
-if current[1] ~= S.QUEUED or current[2] or tonumber(current[5] or '0') > 0 then return current[1] end
+if current[1] ~= S.QUEUED or current[2] or tonumber(current[5] or '0') > 0 or current[8] then return current[1] end
 local model = current[3]
 local taken = 0
 for n = 1, tonumber(current[4] or '0') do
