@@ -42,6 +42,7 @@ from workers.store.webhooks import Entry
 log = logging.getLogger(__name__)
 READ_BLOCK = 1.0  # seconds a read waits for new entries (and how often due retries are moved back)
 USER_AGENT = "serverless-model-webhooks/1"
+FORGET_AFTER = 3600.0  # seconds idle after which a consumer holding no entry is forgotten (its process is gone)
 
 
 def body_of(job: Job) -> bytes:
@@ -98,6 +99,7 @@ class Deliverer:
         found: list[Entry] = []
         if time.monotonic() >= self.next_claim:
             found = self.store.webhooks.claim(self.consumer, self.settings.webhook_claim_after)
+            self.store.webhooks.forget(FORGET_AFTER)
             self.next_claim = time.monotonic() + min(5.0, self.settings.webhook_claim_after / 2)
         found += self.store.webhooks.read(self.consumer, 10, 0.01 if found else READ_BLOCK)
         for entry in found:

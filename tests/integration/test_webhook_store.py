@@ -2,6 +2,8 @@
 same step; attempts retry, give up into the owner's failed deliveries, and are redelivered; an entry a dead deliverer
 read is claimed by another."""
 
+import time
+
 import pytest
 import redis
 
@@ -104,6 +106,22 @@ def test_an_entry_a_dead_deliverer_read_is_claimed_by_another(timed: Store) -> N
     assert [e.job_id for e in claimed] == [job_id]
     assert timed.webhooks.attempted(claimed[0], True, "", 0, 60) is AttemptReply.DELIVERED
     assert timed.webhooks.claim("alive", idle=0) == []
+
+
+def test_consumers_idle_and_holding_nothing_are_forgotten_and_one_holding_an_entry_is_kept(
+        timed: Store, client: "redis.Redis") -> None:
+    ready(timed)
+    first = ended(timed)
+    done = timed.webhooks.read("done", 10, 0.1)
+    assert [e.job_id for e in done] == [first]
+    assert timed.webhooks.attempted(done[0], True, "", 0, 60) is AttemptReply.DELIVERED  # it holds nothing now
+    job_id = ended(timed)
+    assert [e.job_id for e in timed.webhooks.read("holder", 10, 0.1)] == [job_id]  # holds it, unrecorded
+    assert timed.webhooks.forget(idle=60) == 0  # none idle that long
+    time.sleep(0.05)
+    assert timed.webhooks.forget(idle=0.01) == 1
+    assert [c["name"] for c in client.xinfo_consumers(keys.WEBHOOKS, keys.DELIVERERS)] == ["holder"]
+    assert [e.job_id for e in timed.webhooks.claim("alive", idle=0)] == [job_id]  # its entry is still there
 
 
 def test_a_resubmitted_job_drops_its_old_delivery_and_is_delivered_at_its_next_end(timed: Store) -> None:

@@ -164,6 +164,9 @@ def test_an_entry_whose_delivery_breaks_backs_off_as_a_failed_attempt_and_the_re
         def claim(self, consumer: str, idle: float) -> list[Entry]:
             return []
 
+        def forget(self, idle: float) -> int:
+            return 0
+
         def read(self, consumer: str, count: int, block: float) -> list[Entry]:
             return [Entry("1-0", "bad"), Entry("2-0", "gone")]
 

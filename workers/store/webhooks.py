@@ -63,6 +63,16 @@ class WebhookQueue:
         self.cursor = str(found[0])
         return entries(found[1])
 
+    def forget(self, idle: float) -> int:
+        """Forget the consumers idle over ``idle`` seconds that hold no entry (of gateway processes gone); how
+        many."""
+        try:
+            return int(self.scripts("webhook_forget", keys.DELIVERERS, int(idle * 1000)))
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc) and "no such key" not in str(exc).lower():
+                raise
+            return 0
+
     def due(self, limit: int = 100) -> int:
         """Move the deliveries whose next attempt is due back onto the stream; how many."""
         return int(self.scripts("webhook_due", limit))
