@@ -166,3 +166,12 @@ def test_a_cog_stream_that_misses_a_chunk_or_breaks_json_is_refused(broken: byte
 def test_a_cog_stream_cut_short_is_a_bad_response(cut: bytes) -> None:
     _, outcome = cog_read(cut)
     assert outcome.status is JobStatus.FAILED and outcome.error.code == "bad_response"
+
+
+def test_a_cog_event_that_never_ends_is_refused_past_its_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("workers.protocols.cog.EVENT_LIMIT", 100)
+    reader = CogProtocol(stream=True).parts(200, {"Content-Type": "text/event-stream"})
+    assert reader is not None and reader.read(b"event: output") is None
+    with pytest.raises(ValueError, match="over 100 bytes"):
+        for _ in range(20):
+            reader.read(b"data: " + b"x" * 10)  # no blank line ever ends the event

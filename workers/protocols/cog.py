@@ -36,6 +36,7 @@ from workers.protocols.base import (
 )
 
 EVENT_STREAM = "text/event-stream"
+EVENT_LIMIT = 64 * 1024 * 1024  # bytes of one event's data held at most (its lines are bounded one by one)
 
 
 class CogProtocol:
@@ -114,6 +115,7 @@ class CogEvents:
     def __init__(self) -> None:
         self.event = ""
         self.data: list[bytes] = []
+        self.size = 0  # bytes of data held for the event under way
         self.chunks = 0  # chunks taken: the index the next one must have
         self.completed: dict[str, Any] | None = None
 
@@ -125,9 +127,12 @@ class CogEvents:
                 self.event = value.removeprefix(b" ").decode("utf-8", "replace")
             elif field == b"data":
                 self.data.append(value.removeprefix(b" "))
+                self.size += len(value)
+                if self.size > EVENT_LIMIT:
+                    raise ValueError(f"an event of cog's stream is over {EVENT_LIMIT} bytes")
             return None  # a comment, an id or a retry: nothing of the prediction
         event, data = self.event, b"\n".join(self.data)
-        self.event, self.data = "", []
+        self.event, self.data, self.size = "", [], 0
         if not data:
             return None
         found, _ = parse_json(data)
