@@ -14,10 +14,10 @@ from redis.sentinel import MasterNotFoundError
 
 from gateway import errors
 from gateway.auth import Guard, Waiters, parse_digests
-from gateway.schemas import HostList, ModelView
+from gateway.schemas import HostList, ModelView, WaitingView
 from gateway.webhooks import Targets
 from workers.config import ModelConfig, Settings
-from workers.job import Job, JobOptions, View
+from workers.job import Job, JobOptions, JobStatus, View
 from workers.store import Store
 from workers.store.jobs import Existing, Idempotency, JobStore, Refusal, Unreplicated
 from workers.store.records import FailedDelivery, ModelSnapshot
@@ -48,6 +48,7 @@ def idempotency_key(header: str | None) -> str:
 
 
 STREAM_PAUSE = 0.25  # seconds a stream waits on the job's end between reads of its parts
+WAITING_EVERY = 1.0  # seconds between two reads of what a streamed job waits for
 
 
 def sse(event: str, data: str, index: int | None = None) -> str:
@@ -198,7 +199,11 @@ class Gateway:
     def events(self, job: Job, after: int, view: Callable[[Job], str],
                place: contextlib.AbstractContextManager[bool], until: float = math.inf) -> Iterator[str]:
         """The events of ``stream``; the waiting place is given back when the client goes. A stream open at
-        ``until`` (monotonic) ends without ``done``: the client resumes it with ``Last-Event-ID``."""
+        ``until`` (monotonic) ends without ``done``: the client resumes it with ``Last-Event-ID``. While the job
+        waits, a ``waiting`` event (no id) says what for, again whenever that changes (read at most every
+        ``WAITING_EVERY`` seconds)."""
+        shown: tuple[str, str, str] | None = None
+        next_look = 0.0
         try:
             while True:
                 finished = job.status.finished
@@ -208,6 +213,12 @@ class Gateway:
                 if finished:
                     yield sse("done", view(job))
                     return
+                if job.status is JobStatus.QUEUED and time.monotonic() >= next_look:
+                    next_look = time.monotonic() + WAITING_EVERY
+                    waiting = self.store.jobs.waiting(job.id)
+                    if waiting is not None and (waiting.reason, waiting.replica, waiting.stage) != shown:
+                        shown = (waiting.reason, waiting.replica, waiting.stage)
+                        yield sse("waiting", WaitingView.of(waiting).model_dump_json())
                 if time.monotonic() >= until:
                     return
                 job = self.waits.jobs.wait(job.id, STREAM_PAUSE) or job
