@@ -88,7 +88,7 @@ def blueprint(gateway: Gateway) -> APIBlueprint:
         the job's view; resumes after the ``Last-Event-ID`` header (or ``?after=``). A stream still open after
         SM_MAX_WAIT seconds ends without ``done``: resume it."""
         last = request.headers.get("Last-Event-ID", "")
-        after = int(last) if last.isdigit() and len(last) < 10 else query.after
+        after = int(last) if last.isascii() and last.isdigit() and len(last) < 10 else query.after
         events = gateway.stream(path.job_id, g.principal, after,
                                 lambda job: json.dumps(JobView.of(job).model_dump(mode="json")))
         return Response(events, mimetype="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -203,10 +203,11 @@ class PartSink:
     job_id: str
     token: str
     reader: PartReader
+    size: int = 1  # bytes of the output the parts make: "[", each part and a comma or "]"
 
     def take(self, line: bytes) -> None:
-        """Append the part the line completes, if any; StreamEnded for an error, a bad line, too many parts or a
-        lost claim."""
+        """Append the part the line completes, if any; StreamEnded for an error, a bad line, too many parts, an
+        output over the largest answer, or a lost claim."""
         try:
             part = self.reader.read(line)
         except ValueError as exc:
@@ -215,6 +216,10 @@ class PartSink:
             return
         if isinstance(part, JobError):
             raise StreamEnded(Outcome(JobStatus.FAILED, error=part))
+        self.size += len(part.encode()) + 1
+        if self.size > self.ctx.max_output_bytes:
+            raise StreamEnded(bad_response(f"the replica's streamed output is over {self.ctx.max_output_bytes} "
+                                           f"bytes"))
         found = self.ctx.store.jobs.append_part(self.job_id, self.token, part, self.ctx.max_parts)
         if found is AppendReply.TOO_MANY:
             raise StreamEnded(Outcome(JobStatus.FAILED, error=JobError(
@@ -252,6 +257,8 @@ def call(ctx: WorkerContext, model: ModelConfig, started: Started, token: str) -
             return bad_response(f"the replica's answer does not decode: {exc}")
         except transport.CALL_FAILURES as exc:
             return judge(ctx, model, started.slot.endpoint, exc, limit if time.monotonic() >= until else None)
+        except ValueError as exc:  # a streamed answer's line over the limit
+            return bad_response(f"the replica's answer: {exc}")
         if body is None:
             return bad_response(f"the replica's answer is over {ctx.max_output_bytes} bytes")
         try:

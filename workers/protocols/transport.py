@@ -41,7 +41,7 @@ class LineReader:
     def feed(self, chunk: bytes) -> list[bytes]:
         """The lines ``chunk`` completes, without their newline (and a carriage return before it)."""
         *lines, self.rest = (self.rest + chunk).split(b"\n")
-        if len(self.rest) > self.limit:
+        if len(self.rest) > self.limit or any(len(line) > self.limit for line in lines):
             raise ValueError(f"a line of the stream is over {self.limit} bytes")
         return [line.removesuffix(b"\r") for line in lines]
 

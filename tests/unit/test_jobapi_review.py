@@ -1,0 +1,126 @@
+"""Faults of the job API found by hostile replicas, clients and interleavings (the unit tier: fakeredis, and a raw
+socket server in this process for a replica's answers)."""
+
+import json
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import fakeredis
+import pytest
+from flask.testing import FlaskClient
+
+import gateway.app
+from gateway.app import create_app
+from tests.integration.wire import Request, WireServer
+from tests.unit.test_autoscaler import MODEL
+from workers.config import ModelConfig, Settings
+from workers.execution import runner
+from workers.job import Job, JobStatus
+from workers.protocols import transport
+from workers.store import Store
+from workers.store.jobs import Existing, Idempotency
+from workers.store.replies import WithdrawReply
+
+pytestmark = pytest.mark.unit
+READY = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}"
+
+
+def chunked(parts: list[bytes]) -> bytes:
+    """A whole NDJSON answer, one chunk per part."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
+    return head + b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+
+
+@pytest.fixture
+def servers() -> Iterator[list[WireServer]]:
+    made: list[WireServer] = []
+    yield made
+    for server in made:
+        server.close()
+
+
+@pytest.fixture
+def replica(servers: list[WireServer]) -> Callable[..., tuple[Store, runner.WorkerContext, Job]]:
+    """A store with one READY replica answering as a test says, and a job of its model submitted."""
+
+    def make(answer: Callable[[socket.socket, Request], None], model: ModelConfig = MODEL,
+             **options: int) -> tuple[Store, runner.WorkerContext, Job]:
+        def serve(connection: socket.socket, request: Request) -> None:
+            connection.sendall(READY) if request.path == "/ok" else answer(connection, request)
+
+        server = WireServer(serve)
+        servers.append(server)
+        store = Store.of(fakeredis.FakeRedis(decode_responses=True), retention=60)
+        token = store.leadership(30).hold() or ""
+        store.replicas.add(token, "r1", model.name, "fake")
+        store.replicas.launched(token, "r1", server.url, "h")
+        store.replicas.ready(token, "r1", 1)
+        ctx = runner.WorkerContext(models={model.name: model}, store=store, http=transport.http_pool(),
+                                   leases=runner.LeaseKeeper(store, 5.0, renewing=False), **options)
+        job = store.jobs.submit(store.jobs.new(model.name, {"x": 1}))
+        assert isinstance(job, Job)
+        return store, ctx, job
+
+    return make
+
+
+def test_a_streamed_line_over_the_limit_fails_its_job_not_the_worker(
+        replica: Callable[..., tuple[Store, runner.WorkerContext, Job]]) -> None:
+    def endless(connection: socket.socket, _: Request) -> None:  # a line that never ends, past the limit
+        connection.sendall(chunked([b'{"part": 1}\n', b'{"part": "' + b"x" * 3000]))
+
+    store, ctx, job = replica(endless, max_output_bytes=1000)
+    summary = runner.run_job(ctx, job.id, "m")  # it must not raise: the job would wait for the reaper, run again
+    found = store.jobs.get(job.id)
+    assert summary.status is JobStatus.FAILED and found is not None and found.status is JobStatus.FAILED
+    assert found.error is not None and found.error.code == "bad_response"
+    assert "over 1000 bytes" in found.error.message
+
+
+def test_a_streamed_output_is_bounded_by_the_largest_answer_as_a_whole(
+        replica: Callable[..., tuple[Store, runner.WorkerContext, Job]]) -> None:
+    line = b'{"part": "' + b"x" * 600 + b'"}\n'  # each part within the limit, all of them over it
+
+    store, ctx, job = replica(lambda connection, _: connection.sendall(chunked([line] * 5)), max_output_bytes=1000)
+    runner.run_job(ctx, job.id, "m")
+    found = store.jobs.get(job.id)
+    assert found is not None and found.status is JobStatus.FAILED
+    assert found.error is not None and found.error.code == "bad_response"
+    assert len(store.jobs.parts(job.id)) == 1  # nothing kept past the bound
+
+
+def test_a_complete_line_over_the_limit_is_refused_too() -> None:
+    reader = transport.LineReader(10)
+    with pytest.raises(ValueError, match="over 10 bytes"):
+        reader.feed(b"x" * 50 + b"\n")
+
+
+@pytest.fixture
+def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[FlaskClient, fakeredis.FakeRedis]:
+    models = tmp_path / "models.toml"
+    models.write_text('[models.m]\ncommand = ["x"]\n')
+    fake = fakeredis.FakeRedis(decode_responses=True)
+    monkeypatch.setattr(gateway.app, "gateway_client", lambda url, timeout, connections: fake)
+    return create_app(Settings(models_file=models, max_wait=0.1)).test_client(), fake
+
+
+@pytest.mark.parametrize("last", ["\u00b2", "1\u00b3"])  # digits to str.isdigit (a header is Latin-1), not to int()
+def test_a_last_event_id_of_other_digits_is_ignored_not_a_500(client: tuple[FlaskClient, fakeredis.FakeRedis],
+                                                             last: str) -> None:
+    app, fake = client
+    job_id = app.post("/v1/models/m/jobs", json={}).get_json()["id"]
+    fake.rpush(f"sm:parts:{job_id}", json.dumps(0))
+    answer = app.get(f"/v1/jobs/{job_id}/stream", headers={"Last-Event-ID": last})
+    assert answer.status_code == 200 and b"id: 0\nevent: part" in answer.get_data()
+
+
+def test_a_job_an_idempotency_key_handed_out_again_is_not_taken_back() -> None:
+    store = Store.of(fakeredis.FakeRedis(decode_responses=True), retention=60)
+    once = Idempotency("k", "d", 60)
+    first = store.jobs.new("m", {"x": 1}, "owner")
+    assert isinstance(store.jobs.submit(first, idempotency=once), Job)  # its answer lost: the gateway settles
+    replayed = store.jobs.submit(store.jobs.new("m", {"x": 1}, "owner"), idempotency=once)
+    assert isinstance(replayed, Existing) and replayed.job.id == first.id  # another caller is told of this job
+    assert store.jobs.withdraw(first) is not WithdrawReply.WITHDRAWN  # so it stays, for both callers
+    assert store.jobs.get(first.id) is not None
