@@ -13,13 +13,14 @@ from flask.testing import FlaskClient
 import gateway.app
 from gateway.app import create_app
 from tests.integration.wire import Request, WireServer
-from tests.unit.test_autoscaler import MODEL
+from tests.unit.test_autoscaler import MODEL, Clock
 from workers.config import ModelConfig, Settings
 from workers.execution import runner
-from workers.job import Job, JobStatus
+from workers.job import Job, JobOptions, JobStatus, Priority
 from workers.protocols import transport
 from workers.store import Store
 from workers.store.jobs import Existing, Idempotency
+from workers.store.records import Started
 from workers.store.replies import WithdrawReply
 
 pytestmark = pytest.mark.unit
@@ -124,3 +125,22 @@ def test_a_job_an_idempotency_key_handed_out_again_is_not_taken_back() -> None:
     assert isinstance(replayed, Existing) and replayed.job.id == first.id  # another caller is told of this job
     assert store.jobs.withdraw(first) is not WithdrawReply.WITHDRAWN  # so it stays, for both callers
     assert store.jobs.get(first.id) is not None
+
+
+@pytest.mark.parametrize("lost", ["replica", "worker"])
+def test_a_low_job_taken_back_waits_low_again(lost: str) -> None:
+    clock = Clock()
+    store = Store.of(fakeredis.FakeRedis(decode_responses=True), retention=60, clock=clock)
+    token = store.leadership(30).hold() or ""
+    store.replicas.add(token, "r1", "m", "fake")
+    store.replicas.launched(token, "r1", "http://127.0.0.1:9", "h")
+    store.replicas.ready(token, "r1", 1)
+    job = store.jobs.submit(store.jobs.new("m", {}, options=JobOptions(priority=Priority.LOW)))
+    assert isinstance(job, Job) and isinstance(store.jobs.start(job.id, "t", 5, "w", 1, True), Started)
+    if lost == "replica":
+        assert store.jobs.retry(job.id, "t", "r1", "gone", True, 3, 1, 5, "w") == "PARKED"
+    else:
+        clock.advance(6)
+        assert [r.outcome for r in store.jobs.reap({"m": 3})] == ["REQUEUED"]
+    snapshot = store.replicas.snapshot("m", {})
+    assert (snapshot.waiting, snapshot.low) == (1, 1)  # alone, it still starts nothing from zero

@@ -196,6 +196,7 @@ local function requeue(id, model)  -- a RUNNING job waits again (its worker or r
   move(id, S.QUEUED)
   redis.call('HSET', K.job .. id, 'requeued_at', stamp(NOW))
   redis.call('SREM', K.running .. model, id)
+  if redis.call('HGET', K.job .. id, 'priority') == 'low' then redis.call('ZADD', K.low .. model, NOW, id) end
 end
 
 local function running_reply(id, slot)  -- {'RUNNING', replica, endpoint, job fields ...}
