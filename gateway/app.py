@@ -98,6 +98,8 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
                   validation_error_status=422, validation_error_model=ErrorBody,
                   validation_error_callback=errors.validation_error)
     app.json = StrictJSON(app)
+    app.url_map.merge_slashes = False  # a path with "//" is unknown (404), not an HTML redirect (which Flask's error
+    #                                    handlers never see)
     if settings.trusted_proxies:  # the client is who the last trusted proxies say (else anyone could say so)
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies,  # type: ignore[method-assign]
                                 x_proto=settings.trusted_proxies)

@@ -144,3 +144,13 @@ def test_a_low_job_taken_back_waits_low_again(lost: str) -> None:
         assert [r.outcome for r in store.jobs.reap({"m": 3})] == ["REQUEUED"]
     snapshot = store.replicas.snapshot("m", {})
     assert (snapshot.waiting, snapshot.low) == (1, 1)  # alone, it still starts nothing from zero
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/v1/models//jobs"), ("POST", "/v1//models/m/jobs"),
+                                              ("GET", "/runpod/v2//m/health"), ("GET", "/v2/models//ready")])
+def test_a_path_with_an_empty_segment_is_a_json_404_not_an_html_redirect(
+        client: tuple[FlaskClient, fakeredis.FakeRedis], method: str, path: str) -> None:
+    app, fake = client
+    answer = app.open(path, method=method, json={} if method == "POST" else None)
+    assert answer.status_code == 404 and answer.is_json and "error" in answer.get_json()
+    assert list(fake.scan_iter("sm:job:*")) == []
