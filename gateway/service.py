@@ -199,17 +199,28 @@ class Gateway:
     def events(self, job: Job, after: int, view: Callable[[Job], str],
                place: contextlib.AbstractContextManager[bool], until: float = math.inf) -> Iterator[str]:
         """The events of ``stream``; the waiting place is given back when the client goes. A stream open at
-        ``until`` (monotonic) ends without ``done``: the client resumes it with ``Last-Event-ID``. While the job
-        waits, a ``waiting`` event (no id) says what for, again whenever that changes (read at most every
-        ``WAITING_EVERY`` seconds)."""
+        ``until`` (monotonic) ends without ``done``: the client resumes it with ``Last-Event-ID``. A part's id is
+        its number over the job's runs; resumed from an id of an earlier run (the job was run again since), or if
+        the job is run again under way, the stream sends ``restart`` (what came before is void), then the run's
+        parts from its first. While the job waits, a ``waiting`` event (no id) says what for, again whenever that
+        changes (read at most every ``WAITING_EVERY`` seconds)."""
         shown: tuple[str, str, str] | None = None
         next_look = 0.0
+        index = max(0, after - job.parts_base + 1)  # of the run's next part
         try:
+            if 0 <= after < job.parts_base:  # the client's last part is of an earlier run
+                yield sse("restart", json.dumps({"first": job.parts_base}))
             while True:
                 finished = job.status.finished
-                for part in self.store.jobs.parts(job.id, after + 1):
-                    after += 1
-                    yield sse("part", part, after)
+                run, parts = self.store.jobs.run_parts(job.id, index)
+                if run != job.run:  # run again since it was read: what came was the next run's
+                    job = self.store.jobs.get(job.id) or job
+                    index = 0
+                    yield sse("restart", json.dumps({"first": job.parts_base}))
+                    continue
+                for part in parts:
+                    yield sse("part", part, job.parts_base + index)
+                    index += 1
                 if finished:
                     yield sse("done", view(job))
                     return

@@ -158,6 +158,8 @@ class Job:
     worker: str = ""  # the worker (host:pid) that claimed it last
     commits: int = 0  # outcomes committed: one per run that finished (a resubmitted job runs again)
     requeued_at: float | None = None  # when it was last taken back from a lost worker or sent again
+    run: int = 0  # times it was run again (POST retry) after it ended
+    parts_base: int = 0  # the number of its run's first part: the parts of its earlier runs
     options: JobOptions = JobOptions()
     webhook: Delivery | None = None  # where its end is delivered, and how that goes
 
@@ -174,6 +176,7 @@ class Job:
             cancelled_while=JobStatus(fields["cancelled_while"]) if fields.get("cancelled_while") else None,
             owner=fields.get("owner", ""), worker=fields.get("worker", ""), commits=int(fields.get("commits", 0)),
             requeued_at=_float(fields.get("requeued_at")), webhook=Delivery.from_hash(fields),
+            run=int(fields.get("run", 0)), parts_base=int(fields.get("parts_base", 0)),
             options=JobOptions(ttl=_float(fields.get("ttl")), execution_timeout=_float(fields.get("execution_timeout")),
                                priority=Priority(fields.get("priority", Priority.NORMAL))),
         )

@@ -1,10 +1,12 @@
 """Faults of the job API found by hostile replicas, clients and interleavings (the unit tier: fakeredis, and a raw
 socket server in this process for a replica's answers)."""
 
+import contextlib
 import json
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import fakeredis
 import pytest
@@ -12,11 +14,12 @@ from flask.testing import FlaskClient
 
 import gateway.app
 from gateway.app import create_app
+from gateway.service import Gateway
 from tests.integration.wire import Request, WireServer
 from tests.unit.test_autoscaler import MODEL, Clock
 from workers.config import ModelConfig, Settings
 from workers.execution import runner
-from workers.job import Job, JobOptions, JobStatus, Priority
+from workers.job import Job, JobError, JobOptions, JobStatus, Outcome, Priority
 from workers.protocols import transport
 from workers.store import Store
 from workers.store.jobs import Existing, Idempotency
@@ -154,3 +157,47 @@ def test_a_path_with_an_empty_segment_is_a_json_404_not_an_html_redirect(
     answer = app.open(path, method=method, json={} if method == "POST" else None)
     assert answer.status_code == 404 and answer.is_json and "error" in answer.get_json()
     assert list(fake.scan_iter("sm:job:*")) == []
+
+
+def streamed_run(store: Store, job_id: str, token: str, parts: list[str], outcome: Outcome) -> None:
+    """One run of the job that gives ``parts`` and ends with ``outcome``."""
+    assert isinstance(store.jobs.start(job_id, token, 30, "w", 1, True), Started)
+    for part in parts:
+        store.jobs.append_part(job_id, token, json.dumps(part), 100)
+    store.jobs.finish(job_id, token, outcome)
+
+
+def stream_events(store: Store, job_id: str, after: int, job: Job | None = None) -> list[tuple[str, str | None, Any]]:
+    """The events of the job's stream for a client whose last part is ``after`` (the stream begins with ``job``
+    as read then, else as it is): (event, id, data)."""
+    gateway = object.__new__(Gateway)
+    gateway.store = gateway.waits = store
+    job = job or store.jobs.get(job_id)
+    assert job is not None
+    found = []
+    for text in gateway.events(job, after, lambda j: json.dumps(j.output), contextlib.nullcontext(True)):
+        fields = dict(line.split(": ", 1) for line in text.strip().splitlines())
+        found.append((fields["event"], fields.get("id"), json.loads(fields["data"])))
+    return found
+
+
+def test_a_stream_resumed_from_an_earlier_run_restarts_with_the_run_the_job_holds() -> None:
+    store = Store.of(fakeredis.FakeRedis(decode_responses=True), retention=60)
+    token = store.leadership(30).hold() or ""
+    store.replicas.add(token, "r1", "m", "fake")
+    store.replicas.launched(token, "r1", "http://x", "h")
+    store.replicas.ready(token, "r1", 1)
+    job = store.jobs.submit(store.jobs.new("m", {}))
+    assert isinstance(job, Job)
+    streamed_run(store, job.id, "t1", ["a0", "a1", "a2"], Outcome(JobStatus.FAILED, error=JobError("x", "y")))
+    assert stream_events(store, job.id, 1)[0] == ("part", "2", "a2")  # a client that saw a0, a1 and went
+    first_run = store.jobs.get(job.id)
+    assert store.jobs.resubmit(job.id) == "OK"
+    streamed_run(store, job.id, "t2", ["b0", "b1"], Outcome(JobStatus.SUCCEEDED, output="[]"))
+    resumed = stream_events(store, job.id, 1)  # it comes back after the retry
+    assert resumed == [("restart", None, {"first": 3}), ("part", "3", "b0"), ("part", "4", "b1"),
+                       ("done", None, ["b0", "b1"])]
+    assert stream_events(store, job.id, 3) == [("part", "4", "b1"), ("done", None, ["b0", "b1"])]
+    assert stream_events(store, job.id, -1)[0] == ("part", "3", "b0")  # a new client: no restart
+    # a stream that read the job just before it was run again: the next run's parts come after a restart
+    assert stream_events(store, job.id, -1, first_run) == resumed

@@ -98,9 +98,9 @@ class Parts:
         self.job, self.all, self.rounds, self.given = job, parts, rounds, 0
         self.jobs = self
 
-    def parts(self, job_id: str, start: int = 0) -> list[str]:
+    def run_parts(self, job_id: str, start: int = 0) -> tuple[int, list[str]]:
         shown = self.all[:len(self.all) * self.given // self.rounds]
-        return shown[start:]
+        return 0, shown[start:]
 
     def wait(self, job_id: str, timeout: float) -> Job:
         self.given = min(self.rounds, self.given + 1)

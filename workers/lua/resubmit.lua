@@ -1,8 +1,8 @@
 -- Run a finished job again (POST /v1/jobs/<id>/retry): a FAILED (expired included) or CANCELLED job is QUEUED
 -- again under the same id, its attempts kept, its output, error, claim and end cleared, out of the dead letters,
 -- its webhook's delivery state cleared (it is delivered again when the job ends again), its record kept again (no
--- expiry), its ttl and rank counted afresh, and its message sent as a submit's is (start.lua parks it if no slot is
--- free).
+-- expiry), its ttl and rank counted afresh, its parts cleared (the next run's are numbered on from them: run and
+-- parts_base), and its message sent as a submit's is (start.lua parks it if no slot is free).
 -- Counted against the model's queue cap and the owner's share of it, as a submit is.
 -- ARGV[3..]: id, max queued (0 = no cap), max not started per owner (0 = no cap).
 -- Returns OK; FULL or KEY_FULL (as submit.lua); HELD when a run cancelled while it ran still holds its slot (its
@@ -30,6 +30,8 @@ redis.call('HSET', job, 'requeued_at', stamp(NOW))
 set_deadline(id)
 set_rank(id, model)
 redis.call('PERSIST', job)
+redis.call('HINCRBY', job, 'run', 1)
+redis.call('HINCRBY', job, 'parts_base', redis.call('LLEN', K.parts .. id))
 redis.call('DEL', K.done .. id, K.parts .. id, K.parts_taken .. id)
 redis.call('LREM', K.dead, 0, id)
 if mine then redis.call('ZADD', mine, NOW, id) end

@@ -230,6 +230,14 @@ class JobStore:
         """The job's parts from index ``start`` on (JSON text each)."""
         return cast(list[str], self.redis.lrange(keys.parts(job_id), start, -1))
 
+    def run_parts(self, job_id: str, start: int = 0) -> tuple[int, list[str]]:
+        """The job's run (see ``Job.run``) and that run's parts from index ``start`` on, read together."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hget(keys.job(job_id), "run")
+        pipe.lrange(keys.parts(job_id), start, -1)
+        run, parts = pipe.execute()
+        return int(run or 0), cast(list[str], parts)
+
     def take_parts(self, job_id: str, limit: int = 1000) -> list[str]:
         """The job's parts not handed out yet by ``take_parts`` (JSON text each, at most ``limit``), now taken."""
         return cast(list[str], self.scripts("take_parts", job_id, limit))

@@ -8,10 +8,11 @@ host), read inside the scripts.
                                     lease_until, worker, slot, commits, sends, push, requeued_at, idem, ttl,
                                     execution_timeout, deadline (while it waits: created or resubmitted + ttl),
                                     priority, offset (of its rank: the model's priority aging, + high, - low),
-                                    rank, parked_at; with a webhook: webhook (its URL), webhook_status (pending,
-                                    delivered, failed), webhook_attempts, webhook_error, webhook_since (when its
-                                    delivery began). Expires ``job_retention`` seconds after it finishes (or after
-                                    its webhook was delivered or given up).
+                                    rank, parked_at, run and parts_base (run again: how often, and how many
+                                    parts its earlier runs gave); with a webhook: webhook (its URL),
+                                    webhook_status (pending, delivered, failed), webhook_attempts, webhook_error,
+                                    webhook_since (when its delivery began). Expires ``job_retention`` seconds
+                                    after it finishes (or after its webhook was delivered or given up).
 - ``sm:queued:{model}``      zset   the sent: QUEUED jobs whose Celery message is out (or being run), by when it
                                     was sent (``SENT``; the key keeps its first name, so a platform's data stays
                                     readable across the rename).
