@@ -15,6 +15,7 @@ from typing import Any
 import requests
 
 from workers.config import ConfigError, Settings
+from workers.logs import configure, settings_of
 from workers.store import keys
 
 log = logging.getLogger("serverless-model")
@@ -125,6 +126,8 @@ def gateway(args: argparse.Namespace) -> int:
         worker = ["--worker-class", "gateway.green.GreenWorker", "--worker-connections", str(args.connections)]
     else:
         worker = ["--worker-class", "gateway.threaded.GatewayWorker", "--threads", "32"]
+    if settings_of()[0] == "json":  # gunicorn's lines and the app's, as JSON (gunicorn reads logconfig_dict)
+        worker += ["--config", "python:gateway.json_logs"]
     total, per_key = WAITERS[args.worker]
     os.environ.setdefault("SM_MAX_WAITERS", total)  # the caps of waiting requests, unless set
     os.environ.setdefault("SM_MAX_WAITERS_PER_KEY", per_key)
@@ -137,8 +140,10 @@ def gateway(args: argparse.Namespace) -> int:
 
 def worker(args: argparse.Namespace) -> int:
     """Run a Celery worker on every declared model's queue."""
-    queues = ",".join(keys.celery_queue(name) for name in Settings().load_models())
-    argv = ["celery", "-A", CELERY_APP, "worker", "-Q", queues,
+    settings = Settings()
+    queues = ",".join(keys.celery_queue(name) for name in settings.load_models())
+    quiet = ["--quiet"] if settings.log_format == "json" else []  # no banner printed beside the JSON lines
+    argv = ["celery", "-A", CELERY_APP, *quiet, "worker", "-Q", queues,
             "--concurrency", str(args.concurrency), "--loglevel", "INFO", "--without-gossip",
             "--without-mingle", "--hostname", args.name, *(["--task-events"] if args.task_events else []),
             *args.celery_args]
@@ -269,8 +274,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``serverless-model`` command."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = parser().parse_args(argv)
+    log_format, host = settings_of()
+    configure(log_format, args.command, host)
     return int(args.func(args))
 
 

@@ -271,6 +271,7 @@ class Settings(BaseSettings):
     webhook_timeout: PositiveFloat = 10.0  # seconds one delivery attempt may take, connect to answer
     webhook_claim_after: PositiveFloat = 60.0  # seconds before a delivery a lost deliverer held is taken by another
     webhook_threads: PositiveInt = 2  # webhook deliverers per gateway process
+    log_format: Literal["text", "json"] = "text"  # every process's log: text lines, or one JSON object per line
 
     @field_validator("webhook_secret")
     @classmethod

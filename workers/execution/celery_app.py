@@ -13,9 +13,10 @@ from typing import Any
 
 from celery import Celery
 from celery.exceptions import Ignore, Retry
-from celery.signals import task_revoked, worker_init
+from celery.signals import celeryd_init, setup_logging, task_revoked, worker_init
 from celery.worker import state as worker_state
 
+from workers import logs
 from workers.config import Settings
 from workers.execution import runner
 from workers.execution.pool import ThreadPool
@@ -84,6 +85,10 @@ def create_celery(settings: Settings) -> Celery:
             cancel_revoked(context().store, str(request.id))
 
     worker_init.connect(quiet_task_logs, weak=False, dispatch_uid="serverless-model-quiet-logs")
+    if settings.log_format == "json":  # from the worker's start (celeryd_init); setup_logging: Celery leaves it be
+        for signal in (celeryd_init, setup_logging):
+            signal.connect(functools.partial(json_logs, settings.host), weak=False,
+                           dispatch_uid=f"serverless-model-json-logs-{signal.name}")
     task_revoked.connect(revoked, weak=False, dispatch_uid=f"serverless-model-revoked-{id(app)}")
     return app
 
@@ -145,6 +150,15 @@ def __getattr__(name: str) -> Any:
     if name == "app":
         return default_app()
     raise AttributeError(name)
+
+
+def json_logs(host: str, **_: Any) -> None:
+    """The worker's log as JSON lines (``SM_LOG_FORMAT=json``), Celery's own lines too, and the notices it would
+    print beside them (``safe_say``: "worker: Warm shutdown") as lines of its log."""
+    import celery.apps.worker
+
+    logs.configure("json", "worker", host)
+    celery.apps.worker.safe_say = lambda message, *_: logging.getLogger("celery.apps.worker").info(message)
 
 
 def quiet_task_logs(**_: Any) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 import redis
 import urllib3
 
+from workers import logs
 from workers.config import ModelConfig
 from workers.hooks import Hooks
 from workers.job import Job, JobError, JobStatus, Outcome
@@ -128,7 +129,14 @@ class Summary:
 
 
 def run_job(ctx: WorkerContext, job_id: str, model_name: str) -> Summary:
-    """Run the job if it can run now; park it if no slot is free; nothing if another task holds it."""
+    """Run the job if it can run now; park it if no slot is free; nothing if another task holds it. The lines
+    logged meanwhile are about the job and its model."""
+    with logs.about(job=job_id, model=model_name):
+        return run_or_park(ctx, job_id, model_name)
+
+
+def run_or_park(ctx: WorkerContext, job_id: str, model_name: str) -> Summary:
+    """Start the job on a free slot and run it; park it if none is free; nothing if another task holds it."""
     model = ctx.models.get(model_name)
     if model is None:  # its message would come back here if dropped: the job fails, saying why
         log.warning("job %s names model %r, which this worker does not serve", job_id, model_name)
@@ -159,32 +167,44 @@ class Fault:
 
 
 def run_started(ctx: WorkerContext, model: ModelConfig, started: Started, token: str) -> Summary:
-    """Call the replica until the job is committed, parked, or out of attempts."""
+    """Call the replica until the job is committed, parked, or out of attempts (the lines logged meanwhile are
+    about the replica of each attempt)."""
     while True:
-        began = time.monotonic()
-        outcome = call(ctx, model, started, token)
-        seconds = time.monotonic() - began
-        if isinstance(outcome, Fault) and outcome.slow:  # the job fails alone; the replica goes on
-            outcome = Outcome(JobStatus.FAILED, error=JobError("timeout", outcome.reason))
-            timed_out = True
-        else:
-            timed_out = False
-        if isinstance(outcome, Outcome):
-            if outcome.status is JobStatus.SUCCEEDED:  # the replica's own time, if it said, but never more than ours
-                outcome = replace(outcome, service_time=min(seconds, outcome.service_time or seconds))
-            committed = ctx.store.jobs.finish(started.job.id, token, outcome, timed_out)
-            status = outcome.status if committed is FinishReply.OK or committed is outcome.status else committed
-            return Summary(started.job.id, status, started.slot.replica_id, outcome.error, seconds,
-                           committed=committed is FinishReply.OK)
-        log.warning("job %s: replica %s %s: %s", started.job.id, started.slot.replica_id,
-                    "is gone" if outcome.gone else "failed the call", outcome.reason)
-        retried = ctx.store.jobs.retry(started.job.id, token, started.slot.replica_id, outcome.reason, outcome.gone,
-                                       model.jobs.max_attempts, model.scaling.concurrency, ctx.leases.lease, ctx.worker,
-                                       ctx.host)
-        if not isinstance(retried, Started):
-            return Summary(started.job.id, retried, started.slot.replica_id, seconds=seconds,
-                           committed=retried is JobStatus.FAILED)
-        started = retried
+        with logs.about(replica=started.slot.replica_id):
+            tried = attempt(ctx, model, started, token)
+        if isinstance(tried, Summary):
+            return tried
+        started = tried
+
+
+def attempt(ctx: WorkerContext, model: ModelConfig, started: Started, token: str) -> Summary | Started:
+    """Call the replica once: what the task did with the job, or the job started again on another slot."""
+    began = time.monotonic()
+    outcome = call(ctx, model, started, token)
+    seconds = time.monotonic() - began
+    if isinstance(outcome, Fault) and outcome.slow:  # the job fails alone; the replica goes on
+        outcome = Outcome(JobStatus.FAILED, error=JobError("timeout", outcome.reason))
+        timed_out = True
+    else:
+        timed_out = False
+    if isinstance(outcome, Outcome):
+        if outcome.status is JobStatus.SUCCEEDED:  # the replica's own time, if it said, but never more than ours
+            outcome = replace(outcome, service_time=min(seconds, outcome.service_time or seconds))
+        committed = ctx.store.jobs.finish(started.job.id, token, outcome, timed_out)
+        if committed is FinishReply.OK and outcome.error is not None:
+            log.info("job %s failed: %s: %s", started.job.id, outcome.error.code, outcome.error.message)
+        status = outcome.status if committed is FinishReply.OK or committed is outcome.status else committed
+        return Summary(started.job.id, status, started.slot.replica_id, outcome.error, seconds,
+                       committed=committed is FinishReply.OK)
+    log.warning("job %s: replica %s %s: %s", started.job.id, started.slot.replica_id,
+                "is gone" if outcome.gone else "failed the call", outcome.reason)
+    retried = ctx.store.jobs.retry(started.job.id, token, started.slot.replica_id, outcome.reason, outcome.gone,
+                                   model.jobs.max_attempts, model.scaling.concurrency, ctx.leases.lease, ctx.worker,
+                                   ctx.host)
+    if not isinstance(retried, Started):
+        return Summary(started.job.id, retried, started.slot.replica_id, seconds=seconds,
+                       committed=retried is JobStatus.FAILED)
+    return retried
 
 
 class StreamEnded(Exception):
