@@ -32,5 +32,8 @@ else
   redis.call('ZREMRANGEBYSCORE', failed, '-inf', NOW - RETENTION)
   settled = 'FAILED'
 end
-if not current[4] then redis.call('EXPIRE', job, RETENTION) end  -- a held slot: retired once given back
+if not current[4] then  -- a held slot: retired once given back
+  redis.call('EXPIRE', job, RETENTION)
+  redis.call('EXPIRE', K.parts .. id, RETENTION)  -- a streamed job's parts go with its record
+end
 return settled

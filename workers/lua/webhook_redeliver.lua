@@ -10,5 +10,6 @@ redis.call('ZREM', failed, id)
 if redis.call('HGET', job, 'webhook_status') ~= 'failed' then return 'MISSING' end
 redis.call('HSET', job, 'webhook_status', 'pending', 'webhook_since', stamp(NOW))
 redis.call('PERSIST', job)
+redis.call('PERSIST', K.parts .. id)
 redis.call('XADD', K.webhooks, '*', 'job', id)
 return 'OK'
