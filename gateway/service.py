@@ -214,8 +214,12 @@ class Gateway:
                 finished = job.status.finished
                 run, parts = self.store.jobs.run_parts(job.id, index)
                 if run != job.run:  # run again since it was read: what came was the next run's
-                    job = self.store.jobs.get(job.id) or job
-                    index = 0
+                    fresh = self.store.jobs.get(job.id)
+                    if fresh is None:  # expired after its retention: there is no run to restart with
+                        yield sse("error", json.dumps({"error": {"code": "unknown_job", "message": (
+                            f"job {job.id} expired after its retention")}}))
+                        return
+                    job, index = fresh, 0
                     yield sse("restart", json.dumps({"first": job.parts_base}))
                     continue
                 for part in parts:
