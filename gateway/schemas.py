@@ -77,7 +77,8 @@ class SubmitHeaders(Query):
 class StreamQuery(Query):
     """Where a stream resumes."""
 
-    after: int = Field(-1, ge=-1, description="send only the parts after this index (as the Last-Event-ID header)")
+    after: int = Field(-1, ge=-1, le=2 ** 53, description="send only the parts after this index (as the Last-Event-ID "
+                                                         "header)")
 
 
 class JobInput(RootModel[dict[str, Any]]):

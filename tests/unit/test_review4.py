@@ -3,13 +3,31 @@ tier: fakeredis)."""
 
 import contextlib
 import itertools
+import json
+from pathlib import Path
 
 import fakeredis
+import pytest
+from flask.testing import FlaskClient
 
+import gateway.app
+from gateway.app import create_app
 from gateway.service import Gateway
 from tests.unit.test_jobapi_review import streamed_run
+from workers.config import Settings
 from workers.job import Job, JobError, JobStatus, Outcome
 from workers.store import Store, keys
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[FlaskClient, fakeredis.FakeRedis]:
+    models = tmp_path / "models.toml"
+    models.write_text('[models.m]\ncommand = ["x"]\n')
+    fake = fakeredis.FakeRedis(decode_responses=True)
+    monkeypatch.setattr(gateway.app, "gateway_client", lambda url, timeout, connections: fake)
+    return create_app(Settings(models_file=models, max_wait=0.1)).test_client(), fake
 
 
 def test_a_streamed_job_with_a_webhook_keeps_its_parts_no_longer_than_its_record() -> None:
@@ -67,3 +85,12 @@ def test_a_stream_whose_retried_job_expires_ends() -> None:
     gateway.store = gateway.waits = store
     events = list(itertools.islice(gateway.events(read, -1, lambda j: "{}", contextlib.nullcontext(True)), 10))
     assert len(events) < 10 and "restart" not in events[-1]  # not restart after restart for ever
+
+
+def test_a_stream_after_past_any_index_is_a_4xx_not_the_store_unavailable(
+        client: tuple[FlaskClient, fakeredis.FakeRedis]) -> None:
+    app, fake = client
+    job_id = app.post("/v1/models/m/jobs", json={}).get_json()["id"]
+    fake.rpush(keys.parts(job_id), json.dumps(0))
+    answer = app.get(f"/v1/jobs/{job_id}/stream?after={10 ** 20}")
+    assert 400 <= answer.status_code < 500 and answer.is_json and "error" in answer.get_json()
