@@ -10,6 +10,10 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-sentinel >/dev/null || missing+=(redis-sentinel)
 command -v dockerd >/dev/null || missing+=(docker.io)
 command -v debootstrap >/dev/null || missing+=(debootstrap)
+if [ "$1" = test ]; then  # the dashboard's browser test and the compose test
+    command -v chromium >/dev/null || missing+=(chromium)
+    command -v docker-compose >/dev/null || missing+=(docker-compose)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get update -q
     $SUDO apt-get install -y -q "${missing[@]}"
