@@ -35,3 +35,9 @@ def test_redis_keeps_every_acknowledged_write() -> None:
     command = COMPOSE["services"]["redis"]["command"]
     assert command[command.index("--appendfsync") + 1] == "always"
     assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+
+
+def test_every_image_is_built_here_and_down_stops_the_replicas() -> None:
+    services = COMPOSE["services"]
+    assert all("build" in service for service in services.values())  # nothing is pulled from a registry
+    assert "--stop-replicas" in services["autoscaler"]["command"]
