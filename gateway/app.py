@@ -9,6 +9,7 @@ import redis
 from flask import Response, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from flask_openapi3 import Info, OpenAPI
+from prometheus_client import CONTENT_TYPE_LATEST
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from werkzeug.exceptions import BadRequest, ClientDisconnected, RequestEntityTooLarge, UnsupportedMediaType
@@ -16,6 +17,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gateway import errors, kserve, native, runpod
 from gateway.deliverer import start_deliverers
+from gateway.metrics import exposition
 from gateway.native import respond
 from gateway.schemas import ErrorBody, Health
 from gateway.service import Gateway
@@ -126,6 +128,11 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         except redis.RedisError as exc:
             raise errors.Unavailable(f"redis unreachable: {exc}") from exc
         return respond(Health(status="ok"))
+
+    @app.get("/metrics", doc_ui=False)
+    def metrics() -> Response:
+        """The platform's metrics in Prometheus' text format (with API keys on, it wants one)."""
+        return Response(exposition(gateway), mimetype=CONTENT_TYPE_LATEST)
 
     @app.get("/openapi.json", doc_ui=False)
     def openapi_json() -> Response:

@@ -1,0 +1,52 @@
+"""``GET /metrics``: the platform as Prometheus sees it, read from Redis at each scrape by one collector, so the
+answer is the same whichever gateway process serves it (no per-process counters to merge).
+
+Gauges only so far: per model its waiting, parked and running jobs, its replicas by host and state, and its moving
+averages; per host whether the leading autoscaler saw it ready. No job id or key is ever a label.
+"""
+
+from collections import Counter
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gateway.service import Gateway
+
+
+class StoreCollector(Collector):
+    """Every metric, read from the store when scraped."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def collect(self) -> Iterator[Metric]:
+        waiting = GaugeMetricFamily("sm_queue_depth", "Jobs waiting (parked ones included).", labels=["model"])
+        parked = GaugeMetricFamily("sm_parked_jobs", "Jobs waiting for a free replica slot.", labels=["model"])
+        running = GaugeMetricFamily("sm_running_jobs", "Jobs running on a replica.", labels=["model"])
+        replicas = GaugeMetricFamily("sm_replicas", "Replicas by host and state.", labels=["model", "host", "state"])
+        average = GaugeMetricFamily("sm_average_seconds", "Moving averages: service_time, cold_start.",
+                                    labels=["model", "average"])
+        for model in self.gateway.models.values():
+            snapshot = self.gateway.snapshot(model)
+            waiting.add_metric([model.name], snapshot.waiting)
+            parked.add_metric([model.name], snapshot.parked)
+            running.add_metric([model.name], snapshot.running)
+            for (on, state), count in sorted(Counter((r.host, r.state.value) for r in snapshot.replicas).items()):
+                replicas.add_metric([model.name, on, state], count)
+            for name, moving in sorted(snapshot.averages.items()):
+                average.add_metric([model.name, name], moving.seconds)
+        hosts = GaugeMetricFamily("sm_host_up", "1 if the leading autoscaler last saw the host ready, else 0.",
+                                  labels=["host"])
+        seen = self.gateway.store.replicas.hosts()
+        for host in seen.hosts if seen else ():
+            hosts.add_metric([host.name], 1 if host.state == "ready" else 0)
+        yield from (waiting, parked, running, replicas, average, hosts)
+
+
+def exposition(gateway: Gateway) -> bytes:
+    """The metrics in Prometheus' text format."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StoreCollector(gateway))
+    return generate_latest(registry)
