@@ -1,18 +1,24 @@
 """``GET /metrics``: the platform as Prometheus sees it, read from Redis at each scrape by one collector, so the
 answer is the same whichever gateway process serves it (no per-process counters to merge).
 
-Gauges only so far: per model its waiting, parked and running jobs, its replicas by host and state, and its moving
-averages; per host whether the leading autoscaler saw it ready. No job id or key is ever a label.
+Per model: jobs submitted and finished by status (counted by the scripts that commit them), histograms of queue
+wait, service time and end to end; its waiting, parked and running jobs, its replicas by host and state, and its
+moving averages. Per host whether the leading autoscaler saw it ready. No job id or key is ever a label.
 """
 
 from collections import Counter
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from gateway.service import Gateway
+from workers.store.keys import BOUNDS
+
+SPANS = {"queue_wait": "Seconds from submit to start on a replica, of jobs that ended while running.",
+         "service": "Seconds from start to end on a replica, of jobs that ended while running.",
+         "total": "Seconds from submit to end, of every job."}
 
 
 class StoreCollector(Collector):
@@ -28,7 +34,18 @@ class StoreCollector(Collector):
         replicas = GaugeMetricFamily("sm_replicas", "Replicas by host and state.", labels=["model", "host", "state"])
         average = GaugeMetricFamily("sm_average_seconds", "Moving averages: service_time, cold_start.",
                                     labels=["model", "average"])
+        submitted = CounterMetricFamily("sm_jobs_submitted", "Jobs submitted.", labels=["model"])
+        finished = CounterMetricFamily("sm_jobs_finished", "Jobs ended, by final status.", labels=["model", "status"])
+        spans = {span: HistogramMetricFamily(f"sm_job_{span}_seconds", text, labels=["model"])
+                 for span, text in SPANS.items()}
         for model in self.gateway.models.values():
+            counts = self.gateway.store.jobs.counts(model.name)
+            submitted.add_metric([model.name], float(counts.get("submitted", 0)))
+            for field, value in sorted(counts.items()):
+                if field.startswith("finished:"):
+                    finished.add_metric([model.name, field.removeprefix("finished:")], float(value))
+            for span, family in spans.items():
+                family.add_metric([model.name], *histogram(counts, span))
             snapshot = self.gateway.snapshot(model)
             waiting.add_metric([model.name], snapshot.waiting)
             parked.add_metric([model.name], snapshot.parked)
@@ -42,7 +59,16 @@ class StoreCollector(Collector):
         seen = self.gateway.store.replicas.hosts()
         for host in seen.hosts if seen else ():
             hosts.add_metric([host.name], 1 if host.state == "ready" else 0)
-        yield from (waiting, parked, running, replicas, average, hosts)
+        yield from (submitted, finished, *spans.values(), waiting, parked, running, replicas, average, hosts)
+
+
+def histogram(counts: dict[str, str], span: str) -> tuple[list[tuple[str, float]], float]:
+    """A span's cumulative buckets (Prometheus' ``le``) and sum from the stored per-bucket counts."""
+    buckets, seen = [], 0
+    for bound in (*BOUNDS, "+Inf"):
+        seen += int(counts.get(f"{span}:{bound}", 0))  # the field as Lua's tostring wrote the bound
+        buckets.append((bound if bound == "+Inf" else repr(float(bound)), float(seen)))
+    return buckets, float(counts.get(f"{span}:sum", 0))
 
 
 def exposition(gateway: Gateway) -> bytes:

@@ -11,9 +11,11 @@ from prometheus_client.parser import text_string_to_metric_families
 import gateway.app
 from gateway.app import create_app
 from gateway.auth import digest
+from tests.unit.test_autoscaler import Clock
 from workers.config import Settings
+from workers.job import Job, JobStatus, Outcome
 from workers.store import Store
-from workers.store.records import Host
+from workers.store.records import Host, Started
 
 pytestmark = pytest.mark.unit
 
@@ -62,6 +64,34 @@ def test_replicas_are_counted_by_host_and_state_and_hosts_by_whether_they_are_up
     assert found[("sm_replicas", (("host", "a"), ("model", "m"), ("state", "STARTING")))] == 2
     assert found[("sm_replicas", (("host", "b"), ("model", "m"), ("state", "STARTING")))] == 1
     assert found[("sm_host_up", (("host", "a"),))] == 1 and found[("sm_host_up", (("host", "b"),))] == 0
+
+
+def test_ended_jobs_are_counted_by_status_with_their_spans_in_the_histograms(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake, clock = fakeredis.FakeRedis(decode_responses=True), Clock()
+    store = Store.of(fake, retention=60, clock=clock)
+    token = store.leadership(30).hold() or ""
+    store.replicas.add(token, "r1", "m", "process")
+    store.replicas.launched(token, "r1", "http://127.0.0.1:9", "h")
+    store.replicas.ready(token, "r1", 1)
+    ran, cancelled = (store.jobs.submit(store.jobs.new("m", {})) for _ in range(2))
+    assert isinstance(ran, Job) and isinstance(cancelled, Job)
+    clock.advance(2)
+    assert isinstance(store.jobs.start(ran.id, "t", 30, "w", 1, True), Started)
+    clock.advance(3)
+    store.jobs.finish(ran.id, "t", Outcome(JobStatus.SUCCEEDED, output="1"))
+    store.jobs.cancel(cancelled.id)  # (it never ran: no queue wait or service time)
+    found = samples(client(tmp_path, monkeypatch, fake).get("/metrics").text)
+    m = (("model", "m"),)
+    assert found[("sm_jobs_submitted_total", m)] == 2
+    assert found[("sm_jobs_finished_total", (("model", "m"), ("status", "SUCCEEDED")))] == 1
+    assert found[("sm_jobs_finished_total", (("model", "m"), ("status", "CANCELLED")))] == 1
+    assert found[("sm_job_queue_wait_seconds_count", m)] == 1 and found[("sm_job_queue_wait_seconds_sum", m)] == 2
+    assert found[("sm_job_queue_wait_seconds_bucket", (("le", "1.0"), ("model", "m")))] == 0
+    assert found[("sm_job_queue_wait_seconds_bucket", (("le", "2.5"), ("model", "m")))] == 1
+    assert found[("sm_job_service_seconds_sum", m)] == 3
+    assert found[("sm_job_total_seconds_count", m)] == 2 and found[("sm_job_total_seconds_sum", m)] == 10
+    assert found[("sm_job_total_seconds_bucket", (("le", "+Inf"), ("model", "m")))] == 2
 
 
 def test_with_api_keys_on_metrics_wants_a_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -229,8 +229,26 @@ local function streamed(id)  -- whether a run of the job committed parts already
   return redis.call('EXISTS', K.parts .. id) == 1
 end
 
+local function count_span(model, span, seconds)  -- one job's span into the model's histogram (keys.py: sm:counts)
+  if seconds ~= seconds or seconds < 0 then return end
+  local bound = '+Inf'
+  for _, b in ipairs(BOUNDS) do
+    if seconds <= b then bound = tostring(b) break end
+  end
+  redis.call('HINCRBY', K.counts .. model, span .. ':' .. bound, 1)
+  redis.call('HINCRBYFLOAT', K.counts .. model, span .. ':sum', seconds)
+end
+
 local function conclude(id, model, status, fields)  -- a job's last write: final status, fields, wake waiters; and
-  local job = K.job .. id                             -- its webhook's delivery, in the same step
+  local job = K.job .. id                             -- its webhook's delivery, in the same step; counted
+  local was = redis.call('HMGET', job, 'status', 'created_at', 'started_at')
+  local created, started = tonumber(was[2]), tonumber(was[3])
+  redis.call('HINCRBY', K.counts .. model, 'finished:' .. status, 1)
+  if created then count_span(model, 'total', NOW - created) end
+  if was[1] == S.RUNNING and created and started then
+    count_span(model, 'queue_wait', started - created)
+    count_span(model, 'service', NOW - started)
+  end
   move(id, status)
   redis.call('HSET', job, 'finished_at', stamp(NOW))
   if #fields > 0 then redis.call('HSET', job, unpack(fields)) end

@@ -27,6 +27,7 @@ local mine = unstarted(model, owner)
 if mine and owner_cap > 0 and redis.call('ZCARD', mine) >= owner_cap then return 'KEY_FULL' end
 local created = stamp(NOW)
 move(id, S.QUEUED)
+redis.call('HINCRBY', K.counts .. model, 'submitted', 1)
 redis.call('HSET', job, 'id', id, 'model', model, 'created_at', created, 'attempts', 0, 'owner', owner)
 if #ARGV > 10 then redis.call('HSET', job, unpack(ARGV, 11)) end
 set_deadline(id)

@@ -259,6 +259,10 @@ class JobStore:
         found = self.scripts("resend", model, after, limit)
         return dict(zip(found[::2], found[1::2], strict=True))
 
+    def counts(self, model: str) -> dict[str, str]:
+        """The model's counters (keys.py: sm:counts), as stored."""
+        return cast(dict[str, str], self.redis.hgetall(keys.COUNTS + model))
+
     def models_held(self) -> set[str]:
         """The models with jobs (sent or parked) or replica records since the model last had neither."""
         return cast(set[str], self.redis.smembers(keys.MODELS))

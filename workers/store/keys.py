@@ -52,6 +52,11 @@ host), read inside the scripts.
 - ``sm:parts_taken:{id}``    string how many of the job's parts RunPod's ``stream/<id>`` has handed out (each poll
                                     takes the parts after them); expires the retention after the last poll.
 - ``sm:stats:{model}``       hash   moving averages in seconds and their sample counts: service_time, cold_start.
+- ``sm:counts:{model}``      hash   counters for ``/metrics``, never reset: submitted, finished:{STATUS}, and per span
+                                    of a job (queue_wait and service, of a job that ended while RUNNING; total,
+                                    created to finished, of every job) its histogram: {span}:{bound} the jobs whose
+                                    span was at most ``BOUNDS``' bound and over the one before (+Inf: over all),
+                                    {span}:sum their seconds.
 - ``sm:replicas:{model}``    set    the model's replica ids.
 - ``sm:replica:{id}``        hash   a replica: id, model, backend, endpoint, handle, state, started_at, ready_at,
                                     last_used, reason, failed_at, concurrency (its slots, from READY on); while
@@ -100,6 +105,8 @@ PUSHES = "sm:pushes:"
 WITHDRAWN = "sm:withdrawn:"
 DONE = "sm:done:"
 STATS = "sm:stats:"
+COUNTS = "sm:counts:"
+BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)  # seconds; sm:counts' buckets
 REPLICAS = "sm:replicas:"
 REPLICA = "sm:replica:"
 SLOTS = "sm:slots:"
@@ -135,7 +142,8 @@ PARTS_TAKEN = "sm:parts_taken:"
 
 PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
     "job": JOB, "sent": SENT, "parked": PARKED, "running": RUNNING, "unstarted": UNSTARTED, "done": DONE,
-    "stats": STATS, "replicas": REPLICAS, "replica": REPLICA, "slots": SLOTS, "start_failure": START_FAILURE,
+    "stats": STATS, "counts": COUNTS, "replicas": REPLICAS, "replica": REPLICA, "slots": SLOTS,
+    "start_failure": START_FAILURE,
     "scaling": SCALING, "celery": CELERY_QUEUE, "leases": LEASES, "dead": DEAD, "scale": SCALE, "leader": LEADER,
     "models": MODELS, "pushes": PUSHES, "withdrawn": WITHDRAWN, "rate": RATE, "auth_failures": AUTH_FAILURES,
     "hosts": HOSTS, "purge": PURGE, "idem": IDEMPOTENCY, "deadlines": DEADLINES, "webhooks": WEBHOOKS,

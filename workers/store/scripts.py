@@ -1,4 +1,5 @@
-"""The Lua scripts of ``workers/lua``, each loaded behind one prelude: the key prefixes, the job's statuses and
+"""The Lua scripts of ``workers/lua``, each loaded behind one prelude: the key prefixes (and the buckets of the
+counters' histograms), the job's statuses and
 the moves between them (``workers.job``), the Celery message template and ``lib.lua`` (the clock, fencing, slots,
 parking, the one writer of a job's status and the end of a job)."""
 
@@ -26,7 +27,9 @@ def prelude() -> str:
     table = ", ".join(f"{name} = '{prefix}'" for name, prefix in keys.PREFIXES.items())
     message = envelope.template()
     assert "]==]" not in message
-    return f"local K = {{{table}}}\n{moves()}local ENVELOPE = [==[{message}]==]\n" + (LUA / "lib.lua").read_text()
+    bounds = ", ".join(map(str, keys.BOUNDS))
+    head = f"local K = {{{table}}}\nlocal BOUNDS = {{{bounds}}}\n{moves()}local ENVELOPE = [==[{message}]==]\n"
+    return head + (LUA / "lib.lua").read_text()
 
 
 def moves() -> str:
