@@ -1,6 +1,8 @@
 """``GET /metrics`` on fakeredis: Prometheus' own parser reads it, the gauges follow the store, and with API keys on
 it wants one."""
 
+import json
+import re
 from pathlib import Path
 
 import fakeredis
@@ -99,3 +101,20 @@ def test_with_api_keys_on_metrics_wants_a_key(tmp_path: Path, monkeypatch: pytes
     refused = api.get("/metrics")
     assert refused.status_code == 401 and refused.json and "error" in refused.json
     assert api.get("/metrics", headers={"Authorization": "Bearer k"}).status_code == 200
+
+
+def test_the_grafana_dashboard_asks_only_for_metrics_the_gateway_exports(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    board = json.loads((Path(__file__).resolve().parents[2] / "deploy/grafana/serverless-model.json").read_text())
+    asked = {name for panel in board["panels"] for target in panel["targets"]
+             for name in re.findall(r"\bsm_\w+", target["expr"])}
+    fake = fakeredis.FakeRedis(decode_responses=True)
+    store = Store.of(fake, retention=60)
+    token = store.leadership(3).hold() or ""
+    assert store.replicas.add(token, "r1", "m", "process")
+    assert store.replicas.save_hosts(token, [Host("a", "ready", "10.0.0.1", 2, 1)])
+    job = store.jobs.submit(store.jobs.new("m", {}))
+    assert isinstance(job, Job)
+    store.jobs.cancel(job.id)  # every metric has a sample now
+    exported = {name for name, _ in samples(client(tmp_path, monkeypatch, fake).get("/metrics").text)}
+    assert asked and asked <= exported, asked - exported
