@@ -1,8 +1,12 @@
 """The gateway's Flask app factory (served by gunicorn: ``gunicorn 'gateway.app:serve()'``, which also starts the
 process's webhook deliverers)."""
 
+import base64
+import hashlib
 import json
 import math
+import re
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -27,10 +31,12 @@ from workers.store import Store, urls
 
 PUBLIC = frozenset({  # the endpoints anyone may call; every other route needs an API key (when keys are set)
     "healthz", "readyz", "openapi_json", "static",  # probes, the OpenAPI document, Flask's (empty) static folder
+    "dashboard",  # the dashboard's page (its data comes from the API, with a key)
     "openapi.openapi", "openapi.doc_url", "openapi.static",  # the docs UI
     "kserve.server_live", "kserve.server_ready",  # the Open Inference Protocol's probes (open, as on KServe)
 })
 
+DASHBOARD = Path(__file__).with_name("dashboard.html")  # one page: its style and script inline, nothing from elsewhere
 COMMAND_CONNECTIONS = 4096  # Redis connections of a gateway process for its short commands (one per request at most)
 
 
@@ -134,12 +140,28 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
         """The platform's metrics in Prometheus' text format (with API keys on, it wants one)."""
         return Response(exposition(gateway), mimetype=CONTENT_TYPE_LATEST)
 
+    page = DASHBOARD.read_text()
+    headers = {"Content-Security-Policy": content_policy(page), "Cache-Control": "no-cache"}
+
+    @app.get("/dashboard", doc_ui=False)
+    def dashboard() -> Response:
+        """The live dashboard: a page that polls the API (with the API key it asks for, when keys are set)."""
+        return Response(page, mimetype="text/html", headers=headers)
+
     @app.get("/openapi.json", doc_ui=False)
     def openapi_json() -> Response:
         """The OpenAPI document."""
         return jsonify(app.api_doc)
 
     return app
+
+
+def content_policy(page: str) -> str:
+    """A Content-Security-Policy for ``page`` that runs only its own inline script and reaches only this origin."""
+    scripts = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()}'"
+                       for script in re.findall(r"<script>(.*?)</script>", page, re.DOTALL))
+    return (f"default-src 'none'; script-src {scripts}; style-src 'unsafe-inline'; connect-src 'self'; "
+            "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 
 def serve() -> OpenAPI:
