@@ -2,8 +2,9 @@
 answer is the same whichever gateway process serves it (no per-process counters to merge).
 
 Per model: jobs submitted and finished by status (counted by the scripts that commit them), histograms of queue
-wait, service time and end to end; its waiting, parked and running jobs, its replicas by host and state, and its
-moving averages. Per host whether the leading autoscaler saw it ready. No job id or key is ever a label.
+wait, service time and end to end, and of replicas' cold starts by host, whole and by stage; its waiting, parked
+and running jobs, its replicas by host and state, and its moving averages. Per host whether the leading autoscaler
+saw it ready. No job id or key is ever a label.
 """
 
 from collections import Counter
@@ -38,8 +39,17 @@ class StoreCollector(Collector):
         finished = CounterMetricFamily("sm_jobs_finished", "Jobs ended, by final status.", labels=["model", "status"])
         spans = {span: HistogramMetricFamily(f"sm_job_{span}_seconds", text, labels=["model"])
                  for span, text in SPANS.items()}
+        stages = HistogramMetricFamily("sm_cold_start_stage_seconds", "Seconds of each stage of replicas' cold "
+                                       "starts: placed, created, process_up, ready, first_result.",
+                                       labels=["model", "host", "stage"])
+        whole = HistogramMetricFamily("sm_cold_start_seconds", "Seconds of replicas' cold starts, from the record to "
+                                      "the first result of the jobs that waited for it (else to ready).",
+                                      labels=["model", "host"])
         for model in self.gateway.models.values():
             counts = self.gateway.store.jobs.counts(model.name)
+            for stage, on in cold_spans(counts):
+                family, labels = (whole, [model.name, on]) if stage == "total" else (stages, [model.name, on, stage])
+                family.add_metric(labels, *histogram(counts, f"cold_start:{stage}:{on}"))
             submitted.add_metric([model.name], float(counts.get("submitted", 0)))
             for field, value in sorted(counts.items()):
                 if field.startswith("finished:"):
@@ -59,7 +69,16 @@ class StoreCollector(Collector):
         seen = self.gateway.store.replicas.hosts()
         for host in seen.hosts if seen else ():
             hosts.add_metric([host.name], 1 if host.state == "ready" else 0)
-        yield from (submitted, finished, *spans.values(), waiting, parked, running, replicas, average, hosts)
+        yield from (submitted, finished, *spans.values(), stages, whole, waiting, parked, running, replicas, average,
+                    hosts)
+
+
+def cold_spans(counts: dict[str, str]) -> list[tuple[str, str]]:
+    """The (stage, host) pairs of cold starts counted, ``total`` among the stages (fields
+    ``cold_start:{stage}:{host}:{bound}``; a hostname holds no colon)."""
+    found = {tuple(field.removeprefix("cold_start:").rpartition(":")[0].split(":", 1))
+             for field in counts if field.startswith("cold_start:") and field.count(":") == 3}
+    return sorted((stage, host) for stage, host in found)
 
 
 def histogram(counts: dict[str, str], span: str) -> tuple[list[tuple[str, float]], float]:

@@ -33,7 +33,8 @@ from gateway.schemas import (
     iso,
 )
 from gateway.service import LONGEST_ID, Gateway, idempotency_key
-from workers.job import JobOptions, JobStatus
+from workers.job import Job, JobOptions, JobStatus
+from workers.store.records import Waiting
 
 SECURED: list[dict[str, list[str]]] = [{"bearer": []}]  # API keys, when SM_API_KEYS is set
 JOBS = Tag(name="jobs", description="submit, read and cancel inference jobs")
@@ -60,6 +61,15 @@ def blueprint(gateway: Gateway) -> APIBlueprint:
     """The /v1 routes over ``gateway``."""
     api = APIBlueprint("native", __name__, operation_id_callback=operation_id)
 
+    def job_answer(job: Job, status: int = 200, waiting: Waiting | None = None) -> Response:
+        """A job's view; for a job that waited for its replica's cold start, that cold start in the view and in
+        a ``Server-Timing`` header."""
+        view = JobView.of(job, waiting, gateway.cold_start(job))
+        response = respond(view, status)
+        if view.cold_start:
+            response.headers["Server-Timing"] = view.cold_start.server_timing()
+        return response
+
     @api.post("/v1/models/<model>/jobs", security=SECURED, tags=[JOBS],
               responses={200: JobView, 202: JobView, 409: ErrorBody, 429: ErrorBody, 504: ErrorBody, **ERRORS})
     def submit_job(path: ModelPath, query: SubmitQuery, header: SubmitHeaders, body: JobInput) -> Response:
@@ -71,7 +81,7 @@ def blueprint(gateway: Gateway) -> APIBlueprint:
         accepted = gateway.accept(model, body.root, query.wait, g.principal, idempotency_key(header.idempotency_key),
                                   options, webhook=query.webhook)
         job = accepted.job
-        response = respond(JobView.of(job), 200 if job.status.finished or accepted.replayed else 202)
+        response = job_answer(job, 200 if job.status.finished or accepted.replayed else 202)
         if accepted.replayed:
             response.headers["Idempotent-Replayed"] = "true"
         return response
@@ -80,7 +90,7 @@ def blueprint(gateway: Gateway) -> APIBlueprint:
     def get_job(path: JobPath) -> Response:
         """A job's status, output or error, timings, replica and attempts; while it waits, what for."""
         job = gateway.job(path.job_id, g.principal)
-        return respond(JobView.of(job, gateway.store.jobs.waiting(job.id) if job.status is JobStatus.QUEUED else None))
+        return job_answer(job, waiting=gateway.store.jobs.waiting(job.id) if job.status is JobStatus.QUEUED else None)
 
     @api.get("/v1/jobs/<job_id>/stream", security=SECURED, tags=[JOBS], responses={200: None, **ERRORS})
     def stream_job(path: JobPath, query: StreamQuery) -> Response:

@@ -8,7 +8,16 @@ from pydantic import BaseModel, Field, RootModel
 
 from workers.config import ModelConfig
 from workers.job import DeliveryStatus, Job, JobStatus, Priority
-from workers.store.records import FailedDelivery, Host, ModelSnapshot, Replica, ReplicaState, SeenHosts, Waiting
+from workers.store.records import (
+    ColdStart,
+    FailedDelivery,
+    Host,
+    ModelSnapshot,
+    Replica,
+    ReplicaState,
+    SeenHosts,
+    Waiting,
+)
 
 
 class ModelPath(BaseModel):
@@ -131,6 +140,33 @@ class WaitingView(BaseModel):
                    replica=waiting.replica or None, stage=waiting.stage or None)
 
 
+class ColdStartView(BaseModel):
+    """A replica's cold start by stage, each in seconds from the end of the one before (from its record for the
+    first): placed (it had a host), created (its process or container ran), process_up (its server answered),
+    ready (it answered ready), first_result (the first result of the jobs that waited for it). A stage not seen is
+    merged into the next; the stages add up to ``total``."""
+
+    replica: str
+    host: str
+    started_at: datetime
+    stages: dict[str, float]
+    total: float
+    complete: bool = Field(description="false while jobs that waited for it have no result yet")
+
+    @classmethod
+    def of(cls, cold: ColdStart) -> "ColdStartView":
+        """The view of a recorded cold start."""
+        return cls(replica=cold.replica, host=cold.host, started_at=iso(cold.started_at),
+                   stages={name: round(seconds, 6) for name, seconds in cold.stages.items()},
+                   total=round(cold.total, 6), complete=cold.complete)
+
+    def server_timing(self) -> str:
+        """As a ``Server-Timing`` header: the whole and each stage, in milliseconds."""
+        whole = f'cold-start;dur={self.total * 1000:.1f};desc="replica {self.replica} on {self.host or "?"}"'
+        return ", ".join([whole, *(f"cold-start-{name.replace('_', '-')};dur={seconds * 1000:.1f}"
+                                   for name, seconds in self.stages.items())])
+
+
 class JobView(BaseModel):
     """A job as clients see it."""
 
@@ -151,11 +187,14 @@ class JobView(BaseModel):
                                                               "request_timeout)")
     links: dict[str, str]
     webhook: WebhookView | None = Field(None, description="the delivery of its webhook, if it names one")
+    cold_start: ColdStartView | None = Field(None, description="the cold start of the replica it ran on, if it "
+                                                               "was submitted before that replica was ready")
 
     @classmethod
-    def of(cls, job: Job, waiting: Waiting | None = None) -> "JobView":
-        """The view of a stored job (and of what it waits for, if known)."""
+    def of(cls, job: Job, waiting: Waiting | None = None, cold: ColdStart | None = None) -> "JobView":
+        """The view of a stored job (and of what it waits for, and the cold start it waited for, if known)."""
         return cls(waiting=WaitingView.of(waiting) if waiting else None,
+                   cold_start=ColdStartView.of(cold) if cold else None,
             id=job.id, model=job.model, status=job.status, created_at=iso(job.created_at), output=job.output,
             error=ErrorDetail(code=job.error.code, message=job.error.message) if job.error else None,
             timings=Timings(queue_wait=span(job.created_at, job.started_at),
@@ -239,13 +278,16 @@ class ModelView(BaseModel):
     concurrency: int
     min_replicas: int
     max_replicas: int
+    cold_starts: list[ColdStartView] = Field([], description="its last cold starts by stage, newest first")
     example_input: Any = None
     links: dict[str, str]
 
     @classmethod
-    def of(cls, model: ModelConfig, snapshot: ModelSnapshot) -> "ModelView":
-        """The view of a model as the store saw it."""
+    def of(cls, model: ModelConfig, snapshot: ModelSnapshot, cold_starts: list[ColdStart] | None = None
+           ) -> "ModelView":
+        """The view of a model as the store saw it (and its last cold starts)."""
         return cls(
+            cold_starts=[ColdStartView.of(cold) for cold in cold_starts or []],
             name=model.name, queue_depth=snapshot.waiting, parked=snapshot.parked, running=snapshot.running,
             averages={name: Average(seconds=a.seconds, samples=a.samples) for name, a in snapshot.averages.items()},
             replicas=[ReplicaView.of(r, snapshot.now) for r in snapshot.replicas],

@@ -20,7 +20,7 @@ from workers.config import ModelConfig, Settings
 from workers.job import Job, JobOptions, JobStatus, View
 from workers.store import Store
 from workers.store.jobs import Existing, Idempotency, JobStore, Refusal, Unreplicated
-from workers.store.records import FailedDelivery, ModelSnapshot
+from workers.store.records import ColdStart, FailedDelivery, ModelSnapshot
 from workers.store.replies import CancelReply, RedeliverReply, ResubmitReply, WithdrawReply
 
 WITHDRAW_FOR = 10.0  # seconds from its start a submit whose answer was lost keeps trying to take its job back
@@ -244,7 +244,12 @@ class Gateway:
 
     def view(self, model: ModelConfig) -> ModelView:
         """The model as the store sees it."""
-        return ModelView.of(model, self.store.replicas.snapshot(model.name, model.scaling.seeds))
+        return ModelView.of(model, self.store.replicas.snapshot(model.name, model.scaling.seeds),
+                            self.store.replicas.cold_starts(model.name))
+
+    def cold_start(self, job: Job) -> ColdStart | None:
+        """The cold start the job waited for, while it is kept."""
+        return self.store.replicas.cold_start(job.cold_start) if job.cold_start else None
 
     def hosts(self) -> HostList:
         """The hosts as the leader last saw them, with the replicas of every model (served or not) on each."""

@@ -162,6 +162,7 @@ class Job:
     parts_base: int = 0  # the number of its run's first part: the parts of its earlier runs
     options: JobOptions = JobOptions()
     webhook: Delivery | None = None  # where its end is delivered, and how that goes
+    cold_start: str | None = None  # the replica it ran on, if it was submitted before that replica was ready
 
     @classmethod
     def from_hash(cls, fields: dict[str, str]) -> "Job":
@@ -177,6 +178,7 @@ class Job:
             owner=fields.get("owner", ""), worker=fields.get("worker", ""), commits=int(fields.get("commits", 0)),
             requeued_at=_float(fields.get("requeued_at")), webhook=Delivery.from_hash(fields),
             run=int(fields.get("run", 0)), parts_base=int(fields.get("parts_base", 0)),
+            cold_start=fields.get("cold_start") or None,
             options=JobOptions(ttl=_float(fields.get("ttl")), execution_timeout=_float(fields.get("execution_timeout")),
                                priority=Priority(fields.get("priority", Priority.NORMAL))),
         )

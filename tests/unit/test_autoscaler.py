@@ -86,8 +86,10 @@ class FakeProbe:
         self.verdicts: dict[str, str] = {}
 
     def wait(self, model: ModelConfig, endpoint: str, status: Callable[[], Status], timeout: float,
-             progress: Callable[[], None] = lambda: None) -> str:
+             progress: Callable[[], None] = lambda: None, answered: Callable[[], None] = lambda: None) -> str:
         progress()
+        status()
+        answered()
         return self.verdicts.get(model.name, "")
 
 

@@ -14,6 +14,12 @@ local RETENTION = tonumber(ARGV[2])
 
 local function stamp(t) return string.format('%.6f', t) end
 
+local function stage_end(ago, floor)  -- when a stage ended, `ago` seconds before now ('' = unknown: nil); never
+  if ago == nil or ago == '' then return nil end  -- before `floor` (the end of the stage before) nor after now
+  return math.min(NOW, math.max(floor, NOW - tonumber(ago)))
+end
+local COLD_STARTS_KEPT = 10  -- the cold starts kept per model (sm:cold_starts)
+
 -- The one writer of a job's status: the move from the status it has ('' if none) to `to` must be in MOVES, else
 -- the script stops with a FORBIDDEN error before it writes anything more.
 local function move(id, to)
@@ -210,6 +216,12 @@ local function begin_run(id, model, token, worker, lease, slot)  -- RUNNING on t
   move(id, S.RUNNING)
   redis.call('HSET', job, 'claim', token, 'lease_until', stamp(NOW + lease),
              'worker', worker, 'started_at', stamp(NOW), 'replica', slot[1])
+  local ready = tonumber(redis.call('HGET', K.replica .. slot[1], 'ready_at'))
+  if ready and ready > (tonumber(redis.call('HGET', job, 'created_at')) or NOW) then  -- it waited for that replica's
+    redis.call('HSET', job, 'cold_start', slot[1])                           -- cold start
+  else
+    redis.call('HDEL', job, 'cold_start')
+  end
   redis.call('HINCRBY', job, 'attempts', 1)
   leave_queue(id, model)
   redis.call('SADD', K.running .. model, id)
@@ -237,6 +249,21 @@ local function count_span(model, span, seconds)  -- one job's span into the mode
   end
   redis.call('HINCRBY', K.counts .. model, span .. ':' .. bound, 1)
   redis.call('HINCRBYFLOAT', K.counts .. model, span .. ':sum', seconds)
+end
+
+local function first_result(replica)  -- a replica's first result ends the cold start jobs waited for (ready.lua)
+  local r = redis.call('HMGET', K.replica .. replica, 'waited', 'ready_at', 'model', 'host')
+  if not r[1] then return end
+  redis.call('HDEL', K.replica .. replica, 'waited')
+  redis.call('HSET', K.replica .. replica, 'first_result_at', stamp(NOW))
+  local raw = redis.call('GET', K.cold_start .. replica)
+  if not raw then return end
+  local cold = cjson.decode(raw)
+  cold.stages.first_result = math.max(0, NOW - tonumber(r[2]))
+  cold.total = NOW - cold.started_at
+  redis.call('SET', K.cold_start .. replica, cjson.encode(cold), 'KEEPTTL')
+  count_span(r[3], 'cold_start:first_result:' .. (r[4] or ''), cold.stages.first_result)
+  count_span(r[3], 'cold_start:total:' .. (r[4] or ''), cold.total)
 end
 
 local function conclude(id, model, status, fields)  -- a job's last write: final status, fields, wake waiters; and

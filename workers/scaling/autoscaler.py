@@ -20,14 +20,14 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import redis
 
 from workers.config import ModelConfig
 from workers.hooks import Hooks
 from workers.scaling.actions import ActionRunner, Actions, Threads, reason_of
-from workers.scaling.backends import Launched, ReplicaBackend
+from workers.scaling.backends import Launched, Phase, ReplicaBackend, Status
 from workers.scaling.pidfiles import new_replica_id
 from workers.scaling.policy import Observation, Policy, ReplicaSnapshot, ScalingState, decide
 from workers.scaling.readiness import Probe
@@ -192,36 +192,54 @@ class Autoscaler:
             self.actions.release(replica_id)
 
     def launch(self, model: ModelConfig, replica_id: str, token: str) -> None:
-        """Start the replica and wait for it to be ready (an action)."""
+        """Start the replica and wait for it to be ready (an action). Its cold start's stages are timed here: it
+        has a host once the backend has placed it (at once on the autoscaler's own machine), it is created once the
+        backend reports it running."""
+        begun = time.monotonic()
         try:
             launched = self.backend.start(ReplicaSpec.of(model, replica_id))
         except Exception as exc:
             self.start_failed(model, replica_id, reason_of(exc), token)
             return
-        recorded = self.store.replicas.launched(token, replica_id, launched.endpoint, launched.handle, launched.host)
+        stages = Stages(placed=begun + launched.placed_in,
+                        created=time.monotonic() if launched.status.phase is Phase.RUNNING else None)
+        recorded = self.store.replicas.launched(token, replica_id, launched.endpoint, launched.handle, launched.host,
+                                                stages.ago(stages.placed), stages.ago(stages.created))
         if recorded < 0:  # its record is gone (the leader found it not running while it started): undo
             self.backend.stop(launched.handle)
             self.store.events.record(model.name, "start_abandoned", replica_id, "its record was removed while it "
                                                                                 "started")
         elif recorded > 0:
-            self.await_ready(model, replica_id, launched, token, model.scaling.start_timeout)
+            self.await_ready(model, replica_id, launched, token, model.scaling.start_timeout, stages)
         # else another autoscaler leads now: it adopts the replica (or stops it as a stray)
 
     def await_ready(self, model: ModelConfig, replica_id: str, launched: Launched, token: str,
-                    timeout: float) -> None:
+                    timeout: float, stages: "Stages | None" = None) -> None:
         """Probe the replica until it is ready (READY) or never will be (a failed start, with its last lines);
-        meanwhile its record shows the last lines it printed."""
+        meanwhile its record shows the last lines it printed, and ``stages`` learns when it first ran and first
+        answered."""
+        seen = stages or Stages()
+
         def progress() -> None:
             self.store.replicas.note(token, replica_id, self.backend.logs(replica_id, launched.handle, NOTED))
 
-        reason = self.probe.wait(model, launched.endpoint, lambda: self.backend.status(launched.handle), timeout,
-                                 progress)
+        def status() -> Status:
+            found = self.backend.status(launched.handle)
+            if found.phase is Phase.RUNNING and seen.created is None:
+                seen.created = time.monotonic()
+            return found
+
+        def answered() -> None:
+            seen.up = time.monotonic()
+
+        reason = self.probe.wait(model, launched.endpoint, status, timeout, progress, answered)
         if reason:
             lines = cut(self.backend.logs(replica_id, launched.handle, NOTED), 1500, line_limit=300)
             self.start_failed(model, replica_id, reason[:1000] + ("; its last lines:\n" + "\n".join(lines)
                                                                    if lines else ""), token)
             return
-        found = self.store.replicas.ready(token, replica_id, model.scaling.concurrency)
+        found = self.store.replicas.ready(token, replica_id, model.scaling.concurrency, seen.ago(seen.created),
+                                          seen.ago(seen.up))
         if found is not None:
             self.store.events.record(model.name, "ready", replica_id,
                                      f"cold start {found[0]:.3f} s; {found[1]} waiting job(s) sent to it")
@@ -335,6 +353,20 @@ class Autoscaler:
             self.store.events.record(replica.model, "scale_down", replica.id, "the platform is shutting down")
         except Exception as exc:
             log.error("cannot stop replica %s: %s", replica.id, reason_of(exc))
+
+
+@dataclass
+class Stages:
+    """When (``time.monotonic``) a starting replica had its host, ran, and first answered: None while not seen."""
+
+    placed: float | None = None
+    created: float | None = None
+    up: float | None = None
+
+    @staticmethod
+    def ago(at: float | None) -> float | None:
+        """Seconds since ``at`` (None stays None)."""
+        return None if at is None else time.monotonic() - at
 
 
 def draining(model: ModelConfig, replica: Replica, now: float) -> bool:

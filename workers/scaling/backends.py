@@ -75,6 +75,7 @@ class Launched:
     handle: str  # the backend's own id: a pid, a container id or a Swarm service id
     status: Status = RUNNING
     host: str = ""  # the hostname of the machine it runs on (workers there prefer it)
+    placed_in: float = 0.0  # seconds of the start before it had its host (Swarm: until its task got a node)
 
 
 def this_host() -> Host:

@@ -26,8 +26,9 @@ class Probe(Protocol):
     """Waits for a replica to become ready."""
 
     def wait(self, model: ModelConfig, endpoint: str, status: Callable[[], Status], timeout: float,
-             progress: Callable[[], None] = lambda: None) -> str:
-        """"" once the replica is ready; else why it never will be. ``progress`` is called every few seconds."""
+             progress: Callable[[], None] = lambda: None, answered: Callable[[], None] = lambda: None) -> str:
+        """"" once the replica is ready; else why it never will be. ``progress`` is called every few seconds,
+        ``answered`` at the replica's first answer (ready or not)."""
         ...
 
 
@@ -42,13 +43,14 @@ class ReadinessProbe:
         self.probe_timeout = probe_timeout
 
     def wait(self, model: ModelConfig, endpoint: str, status: Callable[[], Status], timeout: float,
-             progress: Callable[[], None] = lambda: None) -> str:
+             progress: Callable[[], None] = lambda: None, answered: Callable[[], None] = lambda: None) -> str:
         """"" once the replica answers ready; else it exited, its setup failed, or ``timeout`` passed.
-        ``progress`` is called every ``PROGRESS`` seconds meanwhile. The backend is asked where the replica is
-        only when it did not answer, at most every ``STATUS_EVERY`` seconds."""
+        ``progress`` is called every ``PROGRESS`` seconds meanwhile, ``answered`` at its first answer (ready or
+        not). The backend is asked where the replica is only when it did not answer, at most every
+        ``STATUS_EVERY`` seconds."""
         protocol = protocol_for(model)
         deadline = time.monotonic() + timeout
-        reported, asked, last = time.monotonic(), -math.inf, RUNNING
+        reported, asked, last, heard = time.monotonic(), -math.inf, RUNNING, False
         while (now := time.monotonic()) < deadline:
             if now - reported >= PROGRESS:
                 progress()
@@ -59,8 +61,12 @@ class ReadinessProbe:
                     asked, last = time.monotonic(), status()
                     if not last.live:
                         return "exited before it was ready" + (f" ({last.reason})" if last.reason else "")
-            elif found[0] is not Readiness.STARTING:
-                return found[1]
+            else:
+                if not heard:
+                    heard = True
+                    answered()
+                if found[0] is not Readiness.STARTING:
+                    return found[1]
             self.sleep(self.poll)
         pending = f"; still pending: {last.reason}" if last.phase is Phase.PENDING and last.reason else ""
         return f"not ready within the start timeout of {model.scaling.start_timeout:g} s{pending}"

@@ -19,7 +19,7 @@ import random
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from workers.scaling import pidfiles
@@ -125,6 +125,7 @@ class SwarmBackend:
 
         if isinstance(spec.gpus, tuple):
             raise StartFailed("the swarm backend takes a count of GPUs (gpus = N): Swarm chooses the devices")
+        begun = time.monotonic()
         image = self.image(spec.image)
         port = self.free_port()
         labels = {LABEL: spec.model, REPLICA_LABEL: spec.replica_id, NAMESPACE_LABEL: self.namespace,
@@ -154,7 +155,8 @@ class SwarmBackend:
         except docker.errors.APIError as exc:
             raise StartFailed(f"Swarm could not create a service of {spec.image!r}: {exc.explanation or exc}") from exc
         try:
-            return self.placed(str(service.id), port)
+            launched = self.placed(str(service.id), port)
+            return replace(launched, placed_in=time.monotonic() - begun)
         except BaseException:
             self.stop(str(service.id))
             raise

@@ -11,8 +11,10 @@ host), read inside the scripts.
                                     rank, parked_at, run and parts_base (run again: how often, and how many
                                     parts its earlier runs gave); with a webhook: webhook (its URL),
                                     webhook_status (pending, delivered, failed), webhook_attempts, webhook_error,
-                                    webhook_since (when its delivery began). Expires ``job_retention`` seconds
-                                    after it finishes (or after its webhook was delivered or given up).
+                                    webhook_since (when its delivery began); cold_start (the replica it ran on,
+                                    if it was submitted before that replica was READY). Expires
+                                    ``job_retention`` seconds after it finishes (or after its webhook was
+                                    delivered or given up).
 - ``sm:queued:{model}``      zset   the sent: QUEUED jobs whose Celery message is out (or being run), by when it
                                     was sent (``SENT``; the key keeps its first name, so a platform's data stays
                                     readable across the rename).
@@ -56,12 +58,20 @@ host), read inside the scripts.
                                     of a job (queue_wait and service, of a job that ended while RUNNING; total,
                                     created to finished, of every job) its histogram: {span}:{bound} the jobs whose
                                     span was at most ``BOUNDS``' bound and over the one before (+Inf: over all),
-                                    {span}:sum their seconds.
+                                    {span}:sum their seconds; a cold start's stages and total likewise, per host:
+                                    cold_start:{stage}:{host}:{bound}, cold_start:total:{host}:{bound}.
 - ``sm:replicas:{model}``    set    the model's replica ids.
 - ``sm:replica:{id}``        hash   a replica: id, model, backend, endpoint, handle, state, started_at, ready_at,
                                     last_used, reason, failed_at, concurrency (its slots, from READY on); while
                                     STARTING the last lines of its log
-                                    (log_tail, log_at).
+                                    (log_tail, log_at); its cold start's stage ends placed_at, created_at, up_at
+                                    (each if seen), waited (the jobs sent to it once READY, until its first
+                                    result) and first_result_at.
+- ``sm:cold_start:{id}``     string a replica's cold start (JSON: replica, model, host, started_at, ready_at,
+                                    stages {placed, created, process_up, ready, first_result} in seconds, total,
+                                    waited), written once it is READY, completed by its first result if jobs
+                                    waited for it; expires after the job retention (the replica may be long gone).
+- ``sm:cold_starts:{model}`` list   the ids of the model's last 10 cold starts, newest first.
 - ``sm:slots:{id}``          set    the jobs holding the replica's concurrency slots (the job's ``slot`` names the
                                     replica, its ``claim`` the holder).
 - ``sm:start_failure:{model}`` hash the latest failed replica start: at, reason; gone once one is READY.
@@ -111,6 +121,8 @@ REPLICAS = "sm:replicas:"
 REPLICA = "sm:replica:"
 SLOTS = "sm:slots:"
 START_FAILURE = "sm:start_failure:"
+COLD_START = "sm:cold_start:"
+COLD_STARTS = "sm:cold_starts:"
 SCALING = "sm:scaling:"
 RATE = "sm:rate:"
 AUTH_FAILURES = "sm:authfail:"
@@ -143,7 +155,7 @@ PARTS_TAKEN = "sm:parts_taken:"
 PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
     "job": JOB, "sent": SENT, "parked": PARKED, "running": RUNNING, "unstarted": UNSTARTED, "done": DONE,
     "stats": STATS, "counts": COUNTS, "replicas": REPLICAS, "replica": REPLICA, "slots": SLOTS,
-    "start_failure": START_FAILURE,
+    "start_failure": START_FAILURE, "cold_start": COLD_START, "cold_starts": COLD_STARTS,
     "scaling": SCALING, "celery": CELERY_QUEUE, "leases": LEASES, "dead": DEAD, "scale": SCALE, "leader": LEADER,
     "models": MODELS, "pushes": PUSHES, "withdrawn": WITHDRAWN, "rate": RATE, "auth_failures": AUTH_FAILURES,
     "hosts": HOSTS, "purge": PURGE, "idem": IDEMPOTENCY, "deadlines": DEADLINES, "webhooks": WEBHOOKS,

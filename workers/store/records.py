@@ -98,6 +98,41 @@ class Replica:
         return self.last_used or self.ready_at or self.started_at
 
 
+STAGES = ("placed", "created", "process_up", "ready", "first_result")  # a cold start's stages, in order
+
+
+@dataclass(frozen=True)
+class ColdStart:
+    """A replica's cold start: each stage's seconds, from the end of the one before (from its record for the first):
+    placed (it had a host), created (its process or container ran), process_up (its server answered), ready (it
+    answered ready), first_result (its first job's result, if jobs waited for it). A stage not seen is merged into
+    the next; the stages add up to ``total``."""
+
+    replica: str
+    model: str
+    host: str
+    started_at: float
+    ready_at: float
+    stages: dict[str, float]
+    total: float
+    waited: int  # the jobs sent to it once it was ready
+
+    @classmethod
+    def decode(cls, text: str) -> "ColdStart":
+        """From its stored JSON."""
+        found = json.loads(text)
+        stages = found.get("stages") or {}  # Lua's cjson writes an empty table as {}
+        return cls(replica=found["replica"], model=found["model"], host=found.get("host", ""),
+                   started_at=float(found["started_at"]), ready_at=float(found["ready_at"]),
+                   stages={name: float(stages[name]) for name in STAGES if name in stages},
+                   total=float(found["total"]), waited=int(found.get("waited", 0)))
+
+    @property
+    def complete(self) -> bool:
+        """Whether it is over: ready with nobody waiting, or its first result in."""
+        return self.waited == 0 or "first_result" in self.stages
+
+
 @dataclass(frozen=True)
 class Host:
     """A machine replicas run on, as its backend sees it."""

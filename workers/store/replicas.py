@@ -15,7 +15,7 @@ from dataclasses import asdict
 import redis
 
 from workers.store import keys
-from workers.store.records import Host, ModelSnapshot, Replica, SeenHosts
+from workers.store.records import ColdStart, Host, ModelSnapshot, Replica, SeenHosts
 from workers.store.scripts import Scripts
 
 HOSTS_TTL = 30.0  # seconds the hosts a leader saved are kept (it saves them about every second)
@@ -46,15 +46,28 @@ class ReplicaRegistry:
         """Record a replica about to start (STARTING); False if the caller no longer leads."""
         return bool(self.scripts("add_replica", token, replica_id, model, backend))
 
-    def launched(self, token: str, replica_id: str, endpoint: str, handle: str, host: str = "") -> int:
-        """Record where a started replica runs (``host``: the machine's hostname): 1; 0 if the caller no longer
-        leads; -1 if the record is gone."""
-        return int(self.scripts("launched", token, replica_id, endpoint, handle, host))
+    def launched(self, token: str, replica_id: str, endpoint: str, handle: str, host: str = "",
+                 placed: float | None = None, created: float | None = None) -> int:
+        """Record where a started replica runs (``host``: the machine's hostname), and how many seconds ago it had
+        its host (``placed``) and ran (``created``), if known: 1; 0 if the caller no longer leads; -1 if the
+        record is gone."""
+        return int(self.scripts("launched", token, replica_id, endpoint, handle, host, ago(placed), ago(created)))
 
-    def ready(self, token: str, replica_id: str, concurrency: int) -> tuple[float, int] | None:
-        """Mark a STARTING replica READY: its cold start (s) and the parked jobs sent to it; None if refused."""
-        found = self.scripts("ready", token, replica_id, concurrency, self.weight)
+    def ready(self, token: str, replica_id: str, concurrency: int, created: float | None = None,
+              up: float | None = None) -> tuple[float, int] | None:
+        """Mark a STARTING replica READY (``created``, ``up``: how many seconds ago it ran and its server first
+        answered, if seen): its cold start (s) and the parked jobs sent to it; None if refused."""
+        found = self.scripts("ready", token, replica_id, concurrency, self.weight, ago(created), ago(up))
         return (float(found[0]), int(found[1])) if found else None
+
+    def cold_starts(self, model: str) -> list[ColdStart]:
+        """The model's last cold starts, newest first."""
+        return [ColdStart.decode(str(text)) for text in self.scripts("cold_starts", model)]
+
+    def cold_start(self, replica_id: str) -> ColdStart | None:
+        """A replica's cold start, while it is kept."""
+        found = self.redis.get(keys.COLD_START + replica_id)
+        return ColdStart.decode(str(found)) if found else None
 
     def start_failed(self, token: str, replica_id: str, model: str, reason: str, fail_waiting: bool) -> int | None:
         """Record a failed start; how many waiting jobs failed with it (None if the caller no longer leads)."""
@@ -118,6 +131,11 @@ class ReplicaRegistry:
         """The hosts as a leader last saw them; None if none saved them within their ttl."""
         fields = self.redis.hgetall(keys.HOSTS)
         return SeenHosts.from_hash(fields) if fields else None  # type: ignore[arg-type]
+
+
+def ago(seconds: float | None) -> str:
+    """Seconds before now as a script takes them ('' = not known)."""
+    return "" if seconds is None else repr(max(0.0, seconds))
 
 
 def cut(lines: list[str], limit: int, line_limit: int = 2000) -> list[str]:
