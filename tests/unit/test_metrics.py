@@ -112,6 +112,8 @@ def test_the_grafana_dashboard_asks_only_for_metrics_the_gateway_exports(
     store = Store.of(fake, retention=60)
     token = store.leadership(3).hold() or ""
     assert store.replicas.add(token, "r1", "m", "process")
+    assert store.replicas.launched(token, "r1", "http://127.0.0.1:9", "h", "a", placed=0, created=0) == 1
+    assert store.replicas.ready(token, "r1", 1, up=0) is not None  # a cold start measured
     assert store.replicas.save_hosts(token, [Host("a", "ready", "10.0.0.1", 2, 1)])
     job = store.jobs.submit(store.jobs.new("m", {}))
     assert isinstance(job, Job)
