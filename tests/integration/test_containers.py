@@ -134,12 +134,16 @@ def test_a_container_with_its_own_server_serves_from_zero_and_back(
 
     succeeded = post(platform, model, good)
     assert succeeded["status"] == "SUCCEEDED" and check(succeeded["output"]), succeeded
+    cold = requests.get(f"{platform.url}/v1/models/{model}", timeout=10).json()["cold_starts"][0]
+    assert set(cold["stages"]) == {"placed", "created", "process_up", "ready", "first_result"}, cold
+    assert abs(sum(cold["stages"].values()) - cold["total"]) < 1e-3 and succeeded["cold_start"] == cold, cold
     failed = post(platform, model, bad)
     assert failed["status"] == "FAILED" and message in failed["error"]["message"], failed
     crashed = post(platform, f"{model}-broken", good)
     assert crashed["status"] == "FAILED" and crashed["error"]["code"] == "replica_start_failed", crashed
     assert "No such file or directory: '/nowhere/weights.json'" in crashed["error"]["message"], crashed
-    print(f"{model}: {succeeded['timings']}; setup crash: {crashed['error']['message'][:300]}")
+    print(f"{model}: {succeeded['timings']}; cold start {cold['stages']}; "
+          f"setup crash: {crashed['error']['message'][:300]}")
     platform.wait_until(lambda: replicas(platform, model) == [], 30, "the replica did not go after its idle timeout")
 
 

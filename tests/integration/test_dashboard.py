@@ -88,6 +88,7 @@ def test_a_burst_shows_replicas_rising_and_falling_with_the_reasons(make_platfor
     assert post(platform, "iris", IRIS, wait=60).json()["status"] == "SUCCEEDED"  # iris warm, for the picture
     failed = post(platform, "iris", {"features": "not a matrix"}, wait=60).json()
     assert failed["status"] == "FAILED"
+    expect(visit.page.locator('[data-model="iris"]')).to_contain_text("first_result", timeout=WAIT)  # its stages
     jobs = [post(platform, "sleepy", {"i": i}).json()["id"] for i in range(BURST)]
 
     expect(visit.model("sleepy", "actual")).to_have_text("2", timeout=WAIT)

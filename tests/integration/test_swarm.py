@@ -133,6 +133,10 @@ def test_a_burst_from_zero_spreads_over_the_hosts_and_the_idlest_replica_stops_f
                             == [], 60, "not back to zero after idle")
     hosts = watcher.hosts()
     assert set(hosts.values()) == {swarm.name(host) for host in swarm.hosts}, hosts  # replicas on every host
+    colds = requests.get(f"{platform.url}/v1/models/sleepy", timeout=5).json()["cold_starts"]
+    assert colds and all(cold["host"] == hosts[cold["replica"]] for cold in colds), (colds, hosts)
+    assert all({"placed", "process_up", "ready"} <= set(cold["stages"]) and cold["stages"]["placed"] > 0
+               and abs(sum(cold["stages"].values()) - cold["total"]) < 1e-3 for cold in colds), colds
     ran_on = {hosts[job["replica"]] for job in jobs.values()}
     assert ran_on == set(hosts.values()), f"jobs ran on replicas of {ran_on} only"
     stopped = [event["replica"] for event in events(platform, "scale_down")]

@@ -217,8 +217,9 @@ local function begin_run(id, model, token, worker, lease, slot)  -- RUNNING on t
   redis.call('HSET', job, 'claim', token, 'lease_until', stamp(NOW + lease),
              'worker', worker, 'started_at', stamp(NOW), 'replica', slot[1])
   local ready = tonumber(redis.call('HGET', K.replica .. slot[1], 'ready_at'))
-  if ready and ready > (tonumber(redis.call('HGET', job, 'created_at')) or NOW) then  -- it waited for that replica's
-    redis.call('HSET', job, 'cold_start', slot[1])                           -- cold start
+  local since = redis.call('HMGET', job, 'created_at', 'requeued_at')  -- it waits since: submitted, or queued again
+  if ready and ready > math.max(tonumber(since[1]) or NOW, tonumber(since[2]) or 0) then
+    redis.call('HSET', job, 'cold_start', slot[1])  -- it waited for that replica's cold start
   else
     redis.call('HDEL', job, 'cold_start')
   end

@@ -12,7 +12,7 @@ host), read inside the scripts.
                                     parts its earlier runs gave); with a webhook: webhook (its URL),
                                     webhook_status (pending, delivered, failed), webhook_attempts, webhook_error,
                                     webhook_since (when its delivery began); cold_start (the replica it ran on,
-                                    if it was submitted before that replica was READY). Expires
+                                    if it was submitted, or queued again, before that replica was READY). Expires
                                     ``job_retention`` seconds after it finishes (or after its webhook was
                                     delivered or given up).
 - ``sm:queued:{model}``      zset   the sent: QUEUED jobs whose Celery message is out (or being run), by when it
