@@ -239,6 +239,10 @@ local function count_span(model, span, seconds)  -- one job's span into the mode
   redis.call('HINCRBYFLOAT', K.counts .. model, span .. ':sum', seconds)
 end
 
+local function refused(reason)  -- count a refused request (keys.py: sm:platform_counts); a full store still refuses
+  redis.pcall('HINCRBY', K.platform_counts, 'refused:' .. reason, 1)
+end
+
 local function conclude(id, model, status, fields)  -- a job's last write: final status, fields, wake waiters; and
   local job = K.job .. id                             -- its webhook's delivery, in the same step; counted
   local was = redis.call('HMGET', job, 'status', 'created_at', 'started_at')
