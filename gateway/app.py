@@ -46,7 +46,7 @@ def authenticate(gateway: Gateway) -> None:
     g.principal = ""
     if request.endpoint not in PUBLIC:
         g.principal = gateway.guard.check(request.headers.get("Authorization"), request.remote_addr or "unknown",
-                                          bare=request.blueprint == "runpod")
+                                          bare=request.blueprint == "runpod", metrics=request.endpoint == "metrics")
 
 
 def parse_json_body() -> None:
@@ -137,7 +137,8 @@ def create_app(settings: Settings | None = None) -> OpenAPI:
 
     @app.get("/metrics", doc_ui=False)
     def metrics() -> Response:
-        """The platform's metrics in Prometheus' text format (with API keys on, it wants one)."""
+        """The platform's metrics in Prometheus' text format (with API keys on, it wants one, or the metrics
+        token)."""
         return Response(exposition(gateway), mimetype=CONTENT_TYPE_LATEST)
 
     page = DASHBOARD.read_text()

@@ -43,24 +43,28 @@ class Guard:
     """Authenticates requests. A valid key is always served (within its rate limit): failures never count
     against it. A wrong or missing key is 401 until its client address has failed ``failures_per_minute`` times
     in the minute, then 429. Without API keys, the rate limit applies per client address. Only a failure costs a
-    Redis write; a valid key costs none beyond its rate limit."""
+    Redis write; a valid key costs none beyond its rate limit. The metrics token (``metrics``, digests as keys')
+    is a key of ``/metrics`` alone: elsewhere it is an unknown key; set without API keys, ``/metrics`` wants it."""
 
-    def __init__(self, limits: Limits, accepted: frozenset[str], failures_per_minute: int, per_second: float) -> None:
+    def __init__(self, limits: Limits, accepted: frozenset[str], failures_per_minute: int, per_second: float,
+                 metrics: frozenset[str] = frozenset()) -> None:
         self.limits = limits
         self.accepted = accepted
         self.failures_per_minute = failures_per_minute
         self.per_second = per_second
+        self.metrics = metrics
 
-    def check(self, authorization: str | None, source: str, bare: bool = False) -> str:
+    def check(self, authorization: str | None, source: str, bare: bool = False, metrics: bool = False) -> str:
         """The caller's principal ("" without API keys), within its rate limit; 401 or 429 otherwise (``bare``:
-        see ``principal``)."""
-        if not self.accepted:
+        see ``principal``; ``metrics``: the route is ``/metrics``, which the metrics token opens too)."""
+        accepted = self.accepted | self.metrics if metrics else self.accepted
+        if not accepted:
             self.limit(ADDRESS + source, "from this address")
             return ""
         try:
-            who = principal(authorization, self.accepted, bare)
+            who = principal(authorization, accepted, bare)
         except errors.Unauthorized:
-            if self.limits.auth_failed(source) > self.failures_per_minute:
+            if self.limits.auth_failed(source, self.failures_per_minute) > self.failures_per_minute:
                 raise errors.TooManyFailures("too many failed authentications from this address; wait a "
                                              "minute (a valid key is still served)") from None
             raise
@@ -69,7 +73,7 @@ class Guard:
 
     def limit(self, who: str, whose: str) -> None:
         """RateLimited if ``who`` made more than ``per_second`` requests in this second."""
-        if self.per_second > 0 and self.limits.request(who) > self.per_second:
+        if self.per_second > 0 and self.limits.request(who, self.per_second) > self.per_second:
             raise errors.RateLimited(f"more than {self.per_second:g} requests per second {whose}")
 
 

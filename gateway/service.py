@@ -67,7 +67,7 @@ class Gateway:
         self.store = store  # every command but the waits: short timeouts (a hung Redis answers soon)
         self.waits = waits or store  # blocking waits, whose timeout is the wait's own
         self.guard = Guard(store.limits, parse_digests(settings.api_keys), settings.auth_failures_per_minute,
-                           settings.rate_limit)
+                           settings.rate_limit, parse_digests(settings.metrics_token))
         self.waiters = Waiters(settings.max_waiters, settings.max_waiters_per_key)
         self.log_requests = threading.BoundedSemaphore(4)  # requests of replica logs in flight (each waits ≤ 5 s)
         self.targets = Targets(settings.webhook_allow_networks)

@@ -254,6 +254,7 @@ class Settings(BaseSettings):
     redis_timeout: PositiveFloat = 3.0  # seconds a gateway's Redis command may take (a ?wait: its wait + 5 s)
     api_keys: str = ""  # comma-separated SHA-256 hex digests of the accepted API keys; empty: no auth
     rate_limit: float = Field(0, ge=0)  # requests per second per API key; 0: unlimited
+    metrics_token: str = ""  # SHA-256 hex digest of a token that opens GET /metrics alone (beside any API key)
     auth_failures_per_minute: PositiveInt = 20  # failed authentications per client address; past it 429
     trusted_proxies: int = Field(0, ge=0)  # proxies in front of the gateway whose X-Forwarded-For is believed
     header_timeout: PositiveFloat = 10.0  # seconds a client may take to send a request's line, headers and body

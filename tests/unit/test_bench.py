@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from bench import report
+from bench import report, scrape
 from bench.measure import Latency
 
 
@@ -38,3 +38,20 @@ def test_report_derives_overheads_ratios_and_targets_and_writes_its_files(tmp_pa
     assert "| p50 latency (ms) | 1.00 | 2.00 | 4.00 | 3.00 |" in table and "| throughput c / naive | 2.00x |" in table
     for plot in ("latency.png", "burst.png"):
         assert (tmp_path / plot).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_scrape_bench_reports_same_round_ratios_and_the_scrapes_time() -> None:
+    def figures(p50: float, rate: float, scrapes: list[float] | None = None) -> dict[str, Any]:
+        return {"p50_ms": p50, "throughput": rate, **({"scrape_ms": scrapes, "scrape_failures": 0} if scrapes
+                                                      is not None else {})}
+
+    rounds = [{"none": figures(10, 100), "1s": figures(11, 90, [5.0]), "0.2s": figures(12, 80, [4.0, 6.0])},
+              {"none": figures(20, 50), "1s": figures(20, 50, [7.0]), "0.2s": figures(30, 40, [8.0, 3.0])},
+              {"none": figures(10, 100), "1s": figures(10.5, 100, [6.0]), "0.2s": figures(10, 100, [5.0])}]
+    found = scrape.summarize(rounds)
+    assert found["1s"]["p50_ratio"] == 1.05 and found["1s"]["throughput_ratio"] == 1.0  # medians of the ratios
+    assert found["0.2s"]["p50_ratio"] == 1.2 and found["0.2s"]["throughput_ratio"] == 0.8
+    assert (found["0.2s"]["scrapes"], found["0.2s"]["scrape_p50_ms"], found["0.2s"]["scrape_max_ms"]) == (5, 5.0, 8.0)
+    assert "none" not in found
+    assert [scrape.order(r) for r in range(3)] == [["none", "1s", "0.2s"], ["1s", "0.2s", "none"],
+                                                     ["0.2s", "none", "1s"]]

@@ -267,6 +267,10 @@ local function first_result(replica)  -- a replica's first result ends the cold 
   count_span(r[3], 'cold_start:total:' .. (r[4] or ''), cold.total)
 end
 
+local function refused(reason)  -- count a refused request (keys.py: sm:platform_counts); a full store still refuses
+  redis.pcall('HINCRBY', K.platform_counts, 'refused:' .. reason, 1)
+end
+
 local function conclude(id, model, status, fields)  -- a job's last write: final status, fields, wake waiters; and
   local job = K.job .. id                             -- its webhook's delivery, in the same step; counted
   local was = redis.call('HMGET', job, 'status', 'created_at', 'started_at')

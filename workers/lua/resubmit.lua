@@ -5,10 +5,10 @@
 -- parts_base), and its message sent as a submit's is (start.lua parks it if no slot is free).
 -- Counted against the model's queue cap and the owner's share of it, as a submit is.
 -- ARGV[3..]: id, max queued (0 = no cap), max not started per owner (0 = no cap).
--- Returns OK; FULL or KEY_FULL (as submit.lua); HELD when a run cancelled while it ran still holds its slot (its
--- call has not returned yet); REVOKED for a job whose Celery task was revoked (each worker drops a message of that
--- task id for as long as it remembers the revoke); MISSING; or the status of a job that cannot be run again
--- (QUEUED, RUNNING, SUCCEEDED).
+-- Returns OK; FULL or KEY_FULL (as submit.lua, and counted as it counts them); HELD when a run cancelled while it
+-- ran still holds its slot (its call has not returned yet); REVOKED for a job whose Celery task was revoked (each
+-- worker drops a message of that task id for as long as it remembers the revoke); MISSING; or the status of a job
+-- that cannot be run again (QUEUED, RUNNING, SUCCEEDED).
 local id, cap, owner_cap = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 local job = K.job .. id
 local current = redis.call('HMGET', job, 'status', 'model', 'owner', 'slot', 'error')
@@ -18,9 +18,12 @@ if current[4] then return 'HELD' end
 if current[5] and cjson.decode(current[5]).code == 'revoked' then return 'REVOKED' end
 local model, owner = current[2], current[3]
 local waiting = redis.call('ZCARD', K.sent .. model) + redis.call('ZCARD', K.parked .. model)
-if cap > 0 and waiting >= cap then return 'FULL' end
+if cap > 0 and waiting >= cap then refused('queue_full') return 'FULL' end
 local mine = unstarted(model, owner)
-if mine and owner_cap > 0 and redis.call('ZCARD', mine) >= owner_cap then return 'KEY_FULL' end
+if mine and owner_cap > 0 and redis.call('ZCARD', mine) >= owner_cap then
+  refused('queue_full')
+  return 'KEY_FULL'
+end
 move(id, S.QUEUED)
 redis.call('HDEL', job, 'output', 'error', 'finished_at', 'started_at', 'replica', 'cancelled_while', 'claim',
            'lease_until', 'webhook_status', 'webhook_attempts', 'webhook_error', 'webhook_since')

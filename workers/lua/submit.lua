@@ -3,9 +3,10 @@
 -- idempotency key's Redis key ('' = none), the request's digest, seconds the key is kept, then field/value pairs
 -- (input, and the job's options).
 -- Returns the job's created_at; FULL when the model's queue is at its cap, KEY_FULL when the owner has that many
--- jobs of the model not started yet; {EXISTING, job fields ...} when the idempotency key already made a job of the
--- same digest (nothing is sent), CONFLICT when it made one of another digest. Run again with the same id (a retry of
--- a call whose answer was lost) it changes nothing and returns the created_at already recorded.
+-- jobs of the model not started yet (either counted as a refused queue_full, keys.py: sm:platform_counts);
+-- {EXISTING, job fields ...} when the idempotency key already made a job of the same digest (nothing is sent),
+-- CONFLICT when it made one of another digest. Run again with the same id (a retry of a call whose answer was lost)
+-- it changes nothing and returns the created_at already recorded.
 local id, model, cap, owner_cap, owner = ARGV[3], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
 local idem, digest, idem_for = ARGV[8], ARGV[9], tonumber(ARGV[10])
 local job = K.job .. id
@@ -22,9 +23,12 @@ if idem ~= '' then
   end
 end
 local waiting = redis.call('ZCARD', K.sent .. model) + redis.call('ZCARD', K.parked .. model)
-if cap > 0 and waiting >= cap then return 'FULL' end
+if cap > 0 and waiting >= cap then refused('queue_full') return 'FULL' end
 local mine = unstarted(model, owner)
-if mine and owner_cap > 0 and redis.call('ZCARD', mine) >= owner_cap then return 'KEY_FULL' end
+if mine and owner_cap > 0 and redis.call('ZCARD', mine) >= owner_cap then
+  refused('queue_full')
+  return 'KEY_FULL'
+end
 local created = stamp(NOW)
 move(id, S.QUEUED)
 redis.call('HINCRBY', K.counts .. model, 'submitted', 1)

@@ -12,7 +12,7 @@ local delay, retry_for = tonumber(ARGV[7]), tonumber(ARGV[8])
 local job = K.job .. id
 redis.call('XACK', K.webhooks, K.deliverers, entry)
 redis.call('XDEL', K.webhooks, entry)
-local current = redis.call('HMGET', job, 'webhook_status', 'webhook_since', 'owner', 'slot', 'finished_at')
+local current = redis.call('HMGET', job, 'webhook_status', 'webhook_since', 'owner', 'slot', 'finished_at', 'model')
 if current[1] ~= 'pending' then return 'DROPPED' end
 if ARGV[9] ~= '' and tonumber(current[5] or '0') ~= tonumber(ARGV[9]) then return 'DROPPED' end
 redis.call('HINCRBY', job, 'webhook_attempts', 1)
@@ -24,6 +24,7 @@ else
   redis.call('HSET', job, 'webhook_error', text)
   if NOW + delay <= tonumber(current[2]) + retry_for then
     redis.call('ZADD', K.webhook_retry, NOW + delay, id)
+    redis.call('HINCRBY', K.counts .. current[6], 'webhook:retry', 1)
     return 'RETRY'
   end
   redis.call('HSET', job, 'webhook_status', 'failed')
@@ -32,6 +33,7 @@ else
   redis.call('ZREMRANGEBYSCORE', failed, '-inf', NOW - RETENTION)
   settled = 'FAILED'
 end
+redis.call('HINCRBY', K.counts .. current[6], settled == 'FAILED' and 'webhook:given_up' or 'webhook:delivered', 1)
 if not current[4] then  -- a held slot: retired once given back
   redis.call('EXPIRE', job, RETENTION)
   redis.call('EXPIRE', K.parts .. id, RETENTION)  -- a streamed job's parts go with its record

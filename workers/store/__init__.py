@@ -7,6 +7,7 @@ Nothing outside this package names a Redis key or holds Lua.
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -104,6 +105,10 @@ class Store:
             models, requests, _ = pipe.execute()
         (models if first[0] == keys.SCALE else requests).append(first[1])
         return WakeUps(models=set(models), logs=[r for text in requests if (r := LogRequest.decode(text))])
+
+    def platform_counts(self) -> dict[str, str]:
+        """The counters for ``/metrics`` of no one model (keys.py: sm:platform_counts), as stored."""
+        return cast(dict[str, str], self.client.hgetall(keys.PLATFORM_COUNTS))
 
     def ping(self) -> None:
         """Raise if Redis cannot be reached."""

@@ -1,5 +1,5 @@
-"""The event log: scaling decisions and lifecycle events with their reasons, in a capped stream. An event's time
-is its stream entry's id: Redis time, the platform's one clock."""
+"""The event log: scaling decisions and lifecycle events with their reasons, in a capped stream, each counted by
+kind for ``/metrics``. An event's time is its stream entry's id: Redis time, the platform's one clock."""
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -34,12 +34,16 @@ class EventLog:
 
     def record(self, model: str, kind: str, replica: str = "", reason: str = "", job: str = "",
                owner: str = "") -> None:
-        """Append an event; the stream keeps about the newest ``MAX_EVENTS``."""
+        """Append an event, counted by kind (keys.py: sm:counts, sm:platform_counts) in the same transaction; the
+        stream keeps about the newest ``MAX_EVENTS``, the count is never reset."""
         event = Event(at=0.0, model=model, kind=kind, replica=replica, reason=reason, job=job, owner=owner)
         fields = {name: str(value) for name, value in asdict(event).items() if name != "at"}
         if self.clock is not None:
             fields["at"] = repr(self.clock())
-        self.redis.xadd(keys.EVENTS, fields, maxlen=MAX_EVENTS, approximate=True)  # type: ignore[arg-type]
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(keys.EVENTS, fields, maxlen=MAX_EVENTS, approximate=True)  # type: ignore[arg-type]
+            pipe.hincrby(keys.COUNTS + model if model else keys.PLATFORM_COUNTS, f"event:{kind}", 1)
+            pipe.execute()
 
     def recent(self, model: str | None = None, limit: int = 100, owner: str | None = None) -> list[Event]:
         """The newest events, newest first; of one model if given; with ``owner``, job events of that key only."""

@@ -58,8 +58,16 @@ host), read inside the scripts.
                                     of a job (queue_wait and service, of a job that ended while RUNNING; total,
                                     created to finished, of every job) its histogram: {span}:{bound} the jobs whose
                                     span was at most ``BOUNDS``' bound and over the one before (+Inf: over all),
-                                    {span}:sum their seconds; a cold start's stages and total likewise, per host:
-                                    cold_start:{stage}:{host}:{bound}, cold_start:total:{host}:{bound}.
+                                    {span}:sum their seconds; start_failed (failed replica starts, by
+                                    start_failed.lua); webhook:{outcome} (delivery attempts recorded by
+                                    webhook_attempt.lua: delivered, retry, given_up); event:{kind} (the model's
+                                    events, written with each event); a cold start's stages and
+                                    total, per host, as the spans: cold_start:{stage}:{host}:{bound} and :sum,
+                                    cold_start:total:{host}:{bound}.
+- ``sm:platform_counts``     hash   counters for ``/metrics`` of no one model, never reset: refused:{reason}
+                                    (requests refused: rate_limited, unauthorized, too_many_failed_authentications
+                                    by count.lua, queue_full by submit.lua and resubmit.lua), event:{kind} (events
+                                    that name no model).
 - ``sm:replicas:{model}``    set    the model's replica ids.
 - ``sm:replica:{id}``        hash   a replica: id, model, backend, endpoint, handle, state, started_at, ready_at,
                                     last_used, reason, failed_at, concurrency (its slots, from READY on); while
@@ -116,6 +124,7 @@ WITHDRAWN = "sm:withdrawn:"
 DONE = "sm:done:"
 STATS = "sm:stats:"
 COUNTS = "sm:counts:"
+PLATFORM_COUNTS = "sm:platform_counts"
 BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)  # seconds; sm:counts' buckets
 REPLICAS = "sm:replicas:"
 REPLICA = "sm:replica:"
@@ -154,8 +163,8 @@ PARTS_TAKEN = "sm:parts_taken:"
 
 PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
     "job": JOB, "sent": SENT, "parked": PARKED, "running": RUNNING, "unstarted": UNSTARTED, "done": DONE,
-    "stats": STATS, "counts": COUNTS, "replicas": REPLICAS, "replica": REPLICA, "slots": SLOTS,
-    "start_failure": START_FAILURE, "cold_start": COLD_START, "cold_starts": COLD_STARTS,
+    "stats": STATS, "counts": COUNTS, "platform_counts": PLATFORM_COUNTS, "replicas": REPLICAS, "replica": REPLICA,
+    "slots": SLOTS, "start_failure": START_FAILURE, "cold_start": COLD_START, "cold_starts": COLD_STARTS,
     "scaling": SCALING, "celery": CELERY_QUEUE, "leases": LEASES, "dead": DEAD, "scale": SCALE, "leader": LEADER,
     "models": MODELS, "pushes": PUSHES, "withdrawn": WITHDRAWN, "rate": RATE, "auth_failures": AUTH_FAILURES,
     "hosts": HOSTS, "purge": PURGE, "idem": IDEMPOTENCY, "deadlines": DEADLINES, "webhooks": WEBHOOKS,
