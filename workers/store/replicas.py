@@ -11,7 +11,6 @@ import math
 import uuid
 from collections.abc import Iterable
 from dataclasses import asdict
-from typing import cast
 
 import redis
 
@@ -119,10 +118,6 @@ class ReplicaRegistry:
         given = ["" if bound is None else str(bound) for bound in (min_replicas, max_replicas)]
         return replies.scale_set(self.scripts("set_scale", model, *given, configured.min_replicas,
                                               configured.max_replicas, by))
-
-    def override(self, model: str) -> ScaleBounds | None:
-        """An operator's replica bounds of the model, if set."""
-        return ScaleBounds.override(cast(dict[str, str], self.redis.hgetall(keys.scale_bounds(model))))
 
     def clear_scale(self, model: str) -> ScaleBounds | None:
         """Remove an operator's replica bounds of the model (the models file's apply again) and wake the leader:
