@@ -18,6 +18,8 @@ from gateway.schemas import (
     FailedQuery,
     HostList,
     JobInput,
+    JobList,
+    JobListQuery,
     JobPath,
     JobView,
     LogQuery,
@@ -27,6 +29,8 @@ from gateway.schemas import (
     Purged,
     ReplicaLog,
     ReplicaPath,
+    ScaleBody,
+    ScaleView,
     StreamQuery,
     SubmitHeaders,
     SubmitQuery,
@@ -57,6 +61,11 @@ def operation_id(*, bp_name: str = "", name: str = "", path: str = "", method: s
     return str(get_operation_id_for_path(name=name, path=path, method=method))
 
 
+def caller() -> str:
+    """Who calls, for an event's reason: the API key's digest prefix (never the key), else the client address."""
+    return f"key {g.principal}" if g.principal else f"address {request.remote_addr or 'unknown'}"
+
+
 def blueprint(gateway: Gateway) -> APIBlueprint:
     """The /v1 routes over ``gateway``."""
     api = APIBlueprint("native", __name__, operation_id_callback=operation_id)
@@ -85,6 +94,12 @@ def blueprint(gateway: Gateway) -> APIBlueprint:
         if accepted.replayed:
             response.headers["Idempotent-Replayed"] = "true"
         return response
+
+    @api.get("/v1/jobs", security=SECURED, tags=[JOBS], responses={200: JobList, **ERRORS})
+    def list_jobs(query: JobListQuery) -> Response:
+        """The caller's jobs (with API keys its own, without all), newest first: of one model, in one status;
+        ?before= the previous page's next. A page may hold fewer than limit and still have a next."""
+        return jsonify(JobList.of(gateway.jobs(g.principal, query)).dump())
 
     @api.get("/v1/jobs/<job_id>", security=SECURED, tags=[JOBS], responses={200: JobView, **ERRORS})
     def get_job(path: JobPath) -> Response:
@@ -119,6 +134,18 @@ def blueprint(gateway: Gateway) -> APIBlueprint:
         """Cancel every waiting (not running) job of the model; with API keys, the caller's own."""
         model = gateway.model(path.model)
         return respond(Purged(cancelled=gateway.purge(model, g.principal if gateway.guard.accepted else None)))
+
+    @api.put("/v1/models/<model>/scale", security=SECURED, tags=[MODELS], responses={200: ScaleView, **ERRORS})
+    def set_scale(path: ModelPath, body: ScaleBody) -> Response:
+        """Set the model's replica bounds (either or both, merged with those in effect) in place of the models
+        file's; the leading autoscaler applies them at its next pass. Any valid key may."""
+        model = gateway.model(path.model)
+        return respond(gateway.scale(model, body, caller()))
+
+    @api.delete("/v1/models/<model>/scale", security=SECURED, tags=[MODELS], responses={200: ScaleView, **ERRORS})
+    def reset_scale(path: ModelPath) -> Response:
+        """Remove the replica bounds set by PUT: the models file's apply again."""
+        return respond(gateway.unscale(gateway.model(path.model), caller()))
 
     @api.get("/v1/models", security=SECURED, tags=[MODELS], responses={200: ModelList})
     def list_models() -> Response:

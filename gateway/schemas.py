@@ -4,17 +4,22 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictInt, model_validator
 
 from workers.config import ModelConfig
 from workers.job import DeliveryStatus, Job, JobStatus, Priority
 from workers.store.records import (
+    MOST_REPLICAS,
     ColdStart,
+    Desired,
     FailedDelivery,
     Host,
+    JobPage,
+    JobSummary,
     ModelSnapshot,
     Replica,
     ReplicaState,
+    ScaleBounds,
     SeenHosts,
     Waiting,
 )
@@ -266,6 +271,52 @@ class Average(BaseModel):
     samples: int = Field(description="samples folded in; 0 means the configured seed, not yet measured")
 
 
+class ScaleBody(BaseModel):
+    """An operator's replica bounds of a model: either or both, merged with the bounds in effect."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_replicas: StrictInt | None = Field(None, ge=0, le=MOST_REPLICAS, description="replicas kept warm")
+    max_replicas: StrictInt | None = Field(None, ge=1, le=MOST_REPLICAS, description="replicas at most")
+
+    @model_validator(mode="after")
+    def names_a_bound(self) -> "ScaleBody":
+        """At least one bound is given; both given, min_replicas is at most max_replicas."""
+        if self.min_replicas is None and self.max_replicas is None:
+            raise ValueError("give min_replicas, max_replicas or both")
+        if self.max_replicas is not None and self.min_replicas is not None and self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas {self.min_replicas} is over max_replicas {self.max_replicas}")
+        return self
+
+
+class ScaleView(BaseModel):
+    """A model's replica bounds in effect, and where they come from."""
+
+    model: str
+    min_replicas: int
+    max_replicas: int
+    source: str = Field(description="override (set by PUT /v1/models/<model>/scale) or config (the models file)")
+
+    @classmethod
+    def of(cls, model: str, bounds: ScaleBounds) -> "ScaleView":
+        """The view of a model's bounds."""
+        return cls(model=model, min_replicas=bounds.min_replicas, max_replicas=bounds.max_replicas,
+                   source=bounds.source.value)
+
+
+class DesiredView(BaseModel):
+    """The replicas the scaling policy last wanted."""
+
+    replicas: int
+    at: datetime = Field(description="since when it wants that many")
+    reason: str = Field(description="why, as the policy put it then")
+
+    @classmethod
+    def of(cls, desired: Desired) -> "DesiredView":
+        """The view of what the policy wanted."""
+        return cls(replicas=desired.replicas, at=iso(desired.at), reason=desired.reason)
+
+
 class ModelView(BaseModel):
     """A served model: its queue, replicas and moving averages."""
 
@@ -276,9 +327,12 @@ class ModelView(BaseModel):
     averages: dict[str, Average] = Field(description="moving averages: service_time, cold_start")
     replicas: list[ReplicaView]
     concurrency: int
-    min_replicas: int
+    min_replicas: int = Field(description="the bounds in effect (see scale)")
     max_replicas: int
     cold_starts: list[ColdStartView] = Field([], description="its last cold starts by stage, newest first")
+    scale: ScaleView = Field(description="the bounds in effect and their source")
+    desired: DesiredView | None = Field(None, description="the replicas the leading autoscaler's policy last "
+                                                          "wanted (null: it decided nothing yet)")
     example_input: Any = None
     links: dict[str, str]
 
@@ -286,16 +340,71 @@ class ModelView(BaseModel):
     def of(cls, model: ModelConfig, snapshot: ModelSnapshot, cold_starts: list[ColdStart] | None = None
            ) -> "ModelView":
         """The view of a model as the store saw it (and its last cold starts)."""
+        bounds = snapshot.override or ScaleBounds(model.scaling.min_replicas, model.scaling.max_replicas)
         return cls(
             cold_starts=[ColdStartView.of(cold) for cold in cold_starts or []],
             name=model.name, queue_depth=snapshot.waiting, parked=snapshot.parked, running=snapshot.running,
             averages={name: Average(seconds=a.seconds, samples=a.samples) for name, a in snapshot.averages.items()},
             replicas=[ReplicaView.of(r, snapshot.now) for r in snapshot.replicas],
-            concurrency=model.scaling.concurrency, min_replicas=model.scaling.min_replicas,
-            max_replicas=model.scaling.max_replicas,
+            concurrency=model.scaling.concurrency, min_replicas=bounds.min_replicas,
+            max_replicas=bounds.max_replicas, scale=ScaleView.of(model.name, bounds),
+            desired=DesiredView.of(snapshot.desired) if snapshot.desired else None,
             example_input=model.docs.example_input,
-            links={"self": f"/v1/models/{model.name}", "jobs": f"/v1/models/{model.name}/jobs"},
+            links={"self": f"/v1/models/{model.name}", "jobs": f"/v1/models/{model.name}/jobs",
+                   "scale": f"/v1/models/{model.name}/scale"},
         )
+
+
+class JobListQuery(Query):
+    """Which of the caller's jobs to list."""
+
+    model: str | None = Field(None, description="only this model's jobs")
+    status: JobStatus | None = Field(None, description="only the jobs in this status")
+    limit: int = Field(50, ge=1, le=1000, description="how many at most, newest first")
+    before: float | None = Field(None, ge=0, le=1e12, allow_inf_nan=False,
+                                 description="only the jobs created before this time (Unix seconds): a page's next")
+
+
+class JobSummaryView(BaseModel):
+    """A job as listed: no input or output (GET /v1/jobs/<id> has them)."""
+
+    id: str
+    model: str
+    status: JobStatus
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    replica: str | None
+    error: ErrorDetail | None = Field(None, description="only when FAILED")
+
+    @classmethod
+    def of(cls, job: JobSummary) -> "JobSummaryView":
+        """The view of a listed job."""
+        error = job.error if job.status is JobStatus.FAILED else None
+        return cls(id=job.id, model=job.model, status=job.status, created_at=iso(job.created_at),
+                   started_at=iso(job.started_at) if job.started_at is not None else None,
+                   finished_at=iso(job.finished_at) if job.finished_at is not None else None,
+                   attempts=job.attempts, replica=job.replica or None,
+                   error=ErrorDetail(code=error.code, message=error.message) if error else None)
+
+
+class JobList(BaseModel):
+    """The caller's jobs, newest first (with API keys, its own; without, all)."""
+
+    jobs: list[JobSummaryView]
+    next: float | None = Field(description="pass as ?before= for the next page (it may hold fewer than limit); "
+                                           "null: no more")
+
+    @classmethod
+    def of(cls, page: JobPage) -> "JobList":
+        """The view of a page of jobs."""
+        return cls(jobs=[JobSummaryView.of(job) for job in page.jobs], next=page.next)
+
+    def dump(self) -> dict[str, Any]:
+        """As JSON: a job's error only when it failed."""
+        return {"jobs": [job.model_dump(mode="json", exclude={"error"} if job.error is None else None)
+                         for job in self.jobs], "next": self.next}
 
 
 class FailedQuery(Query):

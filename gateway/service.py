@@ -14,14 +14,15 @@ from redis.sentinel import MasterNotFoundError
 
 from gateway import errors
 from gateway.auth import Guard, Waiters, parse_digests
-from gateway.schemas import HostList, ModelView, WaitingView
+from gateway.schemas import HostList, JobListQuery, ModelView, ScaleBody, ScaleView, WaitingView
 from gateway.webhooks import Targets
 from workers.config import ModelConfig, Settings
 from workers.job import Job, JobOptions, JobStatus, View
+from workers.scaling.policy import configured_bounds
 from workers.store import Store
 from workers.store.jobs import Existing, Idempotency, JobStore, Refusal, Unreplicated
-from workers.store.records import ColdStart, FailedDelivery, ModelSnapshot
-from workers.store.replies import CancelReply, RedeliverReply, ResubmitReply, WithdrawReply
+from workers.store.records import ColdStart, FailedDelivery, JobPage, ModelSnapshot, ScaleBounds
+from workers.store.replies import CancelReply, RedeliverReply, ResubmitReply, ScaleReply, WithdrawReply
 
 WITHDRAW_FOR = 10.0  # seconds from its start a submit whose answer was lost keeps trying to take its job back
 LONGEST_ID = 128  # a longer job id is unknown without a lookup
@@ -45,6 +46,11 @@ def idempotency_key(header: str | None) -> str:
         raise errors.InvalidIdempotencyKey(f"an Idempotency-Key is 1 to {LONGEST_IDEMPOTENCY_KEY} printable ASCII "
                                            f"characters")
     return header
+
+
+def said(bounds: ScaleBounds) -> str:
+    """Replica bounds in an event's reason."""
+    return f"min_replicas={bounds.min_replicas} max_replicas={bounds.max_replicas}"
 
 
 STREAM_PAUSE = 0.25  # seconds a stream waits on the job's end between reads of its parts
@@ -85,6 +91,34 @@ class Gateway:
         if job is None or job.owner != owner:
             raise errors.UnknownJob(f"no job {job_id[:LONGEST_ID]!r} (unknown, or expired after its retention)")
         return job
+
+    def jobs(self, owner: str, query: JobListQuery) -> JobPage:
+        """The caller's jobs, newest first, as the query asks (UnknownModel for a model not served)."""
+        if query.model is not None:
+            self.model(query.model)
+        return self.store.jobs.listed(owner, query.model, query.status, query.before, query.limit)
+
+    def scale(self, model: ModelConfig, body: ScaleBody, by: str) -> ScaleView:
+        """Set an operator's replica bounds of the model (merged with those in effect), recorded as an event
+        naming ``by``: the bounds now in effect; InvalidInput if min_replicas would exceed max_replicas."""
+        found = self.store.replicas.set_scale(model.name, configured_bounds(model.scaling), by, body.min_replicas,
+                                              body.max_replicas)
+        if isinstance(found, ScaleReply):  # INVALID
+            raise errors.InvalidInput(f"min_replicas would exceed max_replicas once merged with the bounds in effect "
+                                      f"(GET /v1/models/{model.name} shows them)")
+        self.store.events.record(model.name, "scale_set", reason=f"{said(found.bounds)} (were {said(found.was)}, "
+                                                                 f"{found.was.source}), by {by}")
+        return ScaleView.of(model.name, found.bounds)
+
+    def unscale(self, model: ModelConfig, by: str) -> ScaleView:
+        """Remove an operator's replica bounds of the model, recorded as an event naming ``by``: the models file's
+        bounds, in effect again."""
+        removed = self.store.replicas.clear_scale(model.name)
+        configured = configured_bounds(model.scaling)
+        if removed is not None:
+            self.store.events.record(model.name, "scale_reset", reason=f"{said(configured)} from the models file "
+                                                                       f"(were {said(removed)}), by {by}")
+        return ScaleView.of(model.name, configured)
 
     def webhook(self, asked: str | None, owner: str) -> str:
         """The webhook of a new job: the one asked for (InvalidWebhook unless its target is allowed), else the

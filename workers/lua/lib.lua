@@ -332,6 +332,10 @@ local function expire(id, model)  -- a job not started within its ttl: FAILED ex
   fail(id, model, 'expired', 'not started within its ttl of ' .. ttl .. ' s', false)
 end
 
+local function owned(owner)  -- the owner's jobs by created_at
+  return K.owned .. ((owner == nil or owner == '') and '-' or owner)
+end
+
 local function failed_deliveries(owner)  -- the owner's given-up webhook deliveries
   return K.webhooks_failed .. ((owner == nil or owner == '') and '-' or owner)
 end

@@ -1,5 +1,6 @@
 -- One consistent snapshot of a model, for the autoscaler and the model view: the time, the counts of jobs sent,
--- parked, waiting of priority low and running, replicas with their in-flight counts (the slots held), moving averages, the latest start failure and the scaling state.
+-- parked, waiting of priority low and running, replicas with their in-flight counts (the slots held), moving averages,
+-- the latest start failure, the scaling state and an operator's replica bounds (sm:scale_bounds).
 -- ARGV[3..]: model. Returns it as JSON.
 local model = ARGV[3]
 local function hash(key)
@@ -25,4 +26,5 @@ return cjson.encode({
   stats = hash(K.stats .. model),
   start_failure = hash(K.start_failure .. model),
   scaling = hash(K.scaling .. model),
+  scale_bounds = hash(K.scale_bounds .. model),
 })

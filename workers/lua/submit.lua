@@ -1,4 +1,5 @@
--- Record a new QUEUED job and push its Celery message: one step, so either both happen or neither.
+-- Record a new QUEUED job and push its Celery message: one step, so either both happen or neither; the job goes
+-- into its owner's index (sm:owned) in the same step.
 -- ARGV[3..]: id, model, max queued (0 = no cap), max not started per owner (0 = no cap), owner ('' = none), the
 -- idempotency key's Redis key ('' = none), the request's digest, seconds the key is kept, then field/value pairs
 -- (input, and the job's options).
@@ -42,6 +43,10 @@ if idem ~= '' then
   redis.call('HSET', job, 'idem', idem)
 end
 if mine then redis.call('ZADD', mine, NOW, id) end
+local index = owned(owner)  -- the owner's jobs (GET /v1/jobs), by the created_at as recorded; kept bounded here:
+redis.call('ZADD', index, created, id)  -- those past the retention and all but the newest OWNED_KEPT dropped
+redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. stamp(NOW - RETENTION))
+redis.call('ZREMRANGEBYRANK', index, 0, -OWNED_KEPT - 1)
 send(id, model)
 wake(model)
 return created

@@ -2,7 +2,8 @@
 
 - **observe**: one consistent snapshot per model (``observe.lua``): load, replicas, averages, start failure, and the
   policy's state as the last leader left it.
-- **decide**: the pure policy (``workers.scaling.policy``) gives a decision and its new state, kept in Redis.
+- **decide**: the pure policy (``workers.scaling.policy``, within an operator's bounds if set) gives a decision and
+  its new state, kept in Redis with the replicas it wants (``desired``: changed only when that number changes).
 - **reconcile**: registry writes at once, each fenced by the leader's token; every blocking call (a start, a stop, a
   readiness wait, a scan of what runs) is an action off the loop, and a replica with an action in flight is left
   alone. The loop blocks only on Redis, so it renews its leadership every pass; leadership lost mid-action (a paused
@@ -33,7 +34,7 @@ from workers.scaling.policy import Observation, Policy, ReplicaSnapshot, Scaling
 from workers.scaling.readiness import Probe
 from workers.scaling.spec import ReplicaSpec
 from workers.store import Leadership, LogRequest, Store
-from workers.store.records import ModelSnapshot, Replica, ReplicaState
+from workers.store.records import Desired, ModelSnapshot, Replica, ReplicaState
 from workers.store.replicas import cut
 
 log = logging.getLogger(__name__)
@@ -147,9 +148,14 @@ class Autoscaler:
         snapshot = self.observe(model)
         state = ScalingState.of(snapshot.scaling)
         observed = observation(snapshot)
-        decision, new_state = decide(observed, Policy.of(model.scaling), state, self.clock())
-        if new_state != state:
-            self.store.replicas.save_scaling(token, model.name, new_state.fields())
+        now = self.clock()
+        decision, new_state = decide(observed, Policy.of(model.scaling, snapshot.override), state, now)
+        wanted = snapshot.desired
+        if decision.desired is not None and (wanted is None or wanted.replicas != decision.desired):
+            wanted = Desired(decision.desired, now, decision.reason)
+        if new_state != state or wanted != snapshot.desired:
+            self.store.replicas.save_scaling(token, model.name,
+                                             new_state.fields() | (wanted.fields() if wanted else {}))
         self.hooks.after_decision(model.name, decision, observed)
         for replica in snapshot.replicas:
             self.tidy(model, replica, token, snapshot.now)

@@ -13,7 +13,8 @@ Rules, in order:
 3. **Add replicas while they pay off.** With ``slots = live replicas * concurrency``, the projected wait
    of the backlog is ``waiting * service time / slots``. A new replica helps only if it is ready before
    that backlog drains, so add one while the projected wait exceeds the average cold start.
-4. **Bounds.** Never above ``max_replicas``, never below ``min_replicas`` (min > 0 keeps warm replicas).
+4. **Bounds.** Never above ``max_replicas``, never below ``min_replicas`` (min > 0 keeps warm replicas); an
+   operator's bounds (PUT /v1/models/<m>/scale) replace the models file's while set.
 5. **Scale down only the idle.** While jobs wait nothing is stopped. Otherwise the replicas not
    needed for the jobs in flight may go, longest idle first, but only those holding no slot and idle for
    ``idle_timeout``; a busy replica is never stopped.
@@ -32,7 +33,7 @@ import math
 from dataclasses import dataclass
 
 from workers.config import Scaling
-from workers.store.records import ReplicaState
+from workers.store.records import ReplicaState, ScaleBounds
 
 
 @dataclass(frozen=True)
@@ -82,10 +83,16 @@ class Policy:
     backoff_max: float = 60.0  # longest wait between start attempts
 
     @classmethod
-    def of(cls, scaling: Scaling) -> "Policy":
-        """The policy a model's scaling section declares."""
-        return cls(concurrency=scaling.concurrency, min_replicas=scaling.min_replicas,
-                   max_replicas=scaling.max_replicas, idle_timeout=scaling.idle_timeout)
+    def of(cls, scaling: Scaling, override: ScaleBounds | None = None) -> "Policy":
+        """The policy a model's scaling section declares, within an operator's bounds if set."""
+        bounds = override or configured_bounds(scaling)
+        return cls(concurrency=scaling.concurrency, min_replicas=bounds.min_replicas,
+                   max_replicas=bounds.max_replicas, idle_timeout=scaling.idle_timeout)
+
+
+def configured_bounds(scaling: Scaling) -> ScaleBounds:
+    """The replica bounds the models file declares."""
+    return ScaleBounds(scaling.min_replicas, scaling.max_replicas)
 
 
 @dataclass(frozen=True)
@@ -103,8 +110,8 @@ class ScalingState:
 
     @classmethod
     def of(cls, fields: dict[str, str]) -> "ScalingState":
-        """From what was stored (nothing: the initial state)."""
-        if not fields:
+        """From what was stored (nothing: the initial state); the fields stored beside it are not its own."""
+        if "failures" not in fields:
             return cls()
         return cls(failures=int(fields["failures"]), retry_at=float(fields["retry_at"]),
                    seen_failure_at=float(fields["seen_failure_at"]))

@@ -17,7 +17,7 @@ import redis
 
 from workers.job import Delivery, Job, JobError, JobOptions, JobStatus, Outcome, View
 from workers.store import keys, replies
-from workers.store.records import Started, Waiting
+from workers.store.records import JobPage, Started, Waiting
 from workers.store.replies import (
     AppendReply,
     CancelReply,
@@ -162,6 +162,14 @@ class JobStore:
         """The job, or None if unknown or expired."""
         fields = cast(dict[str, str], self.redis.hgetall(keys.job(job_id)))
         return Job.from_hash(fields) if fields else None
+
+    def listed(self, owner: str, model: str | None = None, status: JobStatus | None = None,
+               before: float | None = None, limit: int = 50, look: int = 5000) -> JobPage:
+        """The owner's jobs ('' : those of no API key), newest first: of ``model`` and in ``status`` if given,
+        created before ``before`` if given, at most ``limit``, found among at most ``look`` entries of the owner's
+        index (fewer than ``limit`` with a ``next``: go on from it). Jobs whose record expired are left out."""
+        return replies.listed(self.scripts("list_jobs", owner, model or "", status.value if status else "",
+                                           "" if before is None else repr(before), limit, look))
 
     def wait(self, job_id: str, timeout: float) -> Job | None:
         """Block until the job finishes or ``timeout`` passes (no polling); the job as it then is.

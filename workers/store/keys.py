@@ -46,6 +46,10 @@ host), read inside the scripts.
 - ``sm:leases``              zset   claimed jobs by lease expiry; the reaper takes back the expired.
 - ``sm:purge:{uuid}``        zset   the jobs a purge looks at: the model's waiting jobs when it began (a copy of
                                     both sets), taken off as it goes; gone when it ends, or 10 minutes after.
+- ``sm:owned:{owner}``      zset   the owner's (an API key's; ``-``: no API keys) jobs by created_at (its score is
+                                    the recorded text, so a created_at read back names its entry): added by the
+                                    submit, which drops those created over ``job_retention`` seconds ago and keeps
+                                    the newest ``OWNED_KEPT``; an id whose record expired is skipped when read.
 - ``sm:dead``                list   jobs that failed after their last attempt (dead letters), newest first.
 - ``sm:done:{id}``           list   one token pushed when the job finishes; waiters BLMOVE it onto itself.
 - ``sm:parts:{id}``          list   the parts a streaming run gave so far (JSON each), in order; appended under
@@ -83,7 +87,11 @@ host), read inside the scripts.
 - ``sm:slots:{id}``          set    the jobs holding the replica's concurrency slots (the job's ``slot`` names the
                                     replica, its ``claim`` the holder).
 - ``sm:start_failure:{model}`` hash the latest failed replica start: at, reason; gone once one is READY.
-- ``sm:scaling:{model}``     hash   the scaling policy's state (backoff), written by the leading autoscaler.
+- ``sm:scaling:{model}``     hash   the scaling policy's state (backoff) and the replicas it last wanted (desired,
+                                    desired_at, desired_reason), written by the leading autoscaler.
+- ``sm:scale_bounds:{model}`` hash  an operator's replica bounds of the model (PUT /v1/models/<m>/scale): min_replicas,
+                                    max_replicas, at, by; the leading autoscaler applies them in place of the
+                                    models file's, read in the same script as its snapshot (observe.lua).
 - ``sm:hosts``               hash   the machines replicas may run on, as the leading autoscaler last saw them:
                                     seen_at, hosts (JSON: name, state, address, cpus, memory, gpus, role,
                                     availability); saved on every sweep, gone 30 s after the last save.
@@ -160,6 +168,9 @@ PARKED_BY_RANK = "sm:parked_by_rank:"
 LOW = "sm:low:"
 PARTS = "sm:parts:"
 PARTS_TAKEN = "sm:parts_taken:"
+OWNED = "sm:owned:"
+OWNED_KEPT = 10_000  # jobs an owner's index keeps at most (the newest)
+SCALE_BOUNDS = "sm:scale_bounds:"
 
 PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
     "job": JOB, "sent": SENT, "parked": PARKED, "running": RUNNING, "unstarted": UNSTARTED, "done": DONE,
@@ -170,7 +181,7 @@ PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
     "hosts": HOSTS, "purge": PURGE, "idem": IDEMPOTENCY, "deadlines": DEADLINES, "webhooks": WEBHOOKS,
     "webhook_retry": WEBHOOK_RETRY, "webhooks_failed": WEBHOOKS_FAILED, "deliverers": DELIVERERS,
     "sent_by_rank": SENT_BY_RANK, "parked_by_rank": PARKED_BY_RANK, "low": LOW, "parts": PARTS,
-    "parts_taken": PARTS_TAKEN,
+    "parts_taken": PARTS_TAKEN, "owned": OWNED, "scale_bounds": SCALE_BOUNDS,
 }
 
 
@@ -247,3 +258,13 @@ def idempotency(owner: str, key: str) -> str:
 def webhooks_failed(owner: str) -> str:
     """The owner's jobs whose webhook delivery was given up."""
     return WEBHOOKS_FAILED + (owner or NO_OWNER)
+
+
+def owned(owner: str) -> str:
+    """The owner's jobs by when they were created."""
+    return OWNED + (owner or NO_OWNER)
+
+
+def scale_bounds(model: str) -> str:
+    """An operator's replica bounds of the model."""
+    return SCALE_BOUNDS + model

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers.job import Job
+from workers.job import Job, JobError, JobStatus
 
 
 def _float(value: str | None) -> float | None:
@@ -185,6 +185,90 @@ class StartFailure:
 
 
 @dataclass(frozen=True)
+class JobSummary:
+    """A job as listed (GET /v1/jobs): its status, times, attempts, replica and error; no input or output."""
+
+    id: str
+    model: str
+    status: JobStatus
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: int = 0
+    replica: str = ""
+    error: JobError | None = None
+
+    @classmethod
+    def decode(cls, fields: list[str | None]) -> "JobSummary":
+        """From list_jobs.lua's nine fields (id, model, status, created_at, started_at, finished_at, attempts,
+        replica, error; None where not set)."""
+        job_id, model, status, created, started, finished, attempts, replica, error = fields
+        return cls(id=str(job_id), model=str(model), status=JobStatus(str(status)), created_at=float(str(created)),
+                   started_at=_float(started), finished_at=_float(finished), attempts=int(attempts or 0),
+                   replica=replica or "", error=JobError.decode(error) if error else None)
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """Jobs of one owner, newest first, and where the next page begins (``next``: the created_at to list before;
+    None when no more remain)."""
+
+    jobs: tuple[JobSummary, ...]
+    next: float | None
+
+
+class BoundsSource(enum.StrEnum):
+    """Where a model's replica bounds in effect come from."""
+
+    OVERRIDE = "override"  # an operator's (PUT /v1/models/<m>/scale)
+    CONFIG = "config"  # the models file
+
+
+MOST_REPLICAS = 1000  # the highest bound an operator may set
+
+
+@dataclass(frozen=True)
+class ScaleBounds:
+    """A model's replica bounds and where they come from."""
+
+    min_replicas: int
+    max_replicas: int
+    source: BoundsSource = BoundsSource.CONFIG
+
+    @classmethod
+    def override(cls, fields: dict[str, str]) -> "ScaleBounds | None":
+        """An operator's bounds as stored; None if there are none, or none that hold (0 <= min <= max, 1 <= max)."""
+        try:
+            least, most = int(fields["min_replicas"]), int(fields["max_replicas"])
+        except (KeyError, ValueError):
+            return None
+        if not 0 <= least <= most or not 1 <= most <= MOST_REPLICAS:
+            return None
+        return cls(least, most, BoundsSource.OVERRIDE)
+
+
+@dataclass(frozen=True)
+class Desired:
+    """The replicas the scaling policy last wanted for a model, since when (Redis time) and why."""
+
+    replicas: int
+    at: float
+    reason: str
+
+    def fields(self) -> dict[str, str]:
+        """As stored beside the policy's state."""
+        return {"desired": str(self.replicas), "desired_at": repr(self.at), "desired_reason": self.reason}
+
+    @classmethod
+    def of(cls, fields: dict[str, str]) -> "Desired | None":
+        """From the stored scaling state; None if it holds none."""
+        try:
+            return cls(int(fields["desired"]), float(fields["desired_at"]), fields.get("desired_reason", ""))
+        except (KeyError, ValueError):
+            return None
+
+
+@dataclass(frozen=True)
 class ModelSnapshot:
     """A model as one script saw it at ``now`` (Redis time)."""
 
@@ -197,6 +281,12 @@ class ModelSnapshot:
     start_failure: StartFailure | None = None
     scaling: dict[str, str] = field(default_factory=dict)  # the policy's state, as stored
     low: int = 0  # waiting jobs of priority low
+    override: ScaleBounds | None = None  # an operator's replica bounds, if set
+
+    @property
+    def desired(self) -> Desired | None:
+        """The replicas the policy last wanted, as the leader saved them with its state."""
+        return Desired.of(self.scaling)
 
     @classmethod
     def decode(cls, text: str, seeds: dict[str, float]) -> "ModelSnapshot":
@@ -210,6 +300,7 @@ class ModelSnapshot:
         return cls(now=float(found["now"]), waiting=int(found["sent"]) + int(found["parked"]),
                    parked=int(found["parked"]), running=int(found["running"]), replicas=tuple(replicas),
                    averages=averages, scaling=dict(found["scaling"] or {}), low=int(found.get("low", 0)),
+                   override=ScaleBounds.override(found.get("scale_bounds") or {}),
                    start_failure=StartFailure(float(failure["at"]), failure["reason"]) if failure else None)
 
 

@@ -14,8 +14,9 @@ from dataclasses import asdict
 
 import redis
 
-from workers.store import keys
-from workers.store.records import ColdStart, Host, ModelSnapshot, Replica, SeenHosts
+from workers.store import keys, replies
+from workers.store.records import ColdStart, Host, ModelSnapshot, Replica, ScaleBounds, SeenHosts
+from workers.store.replies import ScaleReply, ScaleSet
 from workers.store.scripts import Scripts
 
 HOSTS_TTL = 30.0  # seconds the hosts a leader saved are kept (it saves them about every second)
@@ -121,6 +122,26 @@ class ReplicaRegistry:
     def save_scaling(self, token: str, model: str, state: dict[str, str]) -> bool:
         """Keep the policy's state of a model (it survives a failover)."""
         return bool(self.scripts("save_scaling", token, model, *[v for item in state.items() for v in item]))
+
+    def set_scale(self, model: str, configured: ScaleBounds, by: str, min_replicas: int | None = None,
+                  max_replicas: int | None = None) -> ScaleSet | ScaleReply:
+        """An operator's replica bounds of the model, merged with those in effect (its override, else
+        ``configured``), and the leader woken to apply them: the bounds set and those before, or INVALID (min over
+        max; nothing set). ``by``: who set them."""
+        given = ["" if bound is None else str(bound) for bound in (min_replicas, max_replicas)]
+        return replies.scale_set(self.scripts("set_scale", model, *given, configured.min_replicas,
+                                              configured.max_replicas, by))
+
+    def clear_scale(self, model: str) -> ScaleBounds | None:
+        """Remove an operator's replica bounds of the model (the models file's apply again) and wake the leader:
+        the bounds removed, if any."""
+        with self.redis.pipeline() as pipe:
+            pipe.hgetall(keys.scale_bounds(model))
+            pipe.delete(keys.scale_bounds(model))
+            pipe.rpush(keys.SCALE, model)
+            pipe.ltrim(keys.SCALE, -100, -1)
+            removed = pipe.execute()[0]
+        return ScaleBounds.override(removed)
 
     def save_hosts(self, token: str, hosts: Iterable[Host], ttl: float = HOSTS_TTL) -> bool:
         """Keep the hosts as the leader sees them now, for ``ttl`` seconds; False if the caller no longer leads."""

@@ -10,7 +10,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple, TypeVar
 
 from workers.job import Job, JobStatus
-from workers.store.records import FailedDelivery, Slot, Started
+from workers.store.records import BoundsSource, FailedDelivery, JobPage, JobSummary, ScaleBounds, Slot, Started
 
 
 class CancelReply(StrEnum):
@@ -181,3 +181,42 @@ def submitted(reply: Any) -> str | SubmitReply | Job:
     except ValueError:
         raise UnexpectedReply(f"a submit answered {text[:100]!r}") from None
     return text
+
+
+LISTED_FIELDS = 9  # list_jobs.lua's fields per job
+
+
+def listed(reply: Any) -> JobPage:
+    """list_jobs.lua's ``{next, then nine fields per job}``."""
+    if not isinstance(reply, list) or not reply or (len(reply) - 1) % LISTED_FIELDS:
+        raise UnexpectedReply(f"list_jobs answered {str(reply)[:100]!r}")
+    try:
+        jobs = tuple(JobSummary.decode(reply[i:i + LISTED_FIELDS]) for i in range(1, len(reply), LISTED_FIELDS))
+        return JobPage(jobs=jobs, next=float(reply[0]) if reply[0] else None)
+    except (ValueError, TypeError) as exc:
+        raise UnexpectedReply(f"list_jobs answered {str(reply)[:100]!r}") from exc
+
+
+class ScaleReply(StrEnum):
+    """set_scale.lua, when it set nothing."""
+
+    INVALID = "INVALID"  # merged with the bounds in effect, min_replicas would exceed max_replicas
+
+
+class ScaleSet(NamedTuple):
+    """set_scale.lua set an override: the bounds now, and those in effect before."""
+
+    bounds: ScaleBounds
+    was: ScaleBounds
+
+
+def scale_set(reply: Any) -> ScaleSet | ScaleReply:
+    """set_scale.lua's ``{min, max, was min, was max, was source}``, or ``{INVALID, min, max}``."""
+    if isinstance(reply, list) and reply and reply[0] == ScaleReply.INVALID:
+        return ScaleReply.INVALID
+    try:
+        least, most, was_least, was_most, source = reply
+        return ScaleSet(ScaleBounds(int(least), int(most), BoundsSource.OVERRIDE),
+                        ScaleBounds(int(was_least), int(was_most), BoundsSource(source)))
+    except (ValueError, TypeError) as exc:
+        raise UnexpectedReply(f"set_scale answered {str(reply)[:100]!r}") from exc

@@ -1,5 +1,5 @@
 """The Lua scripts of ``workers/lua``, each loaded behind one prelude: the key prefixes (and the buckets of the
-counters' histograms), the job's statuses and
+counters' histograms, and how many jobs an owner's index keeps), the job's statuses and
 the moves between them (``workers.job``), the Celery message template and ``lib.lua`` (the clock, fencing, slots,
 parking, the one writer of a job's status and the end of a job)."""
 
@@ -19,7 +19,7 @@ NAMES = ("submit", "withdraw", "start", "finish", "retry", "renew", "reap", "res
          "cancel", "add_replica", "launched", "ready", "start_failed", "replica_failed", "drain", "remove_replica",
          "save_scaling", "save_hosts", "observe", "note", "abandon", "refuse", "count", "resubmit", "purge", "expire",
          "webhook_due", "webhook_attempt", "webhook_failed", "webhook_redeliver", "waiting", "append_part",
-         "take_parts", "webhook_forget", "cold_starts")
+         "take_parts", "webhook_forget", "list_jobs", "set_scale", "cold_starts")
 
 
 def prelude() -> str:
@@ -28,7 +28,8 @@ def prelude() -> str:
     message = envelope.template()
     assert "]==]" not in message
     bounds = ", ".join(map(str, keys.BOUNDS))
-    head = f"local K = {{{table}}}\nlocal BOUNDS = {{{bounds}}}\n{moves()}local ENVELOPE = [==[{message}]==]\n"
+    head = (f"local K = {{{table}}}\nlocal BOUNDS = {{{bounds}}}\nlocal OWNED_KEPT = {keys.OWNED_KEPT}\n{moves()}"
+            f"local ENVELOPE = [==[{message}]==]\n")
     return head + (LUA / "lib.lua").read_text()
 
 
