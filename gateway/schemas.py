@@ -1,6 +1,7 @@
 """Request and response models: they validate requests and generate the OpenAPI document."""
 
 import copy
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -167,7 +168,8 @@ class ColdStartView(BaseModel):
 
     def server_timing(self) -> str:
         """As a ``Server-Timing`` header: the whole and each stage, in milliseconds."""
-        whole = f'cold-start;dur={self.total * 1000:.1f};desc="replica {self.replica} on {self.host or "?"}"'
+        said = re.sub(r'[^\x20-\x7e]|["\\]', "", f"replica {self.replica} on {self.host or '?'}")  # a backend's
+        whole = f'cold-start;dur={self.total * 1000:.1f};desc="{said}"'  # names, as a quoted string may hold them
         return ", ".join([whole, *(f"cold-start-{name.replace('_', '-')};dur={seconds * 1000:.1f}"
                                    for name, seconds in self.stages.items())])
 

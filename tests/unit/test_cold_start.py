@@ -1,11 +1,13 @@
 """A replica's cold start by stage (placed, created, process_up, ready, first_result), on fakeredis with a clock
 that moves only when told: what the store keeps, what the job and the model show, what /metrics counts."""
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import fakeredis
 import pytest
 
+from gateway.schemas import ColdStartView
 from tests.unit.test_autoscaler import Clock
 from tests.unit.test_metrics import client, samples
 from workers.job import Job, JobStatus, Outcome
@@ -88,3 +90,32 @@ def test_a_cold_start_nobody_waited_for_ends_at_ready_and_a_stage_not_seen_merge
     found = samples(client(tmp_path, monkeypatch, fake).get("/metrics").text)
     assert found[("sm_cold_start_seconds_count", (("host", "vm"), ("model", "m")))] == 1
     assert ("sm_cold_start_stage_seconds_count", (("host", "vm"), ("model", "m"), ("stage", "placed"))) not in found
+
+
+def test_a_backends_odd_host_name_never_breaks_the_header() -> None:
+    cold = ColdStartView(replica="r1", host='a"b\\c\r\nd\u00e9', started_at=datetime.now(UTC), stages={"ready": 1.0},
+                         total=1.0, complete=True)
+    assert cold.server_timing() == 'cold-start;dur=1000.0;desc="replica r1 on abcd", cold-start-ready;dur=1000.0'
+
+
+def test_only_a_job_that_waited_ends_the_cold_start(tmp_path: Path) -> None:
+    fake, clock = fakeredis.FakeRedis(decode_responses=True), Clock()
+    store = Store.of(fake, retention=600, clock=clock)
+    token = store.leadership(600).hold() or ""
+    waiting = store.jobs.submit(store.jobs.new("m", {}))
+    assert isinstance(waiting, Job)
+    store.jobs.start(waiting.id, "t-" + waiting.id, 30, "w", 1, True)  # parked
+    assert store.replicas.add(token, "r1", "m", "process")
+    clock.advance(1)
+    assert store.replicas.launched(token, "r1", "http://127.0.0.1:9", "h", "vm", placed=0.5, created=0.2) == 1
+    assert store.replicas.ready(token, "r1", 2, up=0.1) == (1.0, 1)
+    started(store, waiting)
+    store.jobs.cancel(waiting.id)  # the job that waited ends without a result
+    store.jobs.finish(waiting.id, "t-" + waiting.id, Outcome(JobStatus.SUCCEEDED, output="1"))
+    clock.advance(3600)
+    later = store.jobs.submit(store.jobs.new("m", {}))
+    assert isinstance(later, Job)
+    started(store, later)
+    store.jobs.finish(later.id, "t-" + later.id, Outcome(JobStatus.SUCCEEDED, output="2"))
+    cold = store.replicas.cold_start("r1")
+    assert cold is not None and "first_result" not in cold.stages and not cold.complete  # not an hour's cold start

@@ -1,6 +1,7 @@
 -- Commit a run's outcome under its claim: the final status and fields, the slot given back (one parked job is
 -- sent to it), the replica's service time folded into the model's moving average, the lease dropped.
--- The replica's first result ends the cold start jobs waited for (lib.lua first_result).
+-- The first result on the replica of a job that waited for its cold start ends that cold start (lib.lua
+-- first_result).
 -- The exchange is judged on the replica: an answer clears its count of failed exchanges in a row; one that timed
 -- out (the replica alive, the request slow) adds to it.
 -- ARGV[3..]: id, claim token, status (SUCCEEDED or FAILED), service seconds ('' = none), average weight,
@@ -22,7 +23,7 @@ end
 local replica = free_slot(id)
 if replica then
   judged(replica, timed_out, 'no answer within the request timeout')
-  first_result(replica)
+  first_result(id, replica)
 end
 local fields = {}
 for i = 9, #ARGV do table.insert(fields, ARGV[i]) end

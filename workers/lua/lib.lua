@@ -252,7 +252,8 @@ local function count_span(model, span, seconds)  -- one job's span into the mode
   redis.call('HINCRBYFLOAT', K.counts .. model, span .. ':sum', seconds)
 end
 
-local function first_result(replica)  -- a replica's first result ends the cold start jobs waited for (ready.lua)
+local function first_result(id, replica)  -- the first result on a replica of a job that waited for its cold start
+  if redis.call('HGET', K.job .. id, 'cold_start') ~= replica then return end  -- ends that cold start (ready.lua)
   local r = redis.call('HMGET', K.replica .. replica, 'waited', 'ready_at', 'model', 'host')
   if not r[1] then return end
   redis.call('HDEL', K.replica .. replica, 'waited')

@@ -164,7 +164,7 @@ class JobStore:
         return Job.from_hash(fields) if fields else None
 
     def listed(self, owner: str, model: str | None = None, status: JobStatus | None = None,
-               before: float | None = None, limit: int = 50, look: int = 5000) -> JobPage:
+               before: float | None = None, limit: int = 50, look: int = 1000) -> JobPage:
         """The owner's jobs ('' : those of no API key), newest first: of ``model`` and in ``status`` if given,
         created before ``before`` if given, at most ``limit``, found among at most ``look`` entries of the owner's
         index (fewer than ``limit`` with a ``next``: go on from it). Jobs whose record expired are left out."""
