@@ -114,13 +114,15 @@ def status(gateway: Gateway, as_json: bool) -> int:
 @command("jobs")
 @click.option("--model", help="only this model's jobs")
 @click.option("--status", "state", help="only jobs in this status (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)")
-@click.option("--limit", type=int, help="at most this many")
-def jobs(gateway: Gateway, as_json: bool, model: str | None, state: str | None, limit: int | None) -> int:
-    """Recent jobs, newest first."""
-    answer = gateway.call("GET", "/v1/jobs", {"model": model, "status": state, "limit": limit})
+@click.option("--limit", type=int, help="at most this many (50)")
+@click.option("--before", help="only jobs created before this (a page's next, in Unix seconds)")
+def jobs(gateway: Gateway, as_json: bool, model: str | None, state: str | None, limit: int | None,
+         before: str | None) -> int:
+    """Your recent jobs, newest first."""
+    answer = gateway.call("GET", "/v1/jobs", {"model": model, "status": state, "limit": limit, "before": before})
     code = show(answer, as_json, lambda a, now: views.jobs(a["jobs"], now))
-    if answer.get("next") and not as_json:
-        click.echo("(more jobs than shown)", err=True)
+    if answer.get("next") is not None and not as_json:
+        click.echo(f"(more: --before {answer['next']})", err=True)
     return code
 
 

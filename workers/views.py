@@ -24,10 +24,17 @@ def status(models: list[dict[str, Any]], hosts: dict[str, Any], now: datetime) -
 
 def models_table(models: list[dict[str, Any]]) -> str:
     """One line per model: its queue, what runs, its replicas by state, bounds and moving averages."""
-    return table(["MODEL", "QUEUED", "PARKED", "RUNNING", "REPLICAS", "MIN-MAX", "SERVICE TIME", "COLD START"],
+    return table(["MODEL", "QUEUED", "PARKED", "RUNNING", "REPLICAS", "DESIRED", "MIN-MAX", "SERVICE TIME",
+                  "COLD START"],
                  [[m["name"], m["queue_depth"], m["parked"], m["running"], by_state(m["replicas"]),
-                   f"{m['min_replicas']}-{m['max_replicas']}", average(m["averages"].get("service_time")),
+                   (m.get("desired") or {}).get("replicas"), bounds(m), average(m["averages"].get("service_time")),
                    average(m["averages"].get("cold_start"))] for m in models])
+
+
+def bounds(model: dict[str, Any]) -> str:
+    """A model's replica bounds in effect: ``0-2``, or ``1-3 (override)`` when an operator set them."""
+    source = (model.get("scale") or {}).get("source")
+    return f"{model['min_replicas']}-{model['max_replicas']}" + (" (override)" if source == "override" else "")
 
 
 def by_state(replicas: list[dict[str, Any]]) -> str:

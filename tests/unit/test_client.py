@@ -107,9 +107,9 @@ def test_status_shows_models_hosts_and_replicas_in_aligned_columns(gateway: Fake
     result = run(gateway, "status")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["MODEL", "QUEUED", "PARKED", "RUNNING", "REPLICAS", "MIN-MAX", "SERVICE", "TIME",
-                                "COLD", "START"]
-    assert lines[1].split() == ["iris", "5", "2", "1", "1", "READY,", "1", "STARTING", "0-2", "12ms", "30s",
+    assert lines[0].split() == ["MODEL", "QUEUED", "PARKED", "RUNNING", "REPLICAS", "DESIRED", "MIN-MAX", "SERVICE",
+                                "TIME", "COLD", "START"]
+    assert lines[1].split() == ["iris", "5", "2", "1", "1", "READY,", "1", "STARTING", "-", "0-2", "12ms", "30s",
                                 "(seed)"]
     assert lines[0].index("QUEUED") == lines[1].index("5")  # aligned
     host = next(line for line in lines if line.startswith("node-a"))
@@ -118,6 +118,14 @@ def test_status_shows_models_hosts_and_replicas_in_aligned_columns(gateway: Fake
     replica = next(line for line in lines if line.startswith("r1"))
     assert replica.split() == ["r1", "iris", "READY", "node-a", "1/4", "3m20s", "-"]
     assert next(line for line in lines if line.startswith("r2")).split()[:5] == ["r2", "iris", "STARTING", "-", "0/0"]
+
+
+def test_status_shows_the_desired_replicas_and_bounds_an_operator_set(gateway: FakeGateway) -> None:
+    model = {**MODELS["models"][0], "min_replicas": 1, "max_replicas": 3, "desired": {"replicas": 2},
+             "scale": {"model": "iris", "min_replicas": 1, "max_replicas": 3, "source": "override"}}
+    gateway.on("GET", "/v1/models", (200, {"models": [model]}))
+    gateway.on("GET", "/v1/hosts", (200, HOSTS))
+    assert run(gateway, "status").stdout.splitlines()[1].split()[8:11] == ["2", "1-3", "(override)"]
 
 
 def test_status_json_is_the_gateways_answers(gateway: FakeGateway) -> None:
@@ -159,17 +167,18 @@ def test_the_key_in_sm_api_key_is_sent_and_sm_gateway_url_is_the_default(gateway
 def test_jobs_sends_its_filters_and_shows_a_line_per_job(gateway: FakeGateway) -> None:
     failed = {**queued("j2"), "status": "FAILED", "started_at": stamp(1.5), "finished_at": stamp(1), "attempts": 1,
               "replica": "r1", "error": {"code": "bad_input", "message": "expected 4 numbers"}}
-    gateway.on("GET", "/v1/jobs", (200, {"jobs": [failed, queued()], "next": "c1"}))
-    result = run(gateway, "jobs", "--model", "iris", "--status", "FAILED", "--limit", "2")
+    gateway.on("GET", "/v1/jobs", (200, {"jobs": [failed, queued()], "next": 1700000000.5}))
+    result = run(gateway, "jobs", "--model", "iris", "--status", "FAILED", "--limit", "2", "--before", "1800000000")
     assert result.exit_code == 0
-    assert gateway.requests[-1]["query"] == {"model": ["iris"], "status": ["FAILED"], "limit": ["2"]}
+    assert gateway.requests[-1]["query"] == {"model": ["iris"], "status": ["FAILED"], "limit": ["2"],
+                                             "before": ["1800000000"]}
     header, first, second = result.stdout.splitlines()
     assert second.split()[:3] == ["j1", "iris", "QUEUED"]
     assert header.split() == ["JOB", "MODEL", "STATUS", "CREATED", "RAN", "ATTEMPTS", "REPLICA", "ERROR"]
     assert first.split()[:3] == ["j2", "iris", "FAILED"] and "500ms  1" in first
     assert first.endswith("bad_input: expected 4 numbers")
-    assert "more jobs" in result.stderr
-    assert json.loads(run(gateway, "jobs", "--json").stdout)["next"] == "c1"
+    assert result.stderr == "(more: --before 1700000000.5)\n"
+    assert json.loads(run(gateway, "jobs", "--json").stdout)["next"] == 1700000000.5
     assert gateway.requests[-1]["query"] == {}
 
 
