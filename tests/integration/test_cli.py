@@ -63,7 +63,8 @@ def test_submit_wait_prints_the_output_then_status_events_job_and_logs_show_it(p
     status = serverless_model("status", "--url", url)
     assert status.returncode == 0, status.stderr
     rows = [line.split() for line in status.stdout.splitlines()]
-    assert ["iris", "0", "0", "0", "1", "READY", "0-2"] in [row[:7] for row in rows], status.stdout
+    iris = next(row for row in rows if row[0] == "iris")
+    assert iris[:6] == ["iris", "0", "0", "0", "1", "READY"] and iris[7] == "0-2", status.stdout
     assert [replica, "iris", "READY"] in [row[:3] for row in rows], status.stdout
     models = {m["name"]: m for m in json_of(["status"], url)["models"]}
     assert [r["id"] for r in models["iris"]["replicas"]] == [replica]
