@@ -7,6 +7,7 @@ import fakeredis
 import pytest
 from celery.events.state import State
 from celery.exceptions import Ignore, Retry
+from click.testing import CliRunner
 
 from workers import cli
 from workers.execution.celery_app import JobFailed, cancel_revoked, report
@@ -90,9 +91,10 @@ def test_review2_hole19_the_worker_sends_task_events_from_its_first_job_when_ask
         started.append(argv)
 
     monkeypatch.setattr(cli.os, "execvp", execvp)
-    cli.worker(cli.parser().parse_args(["worker", "--task-events"]))
-    cli.worker(cli.parser().parse_args(["worker"]))
+    assert CliRunner().invoke(cli.main, ["worker", "--task-events"]).exit_code == 0
+    assert CliRunner().invoke(cli.main, ["worker", "--", "--max-tasks-per-child", "5"]).exit_code == 0
     assert "--task-events" in started[0] and "--task-events" not in started[1]
+    assert started[1][-2:] == ["--max-tasks-per-child", "5"]  # the rest goes to celery worker
 
 
 def test_review2_hole11_a_revoked_tasks_job_is_cancelled_saying_so() -> None:
