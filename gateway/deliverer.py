@@ -37,6 +37,7 @@ from gateway.webhooks import Target, Targets, signature
 from workers.config import Settings
 from workers.job import DeliveryStatus, Job, View
 from workers.store import Store, connect
+from workers.store.records import ColdStart
 from workers.store.webhooks import Entry
 
 log = logging.getLogger(__name__)
@@ -45,13 +46,13 @@ USER_AGENT = "serverless-model-webhooks/1"
 FORGET_AFTER = 3600.0  # seconds idle after which a consumer holding no entry is forgotten (its process is gone)
 
 
-def body_of(job: Job) -> bytes:
+def body_of(job: Job, cold: ColdStart | None = None) -> bytes:
     """What a receiver gets: the job as the door it came through shows it (the native view without the state of its
-    own delivery, or RunPod's status answer)."""
+    own delivery, with the cold start it waited for; or RunPod's status answer)."""
     if job.webhook is not None and job.webhook.view is View.RUNPOD:
         view = JobState.of(job).model_dump(mode="json", exclude_none=True)
     else:
-        view = JobView.of(job).model_dump(mode="json", exclude={"webhook"})
+        view = JobView.of(job, cold=cold).model_dump(mode="json", exclude={"webhook"})
     return json.dumps(view, separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
 
 
@@ -134,7 +135,7 @@ class Deliverer:
             target = self.targets.target(job.webhook.url)
         except errors.InvalidWebhook as exc:
             return exc.message
-        body = body_of(job)
+        body = body_of(job, self.store.replicas.cold_start(job.cold_start) if job.cold_start else None)
         timestamp = int(self.clock())
         headers = {"Host": target.host if target.port in (80, 443) else f"{target.host}:{target.port}",
                    "Content-Type": "application/json", "User-Agent": USER_AGENT,
