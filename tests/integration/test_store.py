@@ -221,6 +221,36 @@ def test_parked_jobs_expire_after_the_queue_timeout(store: Store) -> None:
     assert expired is not None and expired.error is not None and expired.error.code == "no_replica"
 
 
+def test_a_job_that_waited_for_a_start_waits_afresh_once_the_start_ends(store: Store) -> None:
+    token = leader(store)
+    jobs = submit(store), submit(store)
+    for job in jobs:
+        store.client.hset(keys.job(job.id), "created_at", "1")  # submitted long ago, while a replica started
+    assert store.replicas.add(token, "r1", "m", "fake")
+    assert [start(store, job, claim) for job, claim in zip(jobs, "ab", strict=True)] == ["PARKED"] * 2
+    store.client.zadd(keys.parked("m"), {job.id: 1 for job in jobs})
+    assert store.jobs.expire_parked("m", queue_timeout=60) == []  # a replica is starting
+    assert store.replicas.launched(token, "r1", "http://127.0.0.1/r1", "r1")
+    assert store.replicas.ready(token, "r1", concurrency=1) is not None  # the start ended: one is sent, one waits
+    [left] = store.client.zrange(keys.parked("m"), 0, -1)
+    assert store.jobs.expire_parked("m", queue_timeout=60) == []  # it waits since the replica turned READY
+    assert store.jobs.expire_parked("m", queue_timeout=0) == [left]
+
+
+def test_a_job_waits_afresh_after_a_failed_start(store: Store) -> None:
+    token = leader(store)
+    job = submit(store)
+    store.client.hset(keys.job(job.id), "created_at", "1")
+    assert store.replicas.add(token, "r1", "m", "fake")
+    assert start(store, job, "a") == "PARKED"
+    store.client.zadd(keys.parked("m"), {job.id: 1})
+    assert store.replicas.start_failed(token, "r1", "m", "exited", fail_waiting=False) == 0
+    [failed] = store.replicas.of("m")
+    assert store.replicas.remove(token, failed) and store.replicas.of("m") == []
+    assert store.jobs.expire_parked("m", queue_timeout=60) == []  # it waits since the start failed
+    assert store.jobs.expire_parked("m", queue_timeout=0) == [job.id]
+
+
 def test_a_job_taken_back_from_a_lost_worker_waits_afresh(store: Store) -> None:
     ready_replica(store)
     job = submit(store)
