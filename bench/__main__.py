@@ -31,37 +31,63 @@ from bench.run import (
     wait_until,
 )
 from workers.config import Settings
+from workers.embedded import start_embedded_redis
 from workers.images import build_images
 from workers.scaling.backends import DockerBackend, ProcessBackend, ReplicaBackend, free_port
 
 SYSTEMS = ("direct", "celery", "naive", "ours")
+PLATFORM = ("gateway", "worker", "autoscaler", "flower")  # its processes (a replica's work is the model's)
+FSYNCS = ("always", "everysec")  # Redis appendfsync of the platform's and bare Celery's Redis, in turn each round
 
 
 def hot_path(processes: Processes, ours: Platform, args: argparse.Namespace) -> dict[str, Any]:
-    """Latency and throughput of every system, in interleaved rounds; the median of the rounds."""
+    """Latency, throughput and the costs per job of every system, in interleaved rounds under each fsync mode of
+    the platform's Redis (bare Celery shares it; the naive forward has its own Redis, without append-only file, as
+    a team writing it would run it); every round's figures."""
     port = free_port()
     processes.start("direct-replica", [sys.executable, "-m", "model.server"], PORT=str(port),
                     CONCURRENCY=str(CONCURRENCY))
     direct_url = f"http://127.0.0.1:{port}"
     wait_until(lambda: answers(f"{direct_url}/ok"), 60, "the direct replica")
-    start_reference_worker(processes)
+    durable_url = processes.env["REDIS_URL"]
+    plain_url, plain_redis = start_embedded_redis(processes.workdir / "plain-redis")
+    processes.started["plain-redis"] = plain_redis
+    durable, plain = (redis.Redis.from_url(url, decode_responses=True) for url in (durable_url, plain_url))
+    plain.config_set("appendonly", "no")
+    celery, naive = reference.app_for(durable_url), reference.app_for(plain_url)
+    start_reference_worker(processes, celery)
+    start_reference_worker(processes, naive, "naive-worker")
     wait_until(lambda: ours.ready_replicas("iris") == 1, 60, "the warm replica of iris")
     makers: dict[str, Callable[[], measure.Call]] = {
         "direct": lambda: direct_call(direct_url),
-        "celery": celery_call(reference.echo, PAYLOAD),
-        "naive": celery_call(reference.forward, f"{direct_url}/", PAYLOAD),
+        "celery": celery_call(celery, "bench.echo", PAYLOAD),
+        "naive": celery_call(naive, "bench.forward", f"{direct_url}/", PAYLOAD),
         "ours": lambda: ours.submit_call("iris"),
     }
+    pid = processes.pid
+    serving = {"direct": {"client": [os.getpid()]},
+               "celery": {"client": [os.getpid()], "redis": [pid("redis")], "worker": [pid("reference-worker")]},
+               "naive": {"client": [os.getpid()], "redis": [pid("plain-redis")], "worker": [pid("naive-worker")]},
+               "ours": {"client": [os.getpid()], "redis": [pid("redis")]}
+               | {name: found for name, found in trees(processes, ours).items() if name in PLATFORM}}
+    redis_of = {"direct": durable, "celery": durable, "naive": plain, "ours": durable}
     idle = memory(processes, ours)
-    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in SYSTEMS}
+    rounds: dict[str, dict[str, list[dict[str, Any]]]] = {f: {name: [] for name in SYSTEMS} for f in FSYNCS}
     with measure.MemorySampler(lambda: trees(processes, ours)) as sampler:
         for round_ in range(args.rounds):
-            for name in SYSTEMS:
-                latency = measure.sequential(makers[name](), args.requests)
-                rate = measure.throughput(makers[name], args.clients, args.seconds)
-                rounds[name].append({"latency": latency, "throughput": rate})
-                print(f"  round {round_ + 1} {name:7s} p50 {latency.p50:6.2f} ms  p99 {latency.p99:6.2f} ms  "
-                      f"{rate:7.0f} req/s", flush=True)
+            for fsync in FSYNCS:
+                durable.config_set("appendfsync", fsync)
+                for name in SYSTEMS:
+                    latency = measure.sequential(makers[name](), args.requests)
+                    load = measure.under_load(makers[name], args.clients, args.seconds, serving[name],
+                                              redis_of[name])
+                    rounds[fsync][name].append({"latency": latency, "throughput": load.rate, "cpu_ms": load.cpu_ms,
+                                                "commands": load.commands, "round_trips": load.round_trips})
+                    print(f"  round {round_ + 1} {fsync:8s} {name:7s} p50 {latency.p50:6.2f} ms  "
+                          f"p99 {latency.p99:6.2f} ms  {load.rate:7.0f} req/s  "
+                          f"{sum(load.cpu_ms.values()):5.2f} CPU ms/job  {load.commands:5.1f} Redis commands/job",
+                          flush=True)
+    durable.config_set("appendfsync", args.fsync)
     return {"rounds": rounds, "memory": {"idle": idle, "load": sampler.peak}}
 
 
@@ -133,15 +159,14 @@ def main() -> None:
     cli.add_argument("--cold-rounds", type=int, default=3)
     cli.add_argument("--burst", type=int, default=1200, help="jobs in the scale-reaction burst")
     cli.add_argument("--no-docker", action="store_true", help="skip the Docker cold starts")
-    cli.add_argument("--fsync", choices=["always", "everysec"], default="always",
-                     help="Redis appendfsync (always: the embedded default, loses no acknowledged write)")
+    cli.add_argument("--fsync", choices=FSYNCS, default="always",
+                     help="Redis appendfsync outside the hot path, which measures both (always: the embedded "
+                          "default, loses no acknowledged write)")
     cli.add_argument("--out", type=Path, default=Path("bench/results"))
     args = cli.parse_args()
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sm-bench-") as tmp, \
             environment(Path(tmp), args.fsync) as (processes, redis_url):
-        reference.app.conf.broker_url = redis_url
-        reference.app.conf.result_backend = redis_url.rsplit("/", 1)[0] + "/1"
         client = redis.Redis.from_url(redis_url, decode_responses=True)
         with Platform(processes, "process", free_port()) as ours:
             print("hot path (sequential latency, then throughput):", flush=True)

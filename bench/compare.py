@@ -5,17 +5,18 @@ worker, and measures both systems in interleaved rounds: sequential latency, thr
 job of every process that serves the job (from the processes' CPU times) and Redis commands per job (from
 ``INFO commandstats``, the commands that scripts run included). Figures are printed as ratios against bare Celery
 measured in the same run, beside the absolute figures, as medians over every round: one machine's noise moves
-both systems of a round alike. REV's tree is a temporary git worktree, removed afterwards.
+both systems of a round alike. REV's tree is a temporary git worktree, removed afterwards; this tree's ``bench``
+measures both trees (the platform as ``up`` runs it: Flower watching).
 """
 
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,6 @@ SERVES = {"celery": ("redis", "reference worker"), "ours": ("redis", "gateway", 
 
 def measure(rounds: int, requests: int, seconds: float, clients: int) -> dict[str, list[dict[str, Any]]]:
     """One run on the tree this module is imported from (``bench`` and ``workers`` of ``PYTHONPATH``)."""
-    import psutil
     import redis
 
     from bench import measure as timing
@@ -35,44 +35,25 @@ def measure(rounds: int, requests: int, seconds: float, clients: int) -> dict[st
     from bench.run import PAYLOAD, Platform, celery_call, environment, start_reference_worker, wait_until
     from workers.scaling.backends import free_port
 
-    def cpu_seconds(pid: int) -> float:
-        total = 0.0
-        try:
-            root = psutil.Process(pid)
-            for process in [root, *root.children(recursive=True)]:
-                times = process.cpu_times()
-                total += times.user + times.system
-        except psutil.NoSuchProcess:
-            pass
-        return total
-
-    def commands(client: redis.Redis) -> dict[str, int]:
-        return {name.removeprefix("cmdstat_"): int(stat["calls"]) for name, stat in client.info("commandstats").items()}
-
     found: dict[str, list[dict[str, Any]]] = {name: [] for name in SYSTEMS}
     with tempfile.TemporaryDirectory(prefix="sm-compare-") as tmp, environment(Path(tmp)) as (processes, url):
-        reference.app.conf.broker_url = url
-        reference.app.conf.result_backend = url.rsplit("/", 1)[0] + "/1"
         client = redis.Redis.from_url(url, decode_responses=True)
+        celery = reference.app_for(url)
         with Platform(processes, "process", free_port()) as ours:
-            start_reference_worker(processes)
+            start_reference_worker(processes, celery)
             wait_until(lambda: ours.ready_replicas("iris") >= 1, 60, "the warm replica of iris")
             pids = {"redis": processes.pid("redis"), "reference worker": processes.pid("reference-worker"),
                     "gateway": processes.pid(ours.names[0]), "worker": processes.pid(ours.names[1])}
             makers: dict[str, Callable[[], timing.Call]] = {
-                "celery": celery_call(reference.echo, PAYLOAD), "ours": lambda: ours.submit_call("iris")}
+                "celery": celery_call(celery, "bench.echo", PAYLOAD), "ours": lambda: ours.submit_call("iris")}
             for _ in range(rounds):
                 for name in SYSTEMS:
                     latency = timing.sequential(makers[name](), requests)
-                    before, cpu_before = commands(client), {p: cpu_seconds(pids[p]) for p in SERVES[name]}
-                    began = time.monotonic()
-                    rate = timing.throughput(makers[name], clients, seconds)
-                    jobs = rate * (time.monotonic() - began)
-                    after, cpu_after = commands(client), {p: cpu_seconds(pids[p]) for p in SERVES[name]}
-                    cpu = {p: 1000 * (cpu_after[p] - cpu_before[p]) / jobs for p in SERVES[name]}
-                    found[name].append({"p50": latency.p50, "p99": latency.p99, "rate": rate, "cpu": cpu,
-                                        "cpu_ms": sum(cpu.values()),
-                                        "commands": sum(after.get(c, 0) - before.get(c, 0) for c in after) / jobs})
+                    trees = {p: timing.descendants(pids[p]) for p in SERVES[name]}
+                    load = timing.under_load(makers[name], clients, seconds, trees, client)
+                    found[name].append({"p50": latency.p50, "p99": latency.p99, "rate": load.rate,
+                                        "cpu": load.cpu_ms, "cpu_ms": sum(load.cpu_ms.values()),
+                                        "commands": load.commands})
     return found
 
 
@@ -131,6 +112,8 @@ def main() -> None:
         other = Path(tmp) / "tree"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(other), args.rev], check=True,
                        capture_output=True)
+        shutil.rmtree(other / "bench")  # both trees are measured by this tree's benchmark
+        shutil.copytree(ROOT / "bench", other / "bench", ignore=shutil.ignore_patterns("results", "__pycache__"))
         try:
             trees: dict[str, list[dict[str, list[dict[str, Any]]]]] = {args.rev: [], "this tree": []}
             for i in range(args.runs):

@@ -102,9 +102,8 @@ def main() -> None:
             swarm_url, swarm_redis = start_embedded_redis(work / "swarm-redis", address=rig.gateway,
                                                           password=secrets.token_hex(16))
             processes.started["swarm-redis"] = swarm_redis
-            reference.app.conf.broker_url = url
-            reference.app.conf.result_backend = url.rsplit("/", 1)[0] + "/1"
-            start_reference_worker(processes)
+            celery = reference.app_for(url)
+            start_reference_worker(processes, celery)
             client = redis.Redis.from_url(url, decode_responses=True)
             swarm_client = redis.Redis.from_url(swarm_url, decode_responses=True)
             (work / "swarm.toml").write_text(SWARM_MODELS)
@@ -121,7 +120,7 @@ def main() -> None:
                 wait_until(lambda: today.ready_replicas("iris") >= 1, 60, "the warm replica of iris")
                 for _ in range(args.rounds):
                     found.setdefault("reference", []).append(
-                        one(celery_call(reference.echo, PAYLOAD), client, args.clients, args.seconds))
+                        one(celery_call(celery, "bench.echo", PAYLOAD), client, args.clients, args.seconds))
                     found.setdefault("today (1 host)", []).append(
                         one(lambda: today.submit_call("iris"), client, args.clients, args.seconds))
                     for hosts in (1, 2, 3):

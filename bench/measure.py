@@ -1,4 +1,5 @@
-"""Measuring: a keep-alive HTTP client, latency percentiles, throughput at a bounded concurrency, and memory."""
+"""Measuring: a keep-alive HTTP client, latency percentiles, throughput at a bounded concurrency and what it cost
+(CPU per job of each process, Redis commands and round trips per job), and memory."""
 
 import contextlib
 import http.client
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import psutil
+import redis
 
 Call = Callable[[], None]  # one request; raises if it did not succeed
 
@@ -97,6 +99,46 @@ def throughput(make_call: Callable[[], Call], clients: int, seconds: float, limi
     if errors:
         raise RuntimeError(f"{len(errors)} client(s) failed; first: {errors[0]!r}")
     return sum(done) / elapsed
+
+
+@dataclass(frozen=True)
+class Load:
+    """Throughput, and what each job cost meanwhile."""
+
+    rate: float  # jobs per second
+    cpu_ms: dict[str, float]  # CPU milliseconds (user and system) per job, by process tree
+    commands: float  # Redis commands per job, those scripts run included (INFO commandstats)
+    round_trips: float  # Redis reads of client requests per job (INFO stats: total_reads_processed)
+
+
+def under_load(make_call: Callable[[], Call], clients: int, seconds: float, trees: dict[str, list[int]],
+               client: redis.Redis) -> Load:
+    """``throughput``, and the CPU time of each tree and the work of the Redis behind ``client`` over the run,
+    divided by the jobs it did: the costs of everything running meanwhile, background work included."""
+    cpu, counted = {name: cpu_seconds(pids) for name, pids in trees.items()}, redis_counts(client)
+    began = time.monotonic()
+    rate = throughput(make_call, clients, seconds)
+    jobs = rate * (time.monotonic() - began)
+    after = redis_counts(client)
+    return Load(rate, {name: 1000 * (cpu_seconds(pids) - cpu[name]) / jobs for name, pids in trees.items()},
+                (after[0] - counted[0]) / jobs, (after[1] - counted[1]) / jobs)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU seconds the processes used so far (nothing for those gone)."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def redis_counts(client: redis.Redis) -> tuple[int, int]:
+    """The commands Redis ran so far (scripts' included) and the reads of client requests it processed."""
+    stats = client.info("commandstats")
+    return (sum(int(found["calls"]) for found in stats.values()),
+            int(client.info("stats")["total_reads_processed"]))
 
 
 def rss_mib(pids: list[int]) -> float:

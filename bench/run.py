@@ -17,13 +17,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis
+from celery import Celery
 
 from bench import reference
 from bench.measure import Call, Http
 from workers import polling
 from workers.config import ModelConfig
 from workers.embedded import start_embedded_redis
-from workers.scaling.backends import NAMESPACE_LABEL, ProcessBackend, ReplicaBackend
+from workers.scaling.backends import NAMESPACE_LABEL, ProcessBackend, ReplicaBackend, free_port
 from workers.scaling.readiness import READY_POLL
 from workers.scaling.spec import ReplicaSpec
 from workers.store import Store
@@ -111,19 +112,26 @@ class Processes:
 class Platform:
     """The platform's gateway, worker and autoscaler on one backend."""
 
-    def __init__(self, processes: Processes, backend: str, port: int) -> None:
+    def __init__(self, processes: Processes, backend: str, port: int, flower: bool = True) -> None:
         self.processes = processes
         self.backend = backend
         self.url = f"http://127.0.0.1:{port}"
         self.port = port
-        self.names = [f"{backend}-{p}" for p in ("gateway", "worker", "autoscaler")]
+        self.flower = flower  # as ``up`` runs it: Flower watching, the worker sending task events from the start
+        self.names = [f"{backend}-{p}" for p in ("gateway", "worker", "autoscaler", "flower")[:4 if flower else 3]]
 
     def __enter__(self) -> "Platform":
         me = [sys.executable, "-m", "workers.cli"]
-        gateway, worker, autoscaler = self.names
+        gateway, worker, autoscaler = self.names[:3]
+        events = ["--task-events"] if self.flower else []
         self.processes.start(gateway, [*me, "gateway", "--port", str(self.port)], SM_BACKEND=self.backend)
-        self.processes.start(worker, [*me, "worker", "--name", f"bench-{self.backend}@%h"], SM_BACKEND=self.backend)
+        self.processes.start(worker, [*me, "worker", "--name", f"bench-{self.backend}@%h", *events],
+                             SM_BACKEND=self.backend)
         self.processes.start(autoscaler, [*me, "autoscaler"], SM_BACKEND=self.backend)
+        if self.flower:
+            flower_port = free_port()
+            self.processes.start(self.names[3], [*me, "flower", "--port", str(flower_port)])
+            wait_until(lambda: answers(f"http://127.0.0.1:{flower_port}/healthcheck"), 60, "Flower")
         wait_until(lambda: answers(f"{self.url}/healthz"), 60, "the gateway")
         return self
 
@@ -170,11 +178,13 @@ def direct_call(url: str) -> Call:
     return call
 
 
-def celery_call(task: Any, *args: Any) -> Callable[[], Call]:
-    """Calls of a reference task through ``.delay().get()``."""
+def celery_call(app: Celery, task: str, *args: Any) -> Callable[[], Call]:
+    """Calls of a reference task of ``app`` through ``.delay().get()``."""
     def make() -> Call:
+        sent = app.tasks[task]
+
         def call() -> None:
-            task.delay(*args).get(timeout=30)
+            sent.delay(*args).get(timeout=30)
 
         return call
 
@@ -238,12 +248,13 @@ def from_zero(platform: Platform, model: str) -> float:
     return time.perf_counter() - started
 
 
-def start_reference_worker(processes: Processes) -> None:
-    """A plain Celery worker on the reference tasks' queue, with the platform worker's pool and concurrency."""
-    processes.start("reference-worker", [sys.executable, "-m", "celery", "-A", "bench.reference", "worker",
-                                         "-Q", reference.QUEUE, "--pool", "threads", "--concurrency", "16",
-                                         "--without-gossip", "--without-mingle", "--loglevel", "WARNING"])
-    wait_until(lambda: reference.echo.delay(1).get(timeout=60) == 1, 60, "the reference worker")
+def start_reference_worker(processes: Processes, app: Celery, name: str = "reference-worker") -> None:
+    """A plain Celery worker of ``app``'s Redis on the reference tasks' queue, with the platform worker's pool and
+    concurrency."""
+    processes.start(name, [sys.executable, "-m", "celery", "-A", "bench.reference", "worker", "-Q", reference.QUEUE,
+                           "--pool", "threads", "--concurrency", "16", "--without-gossip", "--without-mingle",
+                           "--loglevel", "WARNING"], REDIS_URL=str(app.conf.broker_url))
+    wait_until(lambda: app.tasks["bench.echo"].delay(1).get(timeout=60) == 1, 60, f"the {name}")
 
 
 def burst(platform: Platform, client: redis.Redis, jobs: int, senders: int = 8) -> dict[str, Any]:
