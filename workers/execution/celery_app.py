@@ -19,6 +19,7 @@ from celery.worker import state as worker_state
 from workers import logs
 from workers.config import Settings
 from workers.execution import runner
+from workers.execution.broker import transport_for
 from workers.execution.pool import ThreadPool
 from workers.job import JobError, JobStatus
 from workers.protocols import transport
@@ -49,6 +50,7 @@ def create_celery(settings: Settings) -> Celery:
     broker, sentinel_options = sentinels.celery_broker() if sentinels else (settings.redis_url, {})
     app = Celery("serverless_model", broker=broker, set_as_current=False)
     app.conf.update(
+        broker_transport=transport_for(broker),  # kombu's, publishing through one client per channel
         task_serializer="json",
         accept_content=["json"],
         result_serializer="json",
