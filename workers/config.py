@@ -142,7 +142,7 @@ class Jobs(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     request_timeout: PositiveFloat = 30  # seconds one inference request may take, answer included
-    queue_timeout: PositiveFloat = 600  # seconds a job may wait for a replica (none starting) before it fails
+    queue_timeout: PositiveFloat = 600  # seconds a job may wait, none starting (since the last start), then fails
     max_attempts: PositiveInt = 3  # tries of a job whose replica or worker died under it
     max_queued: PositiveInt = 10_000  # jobs waiting at most; past it submits get 429
     max_queued_per_key: PositiveInt = 1_000  # jobs of one API key not started yet at most; past it its submits 429

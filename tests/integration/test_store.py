@@ -234,6 +234,10 @@ def test_a_job_that_waited_for_a_start_waits_afresh_once_the_start_ends(store: S
     assert store.replicas.ready(token, "r1", concurrency=1) is not None  # the start ended: one is sent, one waits
     [left] = store.client.zrange(keys.parked("m"), 0, -1)
     assert store.jobs.expire_parked("m", queue_timeout=60) == []  # it waits since the replica turned READY
+    assert store.replicas.failed(token, "r1", "exited while ready")
+    [gone] = store.replicas.of("m")
+    assert store.replicas.remove(token, gone)  # crashed and removed before any other start: still waiting afresh
+    assert store.jobs.expire_parked("m", queue_timeout=60) == []
     assert store.jobs.expire_parked("m", queue_timeout=0) == [left]
 
 
@@ -248,6 +252,19 @@ def test_a_job_waits_afresh_after_a_failed_start(store: Store) -> None:
     [failed] = store.replicas.of("m")
     assert store.replicas.remove(token, failed) and store.replicas.of("m") == []
     assert store.jobs.expire_parked("m", queue_timeout=60) == []  # it waits since the start failed
+    assert store.jobs.expire_parked("m", queue_timeout=0) == [job.id]
+
+
+def test_a_job_waits_afresh_after_a_start_stopped_while_starting(store: Store) -> None:
+    token = leader(store)
+    job = submit(store)
+    store.client.hset(keys.job(job.id), "created_at", "1")
+    assert store.replicas.add(token, "r1", "m", "fake")
+    assert start(store, job, "a") == "PARKED"
+    store.client.zadd(keys.parked("m"), {job.id: 1})
+    [starting] = store.replicas.of("m")
+    assert store.replicas.remove(token, starting)  # a new leader found it not live, say
+    assert store.jobs.expire_parked("m", queue_timeout=60) == []
     assert store.jobs.expire_parked("m", queue_timeout=0) == [job.id]
 
 

@@ -22,6 +22,7 @@ if created then redis.call('HSET', replica, 'created_at', stamp(created)) end
 if up then redis.call('HSET', replica, 'up_at', stamp(up)) end
 redis.call('HDEL', replica, 'log_tail', 'log_at')
 redis.call('DEL', K.start_failure .. model)
+redis.call('SET', K.start_ended .. model, stamp(NOW))
 fold(model, 'cold_start', cold_start, weight)
 local stages, last = {}, started
 for _, stage in ipairs({{'placed', placed}, {'created', created}, {'process_up', up}, {'ready', NOW}}) do

@@ -10,6 +10,7 @@ if redis.call('EXISTS', K.replica .. id) == 1 then
   redis.call('HSET', K.replica .. id, 'state', 'FAILED', 'reason', reason)
 end
 redis.call('HSET', K.start_failure .. model, 'at', stamp(NOW), 'reason', reason)
+redis.call('SET', K.start_ended .. model, stamp(NOW))
 if not fail_waiting or ready_replicas(model) > 0 then return 0 end
 local waiting = redis.call('ZRANGE', K.parked .. model, 0, -1)
 for _, job in ipairs(waiting) do

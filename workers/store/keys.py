@@ -87,6 +87,8 @@ host), read inside the scripts.
 - ``sm:slots:{id}``          set    the jobs holding the replica's concurrency slots (the job's ``slot`` names the
                                     replica, its ``claim`` the holder).
 - ``sm:start_failure:{model}`` hash the latest failed replica start: at, reason; gone once one is READY.
+- ``sm:start_ended:{model}`` string when the model's latest replica start ended (it turned READY, failed, or
+                                    was stopped while STARTING): a parked job's queue timeout counts from it.
 - ``sm:scaling:{model}``     hash   the scaling policy's state (backoff) and the replicas it last wanted (desired,
                                     desired_at, desired_reason), written by the leading autoscaler.
 - ``sm:scale_bounds:{model}`` hash  an operator's replica bounds of the model (PUT /v1/models/<m>/scale): min_replicas,
@@ -138,6 +140,7 @@ REPLICAS = "sm:replicas:"
 REPLICA = "sm:replica:"
 SLOTS = "sm:slots:"
 START_FAILURE = "sm:start_failure:"
+START_ENDED = "sm:start_ended:"
 COLD_START = "sm:cold_start:"
 COLD_STARTS = "sm:cold_starts:"
 SCALING = "sm:scaling:"
@@ -175,7 +178,8 @@ SCALE_BOUNDS = "sm:scale_bounds:"
 PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
     "job": JOB, "sent": SENT, "parked": PARKED, "running": RUNNING, "unstarted": UNSTARTED, "done": DONE,
     "stats": STATS, "counts": COUNTS, "platform_counts": PLATFORM_COUNTS, "replicas": REPLICAS, "replica": REPLICA,
-    "slots": SLOTS, "start_failure": START_FAILURE, "cold_start": COLD_START, "cold_starts": COLD_STARTS,
+    "slots": SLOTS, "start_failure": START_FAILURE, "start_ended": START_ENDED, "cold_start": COLD_START,
+    "cold_starts": COLD_STARTS,
     "scaling": SCALING, "celery": CELERY_QUEUE, "leases": LEASES, "dead": DEAD, "scale": SCALE, "leader": LEADER,
     "models": MODELS, "pushes": PUSHES, "withdrawn": WITHDRAWN, "rate": RATE, "auth_failures": AUTH_FAILURES,
     "hosts": HOSTS, "purge": PURGE, "idem": IDEMPOTENCY, "deadlines": DEADLINES, "webhooks": WEBHOOKS,
