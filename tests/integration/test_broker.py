@@ -41,5 +41,8 @@ def test_the_worker_app_uses_these_transports(redis_url: str) -> None:
     app = create_celery(Settings(redis_url=redis_url))
     with app.connection_for_write() as connection:
         assert isinstance(connection.default_channel, broker.Channel)
-    assert broker.transport_for("sentinel://127.0.0.1:26379/0").endswith(":SentinelTransport")
+    assert broker.transport_for("sentinel://127.0.0.1:26379/0").endswith(":SentinelTransport")  # type: ignore[union-attr]
+    tls = create_celery(Settings(redis_url="rediss://127.0.0.1:6380/0"))  # kombu's own: it turns TLS on
+    assert tls.conf.broker_transport is None
+    assert tls.connection_for_write().ssl
     assert broker.SentinelChannel.__mro__[1:3] == (broker.Channel, broker.kombu_redis.SentinelChannel)

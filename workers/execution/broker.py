@@ -34,7 +34,7 @@ class SentinelChannel(Channel, kombu_redis.SentinelChannel):
 
 
 class Transport(kombu_redis.Transport):
-    """``redis://`` and ``rediss://`` with ``Channel``."""
+    """``redis://`` with ``Channel``."""
 
     Channel = Channel
 
@@ -45,9 +45,14 @@ class SentinelTransport(kombu_redis.SentinelTransport):
     Channel = SentinelChannel
 
 
-def transport_for(url: str) -> str:
-    """The transport class for a broker URL, as Celery's ``broker_transport`` names it."""
-    return f"{__name__}:{'SentinelTransport' if url.startswith('sentinel') else 'Transport'}"
+def transport_for(url: str) -> str | None:
+    """The transport class for a broker URL, as Celery's ``broker_transport`` names it; None (kombu's own) for
+    ``rediss://``, whose TLS kombu turns on only under its own transport's name. kombu goes back to its own
+    transports after it switches to another of several Sentinels (a failover): that costs a client per
+    publish again, nothing more."""
+    if url.startswith("sentinel://"):
+        return f"{__name__}:SentinelTransport"
+    return f"{__name__}:Transport" if url.startswith("redis://") else None
 
 
 __all__ = ["Channel", "SentinelChannel", "SentinelTransport", "Transport", "transport_for"]
