@@ -241,13 +241,19 @@ def test_a_job_that_waited_for_a_start_waits_afresh_once_the_start_ends(store: S
     assert store.jobs.expire_parked("m", queue_timeout=0) == [left]
 
 
-def test_a_job_waits_afresh_after_a_failed_start(store: Store) -> None:
+def parked_during_a_start(store: Store) -> tuple[str, Job]:
+    """A job submitted long ago, parked while replica r1 of its model starts; the leader's token."""
     token = leader(store)
     job = submit(store)
     store.client.hset(keys.job(job.id), "created_at", "1")
     assert store.replicas.add(token, "r1", "m", "fake")
     assert start(store, job, "a") == "PARKED"
     store.client.zadd(keys.parked("m"), {job.id: 1})
+    return token, job
+
+
+def test_a_job_waits_afresh_after_a_failed_start(store: Store) -> None:
+    token, job = parked_during_a_start(store)
     assert store.replicas.start_failed(token, "r1", "m", "exited", fail_waiting=False) == 0
     [failed] = store.replicas.of("m")
     assert store.replicas.remove(token, failed) and store.replicas.of("m") == []
@@ -256,12 +262,7 @@ def test_a_job_waits_afresh_after_a_failed_start(store: Store) -> None:
 
 
 def test_a_job_waits_afresh_after_a_start_stopped_while_starting(store: Store) -> None:
-    token = leader(store)
-    job = submit(store)
-    store.client.hset(keys.job(job.id), "created_at", "1")
-    assert store.replicas.add(token, "r1", "m", "fake")
-    assert start(store, job, "a") == "PARKED"
-    store.client.zadd(keys.parked("m"), {job.id: 1})
+    token, job = parked_during_a_start(store)
     [starting] = store.replicas.of("m")
     assert store.replicas.remove(token, starting)  # a new leader found it not live, say
     assert store.jobs.expire_parked("m", queue_timeout=60) == []
