@@ -65,11 +65,11 @@ def hot_path(processes: Processes, ours: Platform, args: argparse.Namespace) -> 
         "ours": lambda: ours.submit_call("iris"),
     }
     pid = processes.pid
-    serving = {"direct": {"client": [os.getpid()]},
-               "celery": {"client": [os.getpid()], "redis": [pid("redis")], "worker": [pid("reference-worker")]},
-               "naive": {"client": [os.getpid()], "redis": [pid("plain-redis")], "worker": [pid("naive-worker")]},
-               "ours": {"client": [os.getpid()], "redis": [pid("redis")]}
-               | {name: found for name, found in trees(processes, ours).items() if name in PLATFORM}}
+    platform = {name: found for name, found in trees(processes, ours).items() if name in PLATFORM}
+    serving = {"direct": {}, "celery": {"redis": [pid("redis")], "worker": [pid("reference-worker")]},
+               "naive": {"redis": [pid("plain-redis")], "worker": [pid("naive-worker")]},
+               "ours": {"redis": [pid("redis")], **platform}}
+    serving = {name: {"client": [os.getpid()], **trees_of} for name, trees_of in serving.items()}  # this process
     redis_of = {"direct": durable, "celery": durable, "naive": plain, "ours": durable}
     idle = memory(processes, ours)
     rounds: dict[str, dict[str, list[dict[str, Any]]]] = {f: {name: [] for name in SYSTEMS} for f in FSYNCS}

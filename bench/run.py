@@ -118,7 +118,7 @@ class Platform:
         self.url = f"http://127.0.0.1:{port}"
         self.port = port
         self.flower = flower  # as ``up`` runs it: Flower watching, the worker sending task events from the start
-        self.names = [f"{backend}-{p}" for p in ("gateway", "worker", "autoscaler", "flower")[:4 if flower else 3]]
+        self.names = [f"{backend}-{p}" for p in ("gateway", "worker", "autoscaler", *(["flower"] if flower else []))]
 
     def __enter__(self) -> "Platform":
         me = [sys.executable, "-m", "workers.cli"]
