@@ -65,9 +65,9 @@ def client(url: str, **options: Any) -> redis.Redis:
     sentinels = Sentinels.parse(url)
     if sentinels is None:
         return redis.Redis.from_url(url, **options)
-    found = Sentinel(list(sentinels.addresses),  # type: ignore[no-untyped-call]
+    found = Sentinel(list(sentinels.addresses),  # type: ignore[no-untyped-call, unused-ignore]
                      sentinel_kwargs={**ASKING, "retry": Retry(NoBackoff(), 0)})
-    primary: redis.Redis = found.master_for(  # type: ignore[no-untyped-call]
+    primary: redis.Redis = found.master_for(  # type: ignore[no-untyped-call, unused-ignore]
         sentinels.master, password=sentinels.password or None, username=sentinels.username or None,
         db=sentinels.db, **options)
     return primary
