@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.integration]
 
 def labelled(client: object) -> list[object]:
     """Our containers."""
-    return list(client.containers.list(all=True, filters={"label": "serverless-model"}))  # type: ignore[attr-defined]
+    return list(client.containers.list(all=True, filters={"label": "serverless-model"}, ignore_removed=True))  # type: ignore[attr-defined]
 
 
 def test_job_runs_through_a_container_replica(make_platform: Callable[..., Platform], docker_client: object) -> None:

@@ -72,7 +72,8 @@ def test_replica_killed_mid_request(make_platform: Callable[..., Platform], dock
     platform.wait_until(lambda: len(ready_replicas(platform)) == 2 and victim not in ready_replicas(platform), 60,
                         "the failed replica was not replaced")
     platform.wait_until(lambda: not docker_client.containers.list(
-        all=True, filters={"label": f"serverless-model.replica={victim}"}), 20, "the failed container was left")
+        all=True, filters={"label": f"serverless-model.replica={victim}"}, ignore_removed=True),
+        20, "the failed container was left")
 
 
 def test_frozen_replica_times_out_and_is_replaced(make_platform: Callable[..., Platform], docker_client: Any,
