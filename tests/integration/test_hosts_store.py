@@ -19,7 +19,7 @@ def started_on(store: Store, host: str, token: str) -> Started:
     """Submit a job and start it from a worker on ``host``."""
     job = store.jobs.submit(store.jobs.new("m", {"x": 1}), 0)
     assert job is not None
-    started = store.jobs.start(job.id, token, 5, f"w@{host}", 1, True, host)
+    started = store.jobs.start(job.id, token, 5, f"w@{host}", True, host)
     assert isinstance(started, Started), started
     return started
 
@@ -38,6 +38,6 @@ def test_a_job_whose_replica_failed_moves_to_another_replica_of_its_workers_host
     started = started_on(store, "b", "t")
     first = started.slot.replica_id
     assert first in ("rb1", "rb2")
-    moved = store.jobs.retry(started.job.id, "t", first, "connection refused", True, 3, 1, 5, "w@b", "b")
+    moved = store.jobs.retry(started.job.id, "t", first, "connection refused", True, 3, 5, "w@b", "b")
     assert isinstance(moved, Started)
     assert moved.slot.replica_id == ({"rb1", "rb2"} - {first}).pop()

@@ -89,12 +89,12 @@ def test_a_job_past_its_ttl_never_starts_and_the_janitor_fails_the_overdue(timed
     parked = submitted(timed, JobOptions(ttl=5), owner="a")
     forever = submitted(timed)
     soon = submitted(timed, JobOptions(ttl=5))
-    assert isinstance(timed.jobs.start(soon.id, "t0", 5, "w", 1, True), Started)  # started in time: no deadline
-    assert timed.jobs.start(parked.id, "t1", 5, "w", 1, True) == "PARKED"  # the one slot is busy
+    assert isinstance(timed.jobs.start(soon.id, "t0", 5, "w", True), Started)  # started in time: no deadline
+    assert timed.jobs.start(parked.id, "t1", 5, "w", True) == "PARKED"  # the one slot is busy
     clock.now += 4.9
     assert timed.jobs.expire_overdue() == []
     clock.now += 0.1
-    assert timed.jobs.start(late.id, "t2", 5, "w", 1, True) is JobStatus.FAILED  # its message came too late
+    assert timed.jobs.start(late.id, "t2", 5, "w", True) is JobStatus.FAILED  # its message came too late
     failed = timed.jobs.get(late.id)
     assert failed is not None and failed.error is not None and failed.error.code == "expired"
     assert [(e.job_id, e.owner) for e in timed.jobs.expire_overdue()] == [(parked.id, "a")]  # parked: the janitor
@@ -113,7 +113,7 @@ def test_an_expired_job_retried_has_its_ttl_afresh(timed: Store, clock: Clock) -
     clock.now += 1.9
     assert timed.jobs.expire_overdue() == []
     ready_replica(timed)
-    started = timed.jobs.start(job.id, "t", 5, "w", 1, True)
+    started = timed.jobs.start(job.id, "t", 5, "w", True)
     assert isinstance(started, Started) and started.job.options.execution_timeout == 1.5
 
 
@@ -123,7 +123,7 @@ OK = Outcome(JobStatus.SUCCEEDED, output='{"y": 1}', service_time=0.01)
 
 def run(store: Store, job: Job, token: str) -> Started:
     """The job started."""
-    started = store.jobs.start(job.id, token, 5, "w", 1, True)
+    started = store.jobs.start(job.id, token, 5, "w", True)
     assert isinstance(started, Started), started
     return started
 
@@ -141,7 +141,7 @@ def test_a_freed_slot_goes_to_the_high_job_before_older_normal_ones_and_a_low_on
     clock.now += 30
     high = submitted(timed, HIGH)
     for job in (low, *normal, high):
-        assert timed.jobs.start(job.id, "p", 5, "w", 1, True) == "PARKED"  # the one slot is busy
+        assert timed.jobs.start(job.id, "p", 5, "w", True) == "PARKED"  # the one slot is busy
     order, token = [], "t0"
     for job in (first, high, *normal, low):  # each freed slot sends the best-ranked parked job: it runs, even when
         # the others' messages (duplicates) come first
@@ -149,7 +149,7 @@ def test_a_freed_slot_goes_to_the_high_job_before_older_normal_ones_and_a_low_on
         waiting = [j for j in (high, *normal, low) if j.id not in order and j.id != job.id]
         if not waiting:
             break
-        starts = {j.id: timed.jobs.start(j.id, f"s{j.id}", 5, "w", 1, True) for j in reversed(waiting)}
+        starts = {j.id: timed.jobs.start(j.id, f"s{j.id}", 5, "w", True) for j in reversed(waiting)}
         running = [job_id for job_id, found in starts.items() if isinstance(found, Started)]
         assert len(running) == 1, starts
         order.append(running[0])
@@ -165,19 +165,19 @@ def test_a_normal_job_that_waited_past_the_aging_goes_before_a_high_one(timed: S
     clock.now += 11
     high = submitted(timed, HIGH, aging=10)
     for job in (high, old):
-        assert timed.jobs.start(job.id, "p", 5, "w", 1, True) == "PARKED"
+        assert timed.jobs.start(job.id, "p", 5, "w", True) == "PARKED"
     assert timed.jobs.finish(first.id, "t0", OK) == "OK"
-    assert isinstance(timed.jobs.start(old.id, "t1", 5, "w", 1, True), Started)
+    assert isinstance(timed.jobs.start(old.id, "t1", 5, "w", True), Started)
 
 
 def test_a_sent_job_outranked_by_jobs_sent_for_the_free_slots_parks(timed: Store) -> None:
     normal = submitted(timed)
     high = submitted(timed, HIGH)  # both messages out, no replica yet
     ready_replica(timed)  # one free slot; the normal job's message comes first
-    assert timed.jobs.start(normal.id, "t1", 5, "w", 1, True) == "PARKED"
-    assert isinstance(timed.jobs.start(high.id, "t2", 5, "w", 1, True), Started)
+    assert timed.jobs.start(normal.id, "t1", 5, "w", True) == "PARKED"
+    assert isinstance(timed.jobs.start(high.id, "t2", 5, "w", True), Started)
     assert timed.jobs.finish(high.id, "t2", OK) == "OK"  # sends the normal job to the freed slot
-    assert isinstance(timed.jobs.start(normal.id, "t3", 5, "w", 1, True), Started)
+    assert isinstance(timed.jobs.start(normal.id, "t3", 5, "w", True), Started)
 
 
 def test_the_snapshot_counts_the_waiting_low_jobs(timed: Store) -> None:
@@ -186,7 +186,7 @@ def test_the_snapshot_counts_the_waiting_low_jobs(timed: Store) -> None:
     assert timed.replicas.snapshot("m", {}).low == 2
     assert timed.jobs.cancel(low[0].id) == "OK"
     ready_replica(timed, concurrency=2)  # a slot for the normal job sent before it, and one for it
-    assert isinstance(timed.jobs.start(low[1].id, "t", 5, "w", 2, True), Started)
+    assert isinstance(timed.jobs.start(low[1].id, "t", 5, "w", True), Started)
     found = timed.replicas.snapshot("m", {})
     assert found.low == 0 and found.waiting == 1
     assert timed.jobs.get(low[1].id).options.priority is Priority.LOW  # type: ignore[union-attr]
@@ -197,7 +197,7 @@ def test_a_waiting_job_says_what_it_waits_for(timed: Store, clock: Clock) -> Non
     clock.now += 2
     sent = timed.jobs.waiting(job.id)
     assert sent is not None and (sent.reason, sent.age, sent.replica) == ("sent", 2, "")
-    assert timed.jobs.start(job.id, "t", 5, "w", 1, True) == "PARKED"
+    assert timed.jobs.start(job.id, "t", 5, "w", True) == "PARKED"
     parked = timed.jobs.waiting(job.id)
     assert parked is not None and (parked.reason, parked.since, parked.age) == ("parked", clock.now, 0)
     token = timed.leadership(30).hold() or ""

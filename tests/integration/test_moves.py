@@ -88,7 +88,7 @@ def new(store: Store, model: str = "m", owner: str = "") -> str:
 
 def run(store: Store, job_id: str, token: str) -> Started:
     """The job started under ``token``."""
-    started = store.jobs.start(job_id, token, 5, "w", 1, True)
+    started = store.jobs.start(job_id, token, 5, "w", True)
     assert isinstance(started, Started), started
     return started
 
@@ -97,7 +97,7 @@ def drive(store: Store) -> None:
     """Every job script, through the paths that move a job."""
     jobs, leader = store.jobs, store.leadership(30).hold() or ""
     waiting = new(store)
-    assert jobs.start(waiting, "t0", 5, "w", 1, True) == "PARKED"  # no replica yet
+    assert jobs.start(waiting, "t0", 5, "w", True) == "PARKED"  # no replica yet
     ready(store, leader, "r1")  # sends the parked job to the new slot
     assert jobs.renew([(waiting, "t0")], 5) == 0
     run(store, waiting, "t1")
@@ -108,13 +108,13 @@ def drive(store: Store) -> None:
     ready(store, leader, "r2")
     moving = new(store)
     first = run(store, moving, "t3")
-    moved = jobs.retry(moving, "t3", first.slot.replica_id, "reset", False, 3, 1, 5, "w")  # → QUEUED → RUNNING
+    moved = jobs.retry(moving, "t3", first.slot.replica_id, "reset", False, 3, 5, "w")  # → QUEUED → RUNNING
     assert isinstance(moved, Started)
-    assert jobs.retry(moving, "t3", moved.slot.replica_id, "reset", True, 2, 1, 5, "w") == "FAILED"
+    assert jobs.retry(moving, "t3", moved.slot.replica_id, "reset", True, 2, 5, "w") == "FAILED"
     ready(store, leader, "r3")
     lost = new(store)
     for token, outcome in (("t4", "REQUEUED"), ("t5", "DEAD")):
-        jobs.dispatch("m", 1)
+        jobs.dispatch("m")
         run(store, lost, token)
         store.client.zadd(keys.LEASES, {lost: 0})
         assert [r.outcome for r in jobs.reap({"m": 2})] == [outcome]  # RUNNING → QUEUED, then → FAILED
@@ -130,7 +130,7 @@ def drive(store: Store) -> None:
     assert jobs.refuse(queued, JobError("model_not_served", "no")) == "CANCELLED"
     assert jobs.refuse(new(store), JobError("model_not_served", "no")) == "FAILED"  # QUEUED → FAILED
     for model in ("p", "q"):
-        assert jobs.start(new(store, model), "t7", 5, "w", 1, True) == "PARKED"
+        assert jobs.start(new(store, model), "t7", 5, "w", True) == "PARKED"
     assert len(jobs.expire_parked("p", 0)) == 1  # QUEUED → FAILED
     overdue, late_message = (store.jobs.submit(store.jobs.new("m", {"x": 1}, options=JobOptions(ttl=60)))
                              for _ in range(2))
@@ -138,10 +138,10 @@ def drive(store: Store) -> None:
     store.client.zadd(keys.DEADLINES, {overdue.id: 0})
     assert [e.job_id for e in jobs.expire_overdue()] == [overdue.id]  # QUEUED → FAILED (expired)
     store.client.hset(keys.job(late_message.id), "deadline", "0")
-    assert jobs.start(late_message.id, "t9", 5, "w", 1, True) == "FAILED"  # QUEUED → FAILED (expired)
+    assert jobs.start(late_message.id, "t9", 5, "w", True) == "FAILED"  # QUEUED → FAILED (expired)
     late = new(store, "q")  # submitted before the start failed, not parked yet
     assert store.replicas.start_failed(leader, "rq", "q", "crashed", True) == 1  # the parked one: → FAILED
-    assert jobs.start(late, "t8", 5, "w", 1, True) == "FAILED"  # it fails instead of parking
+    assert jobs.start(late, "t8", 5, "w", True) == "FAILED"  # it fails instead of parking
     new(store, "gone")
     assert len(jobs.abandon("gone", 0).failed) == 1
     jobs.resend_lost("m", 0)
@@ -179,7 +179,7 @@ def test_a_move_the_table_lacks_is_refused_and_writes_nothing(store: Store, clie
 
 def test_a_script_asked_for_a_forbidden_move_stops_before_it_writes(store: Store, client: "redis.Redis") -> None:
     job_id = new(store, "p")
-    assert store.jobs.start(job_id, "t", 5, "w", 1, True) == "PARKED"
+    assert store.jobs.start(job_id, "t", 5, "w", True) == "PARKED"
     client.hset(keys.job(job_id), "status", "SUCCEEDED")  # a record the parked set should never hold
     with pytest.raises(redis.ResponseError, match=r"FORBIDDEN no move of job .* from SUCCEEDED to FAILED"):
         store.jobs.expire_parked("p", 0)

@@ -47,7 +47,7 @@ def submit(store: Store, owner: str = "") -> str:
 
 def start(store: Store, job_id: str, token: str) -> object:
     """A task starts the job."""
-    return store.jobs.start(job_id, token, 5, "w", 1, True)
+    return store.jobs.start(job_id, token, 5, "w", True)
 
 
 def test_a_dead_job_resubmitted_waits_again_under_its_id_and_runs(store: Store, client: "redis.Redis") -> None:

@@ -106,14 +106,14 @@ def test_review2_hole01_a_task_leaving_a_lapsed_claim_keeps_the_new_claim_of_the
     replica(store, "http://127.0.0.1:9")
     job_id = submitted(store)
     keeper = LeaseKeeper(store, lease=3.0)  # renews every second
-    first = store.jobs.start(job_id, "first", 3.0, "w", 1, True)
+    first = store.jobs.start(job_id, "first", 3.0, "w", True)
     assert isinstance(first, Started)
     with keeper.holding(job_id, "first", at_most=60):
         for _ in range(20):  # the first claim's lease lapses (a Redis pause) and the reaper takes the job back
             client.zadd(keys.LEASES, {job_id: 0})
             if [r.outcome for r in store.jobs.reap({"m": 3})] == ["REQUEUED"]:
                 break  # its slot freed, it is sent again, and a second task of this worker starts it
-        second = store.jobs.start(job_id, "second", 3.0, "w", 1, True)
+        second = store.jobs.start(job_id, "second", 3.0, "w", True)
         assert isinstance(second, Started)
         holding_second = keeper.holding(job_id, "second", at_most=60)
         holding_second.__enter__()
@@ -194,7 +194,7 @@ def test_review2_reset_mid_answer_by_a_live_replica_is_tried_again_elsewhere(sto
         READY if request.path == "/ok" else response(200, b'{"y": 4}')))
     token = replica(store, flaky.url, "flaky")
     job_id = submitted(store)
-    first = store.jobs.start(job_id, "t", 5, "w", 1, True)
+    first = store.jobs.start(job_id, "t", 5, "w", True)
     assert isinstance(first, Started) and first.slot.replica_id == "flaky"
     replica(store, steady.url, "steady", token)
     ctx = context(store, max_attempts=2, request_timeout=5.0)
@@ -284,7 +284,7 @@ def test_review2_a_replica_that_fails_every_exchange_but_answers_its_probe_leave
     for _ in range(3):  # a reset parks the job (no other replica) and it is sent again (a later job would yield the
         if run_in_thread(ctx, job_id, within=10).status is JobStatus.FAILED:  # slot to it); a hang fails it timeout
             job_id = submitted(store)
-        store.jobs.dispatch("m", 1)
+        store.jobs.dispatch("m")
     [gone] = store.replicas.of("m")
     assert gone.state is ReplicaState.FAILED and "3 failed exchanges in a row" in gone.reason
     assert len([r for r in server.requests if r.path == "/"]) == 3
@@ -314,8 +314,8 @@ def test_review2_a_slot_freed_by_a_failed_call_goes_to_a_parked_job(store: Store
     replica(store, server.url)
     ctx = context(store, request_timeout=5.0, max_attempts=3)
     first, second = submitted(store), submitted(store)
-    started = store.jobs.start(first, "t", 5, "w", 1, True)
-    assert isinstance(started, Started) and store.jobs.start(second, "u", 5, "w", 1, True) == "PARKED"
+    started = store.jobs.start(first, "t", 5, "w", True)
+    assert isinstance(started, Started) and store.jobs.start(second, "u", 5, "w", True) == "PARKED"
     queue = keys.celery_queue("m")
     before = store.jobs.redis.llen(queue)
     with ctx.leases.holding(first, "t", 60):

@@ -72,7 +72,7 @@ def test_review2_hole05_jobs_of_a_removed_model_fail_model_removed_and_stay_read
         store: Store, client: "redis.Redis", redis_url: str, tmp_path: Path) -> None:
     token = ready_replica(store, "gone")
     running, queued, parked = submit(store, "gone"), submit(store, "gone"), submit(store, "gone")
-    start = {"lease": 30, "worker": "w", "concurrency": 1, "fail_on_start_failure": False}
+    start = {"lease": 30, "worker": "w", "fail_on_start_failure": False}
     assert isinstance(store.jobs.start(running.id, "t1", **start), Started)
     assert store.jobs.start(parked.id, "t2", **start) == "PARKED"
     models_file = tmp_path / "models.toml"
@@ -276,8 +276,7 @@ def test_review2_hole20_lost_messages_are_found_exactly_whatever_the_backlog(
             elif roll < 0.7:
                 for message in filter(None, (client.rpop(queue) for _ in range(rng.randint(1, 30)))):
                     if rng.random() >= 0.2:  # else its worker died with it
-                        store.jobs.start(json.loads(message)["headers"]["id"], f"t{seed}.{step}", 30, "w", 10**6,
-                                         False)
+                        store.jobs.start(json.loads(message)["headers"]["id"], f"t{seed}.{step}", 30, "w", False)
             elif roll < 0.75 and (queued := client.zrange(keys.sent("m"), 0, -1)):
                 found = store.jobs.get(rng.choice(queued))
                 if found is not None:

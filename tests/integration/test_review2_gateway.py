@@ -119,7 +119,7 @@ def test_review2_hole08_one_key_cannot_fill_the_queue_and_its_share_frees_as_job
     assert store.jobs.withdraw(second) == "WITHDRAWN"  # withdrawn
     parked = submit("alice")
     assert isinstance(parked, Job) and submit("alice") == "KEY_FULL"
-    assert store.jobs.start(parked.id, "t", 5, "w", 1, False) == "PARKED"  # parked: still waiting, still counted
+    assert store.jobs.start(parked.id, "t", 5, "w", False) == "PARKED"  # parked: still waiting, still counted
     assert submit("alice") == "KEY_FULL"
     assert store.jobs.expire_parked("m", 0) == [parked.id]  # expired
     expired_for = submit("alice")
@@ -129,12 +129,12 @@ def test_review2_hole08_one_key_cannot_fill_the_queue_and_its_share_frees_as_job
     assert token and store.replicas.add(token, "r1", "m", "fake")
     assert store.replicas.launched(token, "r1", "http://127.0.0.1:1", "r1")
     assert store.replicas.ready(token, "r1", concurrency=1) is not None
-    assert isinstance(store.jobs.start(third.id, "t3", 5, "w", 1, True), Started)  # started
+    assert isinstance(store.jobs.start(third.id, "t3", 5, "w", True), Started)  # started
     failing = submit("alice")
     assert isinstance(failing, Job) and submit("alice") == "KEY_FULL"
     assert store.replicas.failed(token, "r1", "gone")
     assert store.replicas.start_failed(token, "r2", "m", "no image", True) is not None
-    assert store.jobs.start(failing.id, "t4", 5, "w", 1, True) == "FAILED"  # failed
+    assert store.jobs.start(failing.id, "t4", 5, "w", True) == "FAILED"  # failed
     assert isinstance(submit("alice"), Job) and submit("alice") == "KEY_FULL"
 
 

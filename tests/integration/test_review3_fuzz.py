@@ -130,7 +130,7 @@ def leader(store: Store, token: str, servers: list[WireServer], stop: threading.
         for reaped in jobs.reap({"m": MODEL.jobs.max_attempts}):
             count(f"reaped {reaped.outcome}")
         count("resent", len(jobs.resend_lost("m", 0.5)))
-        jobs.dispatch("m", MODEL.scaling.concurrency)
+        jobs.dispatch("m")
         snapshot = store.replicas.snapshot("m", {})
         for replica in snapshot.replicas:
             if replica.state is ReplicaState.FAILED and not draining(MODEL, replica, snapshot.now):
@@ -221,6 +221,11 @@ def test_review3_fuzz_every_job_ends_once_with_its_own_answer(store: Store, clie
     for replica in store.replicas.of("m"):
         if replica.in_flight:
             problems.append(f"replica {replica.id} ({replica.state}) still holds {replica.in_flight} slots")
+    indexed = dict(client.zrange(keys.ready("m"), 0, -1, withscores=True))
+    ready_now = {r.id: float(r.in_flight - (r.concurrency or 0)) for r in store.replicas.of("m")
+                 if r.state is ReplicaState.READY}
+    if indexed != ready_now:
+        problems.append(f"the index of READY replicas says {indexed}, their records {ready_now}")
     leftovers = {name: client.zcard(name) for name in (keys.LEASES, keys.sent("m"), keys.parked("m"))}
     leftovers[keys.running("m")] = client.scard(keys.running("m"))
     problems += [f"{name} holds {count}" for name, count in leftovers.items() if count]

@@ -41,7 +41,7 @@ def running_job(store: Store, token: str) -> Started:
     assert store.replicas.ready(leader, "r1", concurrency=1) is not None
     job = store.jobs.submit(store.jobs.new("m", {"x": 1}))
     assert not isinstance(job, str)
-    started = store.jobs.start(job.id, token, lease=30, worker="w", concurrency=1, fail_on_start_failure=True)
+    started = store.jobs.start(job.id, token, lease=30, worker="w", fail_on_start_failure=True)
     assert isinstance(started, Started)
     return started
 

@@ -41,9 +41,9 @@ def submit(store: Store, model: str = "m", cap: int = 0) -> Job:
     return job
 
 
-def start(store: Store, job: Job, token: str, concurrency: int = 1) -> Started | str:
+def start(store: Store, job: Job, token: str) -> Started | str:
     """A task starts the job under ``token``."""
-    return store.jobs.start(job.id, token, lease=5, worker="w", concurrency=concurrency, fail_on_start_failure=True)
+    return store.jobs.start(job.id, token, lease=5, worker="w", fail_on_start_failure=True)
 
 
 def in_flight(store: Store, model: str = "m") -> list[int]:
@@ -121,7 +121,7 @@ def test_a_job_that_ran_once_is_not_withdrawn(store: Store) -> None:
     token = ready_replica(store)
     job = submit(store)
     assert isinstance(start(store, job, "t"), Started)
-    assert store.jobs.retry(job.id, "t", "r1", "connection refused", True, 3, 1, 5, "w") == "PARKED"
+    assert store.jobs.retry(job.id, "t", "r1", "connection refused", True, 3, 5, "w") == "PARKED"
     assert store.replicas.remove(token, store.replicas.of("m")[0])
     assert store.jobs.withdraw(job) == "QUEUED"  # its input reached a replica once: it stays, and runs again
 
@@ -141,10 +141,10 @@ def test_hole06_a_stale_workers_late_writes_never_free_the_new_holders_slot(stor
     assert isinstance(start(store, job, "stale"), Started)
     store.client.zadd(keys.LEASES, {job.id: 0})
     assert [r.outcome for r in store.jobs.reap({"m": 3})] == ["REQUEUED"]
-    store.jobs.dispatch("m", 1)
+    store.jobs.dispatch("m")
     assert isinstance(start(store, job, "new"), Started)
     assert store.jobs.finish(job.id, "stale", OK) == "STALE"
-    assert store.jobs.retry(job.id, "stale", "r1", "timeout", True, 3, 1, 5, "w") == "STALE"
+    assert store.jobs.retry(job.id, "stale", "r1", "timeout", True, 3, 5, "w") == "STALE"
     assert in_flight(store) == [1]  # the new holder's slot is still held
     assert store.jobs.finish(job.id, "new", OK) == "OK" and in_flight(store) == [0]
 
@@ -157,6 +157,74 @@ def test_hole06_a_task_that_cannot_run_its_job_keeps_no_claim(store: Store) -> N
     assert isinstance(start(store, job, "b"), Started)  # at once: nothing to wait out
 
 
+def free_by_replica(store: Store, model: str = "m") -> dict[str, float]:
+    """The READY replicas' free slots negated, from their records: what the index must say."""
+    return {r.id: float(r.in_flight - (r.concurrency or 0)) for r in store.replicas.of(model)
+            if r.state is ReplicaState.READY}
+
+
+def assert_indexed(store: Store, model: str = "m") -> None:
+    """The index of READY replicas (all, and by host) agrees with the records."""
+    expected = free_by_replica(store, model)
+    assert dict(store.client.zrange(keys.ready(model), 0, -1, withscores=True)) == expected
+    hosts = {r.id: store.client.hget(keys.replica(r.id), "host") or "" for r in store.replicas.of(model)}
+    for host in set(hosts.values()):
+        here = {rid: free for rid, free in expected.items() if hosts[rid] == host}
+        assert dict(store.client.zrange(keys.ready(model, host), 0, -1, withscores=True)) == here
+
+
+def test_the_ready_index_follows_every_state_and_slot_of_a_replica(store: Store) -> None:
+    token = ready_replica(store, "r1")
+    assert store.replicas.add(token, "r2", "m", "fake")
+    assert_indexed(store)  # STARTING: not in it
+    assert store.replicas.launched(token, "r2", "http://127.0.0.1/r2", "r2")
+    assert store.replicas.ready(token, "r2", concurrency=3) is not None
+    assert_indexed(store)
+    jobs = [submit(store) for _ in range(5)]
+    started = [start(store, job, f"t{n}") for n, job in enumerate(jobs)]
+    assert [s.slot.replica_id for s in started if isinstance(s, Started)] == ["r2", "r2", "r1", "r2"]  # most free
+    assert started[4] == "PARKED"
+    assert_indexed(store)
+    assert store.jobs.finish(jobs[0].id, "t0", OK) == "OK"  # r2's slot goes to the parked job
+    assert_indexed(store)
+    moved = store.jobs.retry(jobs[2].id, "t2", "r1", "connection refused", True, 3, 5, "w")  # r1 leaves routing
+    assert isinstance(moved, Started) or moved == "PARKED"
+    assert_indexed(store)
+    assert store.replicas.failed(token, "r2", "exited while ready")
+    assert_indexed(store)
+    assert free_by_replica(store) == {}
+    for replica in store.replicas.of("m"):
+        assert store.replicas.remove(token, replica)
+    assert_indexed(store)
+    assert store.client.exists(keys.ready("m"), keys.ready("m", "")) == 0
+
+
+def test_a_new_leader_indexes_replicas_recorded_before_the_index(store: Store) -> None:
+    token = ready_replica(store, "r1")
+    ready_replica(store, "r2", token=token)
+    assert store.replicas.drain_if_idle(token, "r2", idle_for=0)
+    store.client.delete(keys.ready("m"), keys.ready("m", ""))  # records written by a version without it
+    assert start(store, submit(store), "t") == "PARKED"
+    assert store.replicas.reindex(token)
+    assert_indexed(store)
+    assert list(free_by_replica(store)) == ["r1"]  # READY only: the DRAINING one is not
+    assert not store.replicas.reindex("not the leader")
+    assert store.jobs.dispatch("m") == 1  # the parked job is sent to the slot now known
+
+
+def test_a_start_never_routes_to_an_index_entry_whose_replica_is_not_ready(store: Store) -> None:
+    token = ready_replica(store, "r1")
+    ready_replica(store, "r2", token=token)
+    assert store.replicas.drain_if_idle(token, "r2", idle_for=0)
+    store.client.zadd(keys.ready("m"), {"r2": -100, "gone": -50})  # entries no script writes: DRAINING, no record
+    store.client.zadd(keys.ready("m", "h1"), {"gone": -200})
+    started = store.jobs.start(submit(store).id, "t", lease=5, worker="w", fail_on_start_failure=True, host="h1")
+    assert isinstance(started, Started) and started.slot.replica_id == "r1"
+    assert store.client.zrange(keys.ready("m"), 0, -1) == ["r1"]
+    assert store.client.exists(keys.ready("m", "h1")) == 0
+    assert_indexed(store)
+
+
 def test_a_replica_that_fails_under_a_job_leaves_routing_and_the_job_runs_elsewhere(store: Store) -> None:
     token = ready_replica(store, "r1")
     ready_replica(store, "r2", token=token)
@@ -164,13 +232,13 @@ def test_a_replica_that_fails_under_a_job_leaves_routing_and_the_job_runs_elsewh
     started = start(store, job, "t")
     assert isinstance(started, Started)
     first = started.slot.replica_id
-    moved = store.jobs.retry(job.id, "t", first, "connection refused", True, 2, 1, 5, "w")
+    moved = store.jobs.retry(job.id, "t", first, "connection refused", True, 2, 5, "w")
     assert isinstance(moved, Started) and moved.slot.replica_id != first
-    again = store.jobs.retry(job.id, "t", first, "connection refused", True, 2, 1, 5, "w")  # the same call, run again
+    again = store.jobs.retry(job.id, "t", first, "connection refused", True, 2, 5, "w")  # the same call, run again
     assert isinstance(again, Started) and again.slot == moved.slot and again.job.attempts == 2
     states = {r.id: r.state for r in store.replicas.of("m")}
     assert states[first] is ReplicaState.FAILED and states[moved.slot.replica_id] is ReplicaState.READY
-    assert store.jobs.retry(job.id, "t", moved.slot.replica_id, "timeout", True, 2, 1, 5, "w") == "FAILED"  # no more
+    assert store.jobs.retry(job.id, "t", moved.slot.replica_id, "timeout", True, 2, 5, "w") == "FAILED"  # no more
     failed = store.jobs.get(job.id)
     assert failed is not None and failed.error is not None and failed.error.code == "replica_failed"
     assert job.id in store.jobs.dead_letters()
@@ -180,7 +248,7 @@ def test_the_reaper_requeues_then_buries_a_job_whose_workers_are_lost(store: Sto
     ready_replica(store)
     job = submit(store)
     for attempt, outcome in ((1, "REQUEUED"), (2, "DEAD")):
-        store.jobs.dispatch("m", 1)
+        store.jobs.dispatch("m")
         assert isinstance(start(store, job, f"t{attempt}"), Started)
         assert store.jobs.reap({"m": 2}) == []  # its lease is live
         store.client.zadd(keys.LEASES, {job.id: 0})

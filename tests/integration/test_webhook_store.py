@@ -38,7 +38,7 @@ def ended(store: Store, webhook: str = HOOK, owner: str = "o1") -> str:
     """A job of model m that ran and succeeded."""
     job = store.jobs.submit(store.jobs.new("m", {"x": 1}, owner, webhook=webhook))
     assert not isinstance(job, str)
-    started = store.jobs.start(job.id, "t", 5, "w", 4, True)
+    started = store.jobs.start(job.id, "t", 5, "w", True)
     assert isinstance(started, Started)
     assert store.jobs.finish(job.id, "t", OK) == "OK"
     return job.id
@@ -128,7 +128,7 @@ def test_a_resubmitted_job_drops_its_old_delivery_and_is_delivered_at_its_next_e
     ready(timed)
     job = timed.jobs.submit(timed.jobs.new("m", {"x": 1}, "o1", webhook=HOOK))
     assert not isinstance(job, str)
-    started = timed.jobs.start(job.id, "t", 5, "w", 4, True)
+    started = timed.jobs.start(job.id, "t", 5, "w", True)
     assert isinstance(started, Started)
     assert timed.jobs.finish(job.id, "t", Outcome(JobStatus.FAILED, error=JobError("model_error", "no"))) == "OK"
     old = timed.webhooks.read("d1", 10, 0.1)[0]
@@ -137,7 +137,7 @@ def test_a_resubmitted_job_drops_its_old_delivery_and_is_delivered_at_its_next_e
     assert again is not None and again.webhook is not None and again.webhook.status is DeliveryStatus.PENDING
     assert again.webhook.attempts == 0
     assert timed.webhooks.attempted(old, True, "", 0, 60) is AttemptReply.DROPPED
-    assert timed.jobs.start(job.id, "t2", 5, "w", 4, True) is not None
+    assert timed.jobs.start(job.id, "t2", 5, "w", True) is not None
     assert timed.jobs.finish(job.id, "t2", OK) == "OK"
     assert [e.job_id for e in timed.webhooks.read("d1", 10, 0.1)] == [job.id]
 

@@ -147,7 +147,7 @@ def test_a_burst_from_zero_starts_the_replicas_that_pay_off_and_sends_them_the_w
     autoscaler = scaler(store, backend)
     ids = submit(store, 40)
     for job_id in ids:  # workers found no slot: the jobs wait, parked
-        assert store.jobs.start(job_id, "t", 5, "w", 1, True) == "PARKED"
+        assert store.jobs.start(job_id, "t", 5, "w", True) == "PARKED"
     store.client.delete(keys.celery_queue("m"))
     autoscaler.lead(store.leadership(3).hold() or "", full=True)
 
@@ -202,7 +202,7 @@ def test_a_setup_that_never_gets_ready_fails_the_start_with_its_reason(store: St
     probe = FakeProbe()
     probe.verdicts["m"] = "setup failed: RuntimeError: cannot load weights"
     job = submit(store, 1)[0]
-    assert store.jobs.start(job, "t", 5, "w", 1, True) == "PARKED"
+    assert store.jobs.start(job, "t", 5, "w", True) == "PARKED"
     scaler(store, probe=probe).lead(store.leadership(3).hold() or "", full=True)
     failed = store.jobs.get(job)
     assert failed is not None and failed.error is not None and failed.error.code == "replica_start_failed"
@@ -324,7 +324,7 @@ def test_hole02_a_former_leader_leaves_a_replica_it_started_to_the_leader_that_a
     old_actions, new_actions = Held(), Held()
     old = scaler(store, backend, actions=old_actions)
     job = submit(store, 1)[0]
-    assert store.jobs.start(job, "t", 5, "w", 1, True) == "PARKED"
+    assert store.jobs.start(job, "t", 5, "w", True) == "PARKED"
     old.lead(store.leadership(3).hold() or "", full=True)
     launch = old_actions.pending[0]  # its start (then its sweep, left undone)
     real_launched = store.replicas.launched

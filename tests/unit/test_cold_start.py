@@ -18,7 +18,7 @@ pytestmark = pytest.mark.unit
 
 
 def started(store: Store, job: Job) -> Started:
-    found = store.jobs.start(job.id, "t-" + job.id, 30, "w", 1, True)
+    found = store.jobs.start(job.id, "t-" + job.id, 30, "w", True)
     assert isinstance(found, Started), found
     return found
 
@@ -30,7 +30,7 @@ def test_a_cold_start_jobs_waited_for_is_kept_by_stage_shown_with_the_job_and_co
     token = store.leadership(600).hold() or ""
     waiting = store.jobs.submit(store.jobs.new("m", {}))
     assert isinstance(waiting, Job)
-    assert store.jobs.start(waiting.id, "t-" + waiting.id, 30, "w", 1, True) is not None  # parked: no replica yet
+    assert store.jobs.start(waiting.id, "t-" + waiting.id, 30, "w", True) is not None  # parked: no replica yet
     assert store.replicas.add(token, "r1", "m", "process")  # recorded at 0
     clock.advance(1)
     assert store.replicas.launched(token, "r1", "http://127.0.0.1:9", "h", "vm", placed=0.5, created=0.2) == 1
@@ -104,7 +104,7 @@ def test_only_a_job_that_waited_ends_the_cold_start(tmp_path: Path) -> None:
     token = store.leadership(600).hold() or ""
     waiting = store.jobs.submit(store.jobs.new("m", {}))
     assert isinstance(waiting, Job)
-    store.jobs.start(waiting.id, "t-" + waiting.id, 30, "w", 1, True)  # parked
+    store.jobs.start(waiting.id, "t-" + waiting.id, 30, "w", True)  # parked
     assert store.replicas.add(token, "r1", "m", "process")
     clock.advance(1)
     assert store.replicas.launched(token, "r1", "http://127.0.0.1:9", "h", "vm", placed=0.5, created=0.2) == 1

@@ -139,9 +139,9 @@ def test_a_low_job_taken_back_waits_low_again(lost: str) -> None:
     store.replicas.launched(token, "r1", "http://127.0.0.1:9", "h")
     store.replicas.ready(token, "r1", 1)
     job = store.jobs.submit(store.jobs.new("m", {}, options=JobOptions(priority=Priority.LOW)))
-    assert isinstance(job, Job) and isinstance(store.jobs.start(job.id, "t", 5, "w", 1, True), Started)
+    assert isinstance(job, Job) and isinstance(store.jobs.start(job.id, "t", 5, "w", True), Started)
     if lost == "replica":
-        assert store.jobs.retry(job.id, "t", "r1", "gone", True, 3, 1, 5, "w") == "PARKED"
+        assert store.jobs.retry(job.id, "t", "r1", "gone", True, 3, 5, "w") == "PARKED"
     else:
         clock.advance(6)
         assert [r.outcome for r in store.jobs.reap({"m": 3})] == ["REQUEUED"]
@@ -161,7 +161,7 @@ def test_a_path_with_an_empty_segment_is_a_json_404_not_an_html_redirect(
 
 def streamed_run(store: Store, job_id: str, token: str, parts: list[str], outcome: Outcome) -> None:
     """One run of the job that gives ``parts`` and ends with ``outcome``."""
-    assert isinstance(store.jobs.start(job_id, token, 30, "w", 1, True), Started)
+    assert isinstance(store.jobs.start(job_id, token, 30, "w", True), Started)
     for part in parts:
         store.jobs.append_part(job_id, token, json.dumps(part), 100)
     store.jobs.finish(job_id, token, outcome)

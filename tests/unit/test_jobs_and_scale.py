@@ -44,7 +44,7 @@ def made(store: Store, model: str = "m", owner: str = "") -> str:
 
 def fail(store: Store, job_id: str) -> None:
     """The job runs on replica r1 and fails."""
-    started = store.jobs.start(job_id, "t", 30, "w", 1, True)
+    started = store.jobs.start(job_id, "t", 30, "w", True)
     assert isinstance(started, Started), started
     assert store.jobs.finish(job_id, "t", Outcome(JobStatus.FAILED, error=JobError("boom", "it broke"))) == "OK"
 

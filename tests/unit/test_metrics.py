@@ -80,7 +80,7 @@ def test_ended_jobs_are_counted_by_status_with_their_spans_in_the_histograms(
     ran, cancelled = (store.jobs.submit(store.jobs.new("m", {})) for _ in range(2))
     assert isinstance(ran, Job) and isinstance(cancelled, Job)
     clock.advance(2)
-    assert isinstance(store.jobs.start(ran.id, "t", 30, "w", 1, True), Started)
+    assert isinstance(store.jobs.start(ran.id, "t", 30, "w", True), Started)
     clock.advance(3)
     store.jobs.finish(ran.id, "t", Outcome(JobStatus.SUCCEEDED, output="1"))
     store.jobs.cancel(cancelled.id)  # (it never ran: no queue wait or service time)

@@ -17,6 +17,6 @@ def test_a_replicas_slots_are_the_concurrency_it_was_started_with_whatever_a_wor
     assert store.replicas.ready(token, "r1", concurrency=2) is not None
     assert store.replicas.of("m")[0].concurrency == 2
     jobs = [store.jobs.submit(store.jobs.new("m", {"i": i}), 0) for i in range(3)]
-    started = [store.jobs.start(job.id, f"t{job.id}", 30, "w", 5, False) for job in jobs if job is not None]
+    started = [store.jobs.start(job.id, f"t{job.id}", 30, "w", False) for job in jobs if job is not None]
     assert [isinstance(s, Started) for s in started] == [True, True, False]  # a worker told 5 gets 2 slots
     assert started[2] == "PARKED"

@@ -30,9 +30,9 @@ def test_review2_hole04_a_failed_replica_is_stopped_only_once_its_other_jobs_let
     first, neighbour = submit(store, 2)
     autoscaler.lead(token, full=True)
     [replica] = store.replicas.of("m")
-    started = store.jobs.start(first, "a", 30, "w", 2, True), store.jobs.start(neighbour, "b", 30, "w", 2, True)
+    started = store.jobs.start(first, "a", 30, "w", True), store.jobs.start(neighbour, "b", 30, "w", True)
     assert all(isinstance(s, Started) and s.slot.replica_id == replica.id for s in started)
-    assert store.jobs.retry(first, "a", replica.id, "no answer to a readiness probe", True, 3, 2, 30, "w") == "PARKED"
+    assert store.jobs.retry(first, "a", replica.id, "no answer to a readiness probe", True, 3, 30, "w") == "PARKED"
     assert store.replicas.of("m")[0].state is ReplicaState.FAILED
 
     autoscaler.lead(token, full=True)
@@ -49,8 +49,8 @@ def test_review2_a_failed_replica_holding_no_other_job_is_stopped_at_once(store:
     [job_id] = submit(store, 1)
     autoscaler.lead(token, full=True)
     [replica] = store.replicas.of("m")
-    assert isinstance(store.jobs.start(job_id, "a", 30, "w", 1, True), Started)
-    store.jobs.retry(job_id, "a", replica.id, "no answer to a readiness probe", True, 3, 1, 30, "w")
+    assert isinstance(store.jobs.start(job_id, "a", 30, "w", True), Started)
+    store.jobs.retry(job_id, "a", replica.id, "no answer to a readiness probe", True, 3, 30, "w")
     autoscaler.lead(token, full=True)
     assert replica.handle in backend.stops
 
@@ -61,6 +61,6 @@ def test_review2_hole04_a_call_that_failed_on_a_live_replica_leaves_it_in_routin
     [job_id] = submit(store, 1)
     autoscaler.lead(token, full=True)
     [replica] = store.replicas.of("m")
-    assert isinstance(store.jobs.start(job_id, "a", 30, "w", 1, True), Started)
-    assert store.jobs.retry(job_id, "a", replica.id, "connection reset", False, 3, 1, 30, "w") == "PARKED"
+    assert isinstance(store.jobs.start(job_id, "a", 30, "w", True), Started)
+    assert store.jobs.retry(job_id, "a", replica.id, "connection reset", False, 3, 30, "w") == "PARKED"
     assert store.replicas.of("m")[0].state is ReplicaState.READY

@@ -145,8 +145,8 @@ def run_or_park(ctx: WorkerContext, job_id: str, model_name: str) -> Summary:
         refused = ctx.store.jobs.refuse(job_id, why)
         return Summary(job_id, refused, error=why if refused is JobStatus.FAILED else None)
     token = uuid.uuid4().hex
-    started = ctx.store.jobs.start(job_id, token, ctx.leases.lease, ctx.worker, model.scaling.concurrency,
-                                   model.jobs.on_start_failure == "fail", ctx.host)
+    started = ctx.store.jobs.start(job_id, token, ctx.leases.lease, ctx.worker, model.jobs.on_start_failure == "fail",
+                                   ctx.host)
     if not isinstance(started, Started):
         return Summary(job_id, started)
     with ctx.leases.holding(job_id, token, model.jobs.max_attempts * (model.jobs.request_timeout + 10)):
@@ -199,8 +199,7 @@ def attempt(ctx: WorkerContext, model: ModelConfig, started: Started, token: str
     log.warning("job %s: replica %s %s: %s", started.job.id, started.slot.replica_id,
                 "is gone" if outcome.gone else "failed the call", outcome.reason)
     retried = ctx.store.jobs.retry(started.job.id, token, started.slot.replica_id, outcome.reason, outcome.gone,
-                                   model.jobs.max_attempts, model.scaling.concurrency, ctx.leases.lease, ctx.worker,
-                                   ctx.host)
+                                   model.jobs.max_attempts, ctx.leases.lease, ctx.worker, ctx.host)
     if not isinstance(retried, Started):
         return Summary(started.job.id, retried, started.slot.replica_id, seconds=seconds,
                        committed=retried is JobStatus.FAILED)

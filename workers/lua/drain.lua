@@ -5,6 +5,7 @@ local r = redis.call('HMGET', K.replica .. id, 'state', 'last_used', 'ready_at')
 local last = tonumber(r[2] or r[3] or '0')
 if leads(token) and r[1] == 'READY' and redis.call('SCARD', K.slots .. id) == 0 and last <= NOW - idle then
   redis.call('HSET', K.replica .. id, 'state', 'DRAINING')
+  index_ready(id)
   return 1
 end
 return 0

@@ -8,7 +8,9 @@ local placed_ago, created_ago = ARGV[8], ARGV[9]
 local replica = K.replica .. id
 if redis.call('EXISTS', replica) == 0 then return -1 end
 if not leads(token) then return 0 end
+index_ready(id, true)  -- its host may change: out of the old host's index, back in under the new one
 redis.call('HSET', replica, 'endpoint', endpoint, 'handle', handle, 'host', host)
+index_ready(id)
 local started = tonumber(redis.call('HGET', replica, 'started_at'))
 local placed = stage_end(placed_ago, started)
 if placed then redis.call('HSET', replica, 'placed_at', stamp(placed)) end

@@ -59,44 +59,62 @@ local function wake(model)  -- tell the leading autoscaler the model may need ca
   redis.call('LTRIM', K.scale, -100, -1)
 end
 
-local function ready_replicas(model)
-  local count = 0
-  for _, rid in ipairs(redis.call('SMEMBERS', K.replicas .. model)) do
-    if redis.call('HGET', K.replica .. rid, 'state') == 'READY' then count = count + 1 end
+-- The model's READY replicas by their free slots, in sm:ready:{model} and, by the host each runs on, in
+-- sm:ready:{model}:{host}: each scored by its free slots negated (the jobs holding its slots less its concurrency),
+-- so the first is the most free and a start or a finish never looks at the other replicas. Written only by
+-- index_ready, after every change of a replica's state or slots: in while READY, out otherwise (or if `out`).
+local function index_ready(rid, out)
+  local r = redis.call('HMGET', K.replica .. rid, 'model', 'host', 'state', 'concurrency')
+  if not r[1] then return end
+  local all, here = K.ready .. r[1], K.ready .. r[1] .. ':' .. (r[2] or '')
+  if r[3] == 'READY' and not out then
+    local score = redis.call('SCARD', K.slots .. rid) - (tonumber(r[4]) or 1)
+    redis.call('ZADD', all, score, rid)
+    redis.call('ZADD', here, score, rid)
+  else
+    redis.call('ZREM', all, rid)
+    redis.call('ZREM', here, rid)
   end
-  return count
 end
 
--- Free slots on READY replicas, less the jobs already sent. A replica's slots are the concurrency it was started
--- with, on its record; `concurrency` (the caller's models file) counts for a record without one.
-local function free_slots(model, concurrency)
+local function ready_replicas(model)
+  return redis.call('ZCARD', K.ready .. model)
+end
+
+-- Free slots on READY replicas, less the jobs already sent.
+local function free_slots(model)
   local free = 0
-  for _, rid in ipairs(redis.call('SMEMBERS', K.replicas .. model)) do
-    local r = redis.call('HMGET', K.replica .. rid, 'state', 'concurrency')
-    if r[1] == 'READY' then
-      free = free + math.max(0, (tonumber(r[2]) or concurrency) - redis.call('SCARD', K.slots .. rid))
-    end
-  end
+  local found = redis.call('ZRANGEBYSCORE', K.ready .. model, '-inf', '(0', 'WITHSCORES')
+  for i = 2, #found, 2 do free = free - tonumber(found[i]) end
   return free - redis.call('ZCARD', K.sent .. model)
 end
 
--- A slot on the least-loaded READY replica other than avoid (if given): {replica, endpoint}, or nil.
-local function acquire(id, model, concurrency, avoid, near)  -- a free slot: on a replica of host `near` if one has
-  local best, best_rank, endpoint = nil, nil, nil               -- one, else anywhere; the least loaded among them
-  for _, rid in ipairs(redis.call('SMEMBERS', K.replicas .. model)) do
-    local r = redis.call('HMGET', K.replica .. rid, 'state', 'endpoint', 'concurrency', 'host')
-    if r[1] == 'READY' and rid ~= avoid then
-      local load = redis.call('SCARD', K.slots .. rid)
-      local rank = load + ((near and near ~= '' and r[4] == near) and 0 or 1e9)
-      if load < (tonumber(r[3]) or concurrency) and (best_rank == nil or rank < best_rank) then
-        best, best_rank, endpoint = rid, rank, r[2]
-      end
+local function most_free(index, avoid)  -- the replica of the index with the most free slots, other than avoid
+  local found = redis.call('ZRANGEBYSCORE', index, '-inf', '(0', 'LIMIT', 0, 2)
+  if found[1] ~= avoid then return found[1] end
+  return found[2]
+end
+
+-- A slot on the READY replica with the most free slots other than avoid (if given), on host `near` if one there
+-- has one, else anywhere: {replica, endpoint}, or nil.
+-- An entry whose record is not READY (the index never holds one; this keeps a start from routing to it if it
+-- did) leaves the index, and the next is tried.
+local function acquire(id, model, avoid, near)
+  local here = (near and near ~= '') and K.ready .. model .. ':' .. near or nil
+  while true do
+    local index, best = here, here and most_free(here, avoid)
+    if not best then index, best = K.ready .. model, most_free(K.ready .. model, avoid) end
+    if best == nil then return nil end
+    local r = redis.call('HMGET', K.replica .. best, 'state', 'endpoint')
+    if r[1] == 'READY' then
+      redis.call('SADD', K.slots .. best, id)
+      index_ready(best)
+      redis.call('HSET', K.job .. id, 'slot', best)
+      return {best, r[2]}
     end
+    redis.call('ZREM', index, best)
+    index_ready(best)
   end
-  if best == nil then return nil end
-  redis.call('SADD', K.slots .. best, id)
-  redis.call('HSET', K.job .. id, 'slot', best)
-  return {best, endpoint}
 end
 
 local function free_slot(id)  -- give back the slot the job holds; the replica it was on, or nil
@@ -106,6 +124,7 @@ local function free_slot(id)  -- give back the slot the job holds; the replica i
   redis.call('HDEL', K.job .. id, 'slot')
   if redis.call('EXISTS', K.replica .. slot) == 1 then
     redis.call('HSET', K.replica .. slot, 'last_used', stamp(NOW))
+    index_ready(slot)
   end
   return slot
 end
@@ -115,6 +134,7 @@ local FAILURES_IN_A_ROW = 3  -- failed exchanges in a row after which a replica 
 local function condemn(rid, reason)  -- a READY replica leaves routing: FAILED, stamped; stopped once let go of
   if redis.call('HGET', K.replica .. rid, 'state') == 'READY' then
     redis.call('HSET', K.replica .. rid, 'state', 'FAILED', 'reason', reason, 'failed_at', stamp(NOW))
+    index_ready(rid)
   end
 end
 
@@ -188,9 +208,9 @@ local function set_rank(id, model)  -- a job queued (submitted or resubmitted) s
   if found[2] == 'low' then redis.call('ZADD', K.low .. model, NOW, id) end
 end
 
-local function outranked(id, model, concurrency)  -- better-ranked jobs sent take the free slots before this one
+local function outranked(id, model)  -- better-ranked jobs sent take the free slots before this one
   local better = redis.call('ZCOUNT', K.sent_by_rank .. model, '-inf', '(' .. rank_of(id))
-  return better > 0 and better >= free_slots(model, concurrency) + redis.call('ZCARD', K.sent .. model)
+  return better > 0 and better >= free_slots(model) + redis.call('ZCARD', K.sent .. model)
 end
 
 local function overdue(id)  -- whether a waiting job is past its deadline

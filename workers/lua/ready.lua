@@ -18,6 +18,7 @@ local created = tonumber(current[5]) or stage_end(created_ago, placed or started
 local up = stage_end(up_ago, created or placed or started)
 redis.call('HSET', replica, 'state', 'READY', 'ready_at', stamp(NOW), 'last_used', stamp(NOW), 'reason', '',
            'concurrency', concurrency)
+index_ready(id)
 if created then redis.call('HSET', replica, 'created_at', stamp(created)) end
 if up then redis.call('HSET', replica, 'up_at', stamp(up)) end
 redis.call('HDEL', replica, 'log_tail', 'log_at')
@@ -32,7 +33,7 @@ for _, stage in ipairs({{'placed', placed}, {'created', created}, {'process_up',
     last = stage[2]
   end
 end
-local sent = dispatch(model, free_slots(model, concurrency))
+local sent = dispatch(model, free_slots(model))
 if sent > 0 then redis.call('HSET', replica, 'waited', sent)  -- its first result ends the cold start
 else count_span(model, 'cold_start:total:' .. host, cold_start) end
 redis.call('SET', K.cold_start .. id, cjson.encode({replica = id, model = model, host = host, started_at = started,

@@ -6,6 +6,7 @@ if not leads(token) then return 0 end
 if redis.call('HGET', K.replica .. id, 'state') == 'STARTING' then  -- a start stopped: it ended
   redis.call('SET', K.start_ended .. model, stamp(NOW))
 end
+index_ready(id, true)
 redis.call('SREM', K.replicas .. model, id)
 redis.call('DEL', K.replica .. id, K.slots .. id)
 return 1

@@ -3,4 +3,5 @@
 local token, id, reason = ARGV[3], ARGV[4], ARGV[5]
 if not leads(token) or redis.call('EXISTS', K.replica .. id) == 0 then return 0 end
 redis.call('HSET', K.replica .. id, 'state', 'FAILED', 'reason', reason, 'failed_at', stamp(NOW))
+index_ready(id)
 return 1

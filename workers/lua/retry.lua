@@ -5,12 +5,11 @@
 -- fails with replica_failed (into the dead letters) after its last attempt; a job that gave parts of a streamed
 -- output fails interrupted. Run again after its answer was lost,
 -- it finds the job no longer on the failed replica and changes nothing.
--- ARGV[3..]: id, claim token, the failed replica, reason, gone ('1' or '0'), max attempts, concurrency, lease
--- seconds, worker, the worker's host (a replica there is preferred).
+-- ARGV[3..]: id, claim token, the failed replica, reason, gone ('1' or '0'), max attempts, lease seconds, worker,
+-- the worker's host (a replica there is preferred).
 -- Returns {'RUNNING', replica, endpoint, job fields ...}, PARKED, FAILED, STALE, MISSING, or the status found.
 local id, token, failed, reason, gone = ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7] == '1'
-local max_attempts, concurrency, lease, worker = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11]
-local near = ARGV[12]
+local max_attempts, lease, worker, near = tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10], ARGV[11]
 local job = K.job .. id
 local current = redis.call('HMGET', job, 'status', 'claim', 'model', 'slot', 'attempts')
 if not current[1] then return 'MISSING' end
@@ -38,7 +37,7 @@ if attempts >= max_attempts then
   return S.FAILED
 end
 requeue(id, model)
-local moved = acquire(id, model, concurrency, failed, near)
+local moved = acquire(id, model, failed, near)
 if moved then return begin_run(id, model, token, worker, lease, moved) end
 park(id, model)
 return 'PARKED'

@@ -8,6 +8,7 @@ if not leads(token) then return -1 end
 redis.call('HINCRBY', K.counts .. model, 'start_failed', 1)
 if redis.call('EXISTS', K.replica .. id) == 1 then
   redis.call('HSET', K.replica .. id, 'state', 'FAILED', 'reason', reason)
+  index_ready(id)
 end
 redis.call('HSET', K.start_failure .. model, 'at', stamp(NOW), 'reason', reason)
 redis.call('SET', K.start_ended .. model, stamp(NOW))

@@ -84,6 +84,7 @@ class Autoscaler:
                     continue
                 if not leading:
                     log.info("leading: adopting the replicas that run")
+                    self.store.replicas.reindex(token)
                     self.actions.spawn(SWEEP, functools.partial(self.sweep, token, adopting=True))
                     leading = True
                 full = time.monotonic() - last_full >= interval
@@ -133,7 +134,7 @@ class Autoscaler:
             if expired := jobs.expire_parked(model.name, model.jobs.queue_timeout):
                 self.store.events.record(model.name, "jobs_expired", reason=f"{len(expired)} job(s) waited over "
                                                                             f"the queue timeout")
-            jobs.dispatch(model.name, model.scaling.concurrency)
+            jobs.dispatch(model.name)
         for name in jobs.models_held() - set(self.models):
             if abandoned := jobs.abandon(name, self.removed_after).failed:
                 self.store.events.record(name, "jobs_removed", reason=f"{len(abandoned)} waiting job(s) failed: "

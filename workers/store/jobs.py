@@ -209,12 +209,11 @@ class JobStore:
         """Fail a QUEUED job nobody holds, whose model this worker does not serve: FAILED, or why not."""
         return replies.word(self.scripts("refuse", job_id, why.code, why.message), RefuseReply)
 
-    def start(self, job_id: str, token: str, lease: float, worker: str, concurrency: int,
-              fail_on_start_failure: bool, host: str = "") -> Started | StartReply | JobStatus:
+    def start(self, job_id: str, token: str, lease: float, worker: str, fail_on_start_failure: bool,
+              host: str = "") -> Started | StartReply | JobStatus:
         """Claim the job, take a free replica slot (on ``host`` if one is free there) and run it; else park it.
         Started, or why not (PARKED …)."""
-        return replies.start(self.scripts("start", job_id, token, lease, worker, concurrency,
-                                       int(fail_on_start_failure), host))
+        return replies.start(self.scripts("start", job_id, token, lease, worker, int(fail_on_start_failure), host))
 
     def finish(self, job_id: str, token: str, outcome: Outcome, timed_out: bool = False) -> FinishReply | JobStatus:
         """Commit the outcome under the claim and give the slot back: OK, or why not (STALE, CANCELLED …).
@@ -224,11 +223,11 @@ class JobStore:
                                          int(timed_out), *outcome.fields()), FinishReply)
 
     def retry(self, job_id: str, token: str, failed: str, reason: str, gone: bool, max_attempts: int,
-              concurrency: int, lease: float, worker: str, host: str = "") -> Started | StartReply | JobStatus:
+              lease: float, worker: str, host: str = "") -> Started | StartReply | JobStatus:
         """The call on replica ``failed`` failed (``gone``: the replica is, and leaves routing): run the job on
         another slot (on ``host`` if one is free there), park it, or fail it after its last attempt."""
-        return replies.start(self.scripts("retry", job_id, token, failed, reason, int(gone), max_attempts, concurrency,
-                                       lease, worker, host))
+        return replies.start(self.scripts("retry", job_id, token, failed, reason, int(gone), max_attempts, lease,
+                                       worker, host))
 
     def append_part(self, job_id: str, token: str, part: str, most: int) -> int | AppendReply:
         """Append a part (JSON text) of the run holding claim ``token``: its index, or why not (STALE, TOO_MANY)."""
@@ -294,9 +293,9 @@ class JobStore:
         found = self.scripts("expire", limit)
         return [Expired(found[i], found[i + 1], found[i + 2]) for i in range(0, len(found), 3)]
 
-    def dispatch(self, model: str, concurrency: int) -> int:
+    def dispatch(self, model: str) -> int:
         """Send parked jobs to free slots on READY replicas; how many were sent."""
-        return int(self.scripts("dispatch", model, concurrency))
+        return int(self.scripts("dispatch", model))
 
     def dead_letters(self, limit: int = 100) -> list[str]:
         """Ids of the newest jobs that failed after their last attempt."""

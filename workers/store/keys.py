@@ -86,6 +86,11 @@ host), read inside the scripts.
 - ``sm:cold_starts:{model}`` list   the ids of the model's last 10 cold starts, newest first.
 - ``sm:slots:{id}``          set    the jobs holding the replica's concurrency slots (the job's ``slot`` names the
                                     replica, its ``claim`` the holder).
+- ``sm:ready:{model}``       zset   the model's READY replicas, each scored by its free slots negated (its slots
+                                    taken less its concurrency): a start takes the first, the most free, without
+                                    looking at the others. Kept with the replicas' states and slots (lib.lua
+                                    ``index_ready``); rebuilt from the records by a new leader (reindex.lua).
+- ``sm:ready:{model}:{host}`` zset  the same, of the model's replicas on one host (a worker there prefers them).
 - ``sm:start_failure:{model}`` hash the latest failed replica start: at, reason; gone once one is READY.
 - ``sm:start_ended:{model}`` string when the model's latest replica start ended (it turned READY, failed, or
                                     was stopped while STARTING): a parked job's queue timeout counts from it.
@@ -139,6 +144,7 @@ BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 
 REPLICAS = "sm:replicas:"
 REPLICA = "sm:replica:"
 SLOTS = "sm:slots:"
+READY = "sm:ready:"
 START_FAILURE = "sm:start_failure:"
 START_ENDED = "sm:start_ended:"
 COLD_START = "sm:cold_start:"
@@ -178,8 +184,8 @@ SCALE_BOUNDS = "sm:scale_bounds:"
 PREFIXES = {  # what the Lua prelude calls them (K.job .. id)
     "job": JOB, "sent": SENT, "parked": PARKED, "running": RUNNING, "unstarted": UNSTARTED, "done": DONE,
     "stats": STATS, "counts": COUNTS, "platform_counts": PLATFORM_COUNTS, "replicas": REPLICAS, "replica": REPLICA,
-    "slots": SLOTS, "start_failure": START_FAILURE, "start_ended": START_ENDED, "cold_start": COLD_START,
-    "cold_starts": COLD_STARTS,
+    "slots": SLOTS, "ready": READY, "start_failure": START_FAILURE, "start_ended": START_ENDED,
+    "cold_start": COLD_START, "cold_starts": COLD_STARTS,
     "scaling": SCALING, "celery": CELERY_QUEUE, "leases": LEASES, "dead": DEAD, "scale": SCALE, "leader": LEADER,
     "models": MODELS, "pushes": PUSHES, "withdrawn": WITHDRAWN, "rate": RATE, "auth_failures": AUTH_FAILURES,
     "hosts": HOSTS, "purge": PURGE, "idem": IDEMPOTENCY, "deadlines": DEADLINES, "webhooks": WEBHOOKS,
@@ -222,6 +228,11 @@ def parts(job_id: str) -> str:
 def replicas(model: str) -> str:
     """The model's replica ids."""
     return REPLICAS + model
+
+
+def ready(model: str, host: str | None = None) -> str:
+    """The model's READY replicas by free slots (those on ``host``, if given)."""
+    return READY + model + ("" if host is None else ":" + host)
 
 
 def replica(replica_id: str) -> str:

@@ -83,6 +83,10 @@ class ReplicaRegistry:
         """Mark the replica DRAINING if it is READY, holds no slot and was unused for ``idle_for`` seconds."""
         return bool(self.scripts("drain", token, replica_id, idle_for))
 
+    def reindex(self, token: str) -> bool:
+        """Rebuild the index of READY replicas from their records (a new leader does, before it routes)."""
+        return int(self.scripts("reindex", token)) >= 0
+
     def remove(self, token: str, replica: Replica) -> bool:
         """Forget a stopped (or vanished) replica."""
         return bool(self.scripts("remove_replica", token, replica.id, replica.model))

@@ -19,7 +19,7 @@ NAMES = ("submit", "withdraw", "start", "finish", "retry", "renew", "reap", "res
          "cancel", "add_replica", "launched", "ready", "start_failed", "replica_failed", "drain", "remove_replica",
          "save_scaling", "save_hosts", "observe", "note", "abandon", "refuse", "count", "resubmit", "purge", "expire",
          "webhook_due", "webhook_attempt", "webhook_failed", "webhook_redeliver", "waiting", "append_part",
-         "take_parts", "webhook_forget", "list_jobs", "set_scale", "cold_starts")
+         "take_parts", "webhook_forget", "list_jobs", "set_scale", "cold_starts", "reindex")
 
 
 def prelude() -> str:
