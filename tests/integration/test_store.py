@@ -8,6 +8,7 @@ import pytest
 import redis
 from celery import Celery
 
+from bench import replicas
 from workers.job import Job, JobError, JobStatus, Outcome
 from workers.store import Store, keys
 from workers.store.envelope import TASK_NAME, template
@@ -210,6 +211,12 @@ def test_a_new_leader_indexes_replicas_recorded_before_the_index(store: Store) -
     assert list(free_by_replica(store)) == ["r1"]  # READY only: the DRAINING one is not
     assert not store.replicas.reindex("not the leader")
     assert store.jobs.dispatch("m") == 1  # the parked job is sent to the slot now known
+
+
+def test_a_start_and_a_finish_cost_as_many_redis_commands_with_50_ready_replicas_as_with_1(
+        client: redis.Redis) -> None:
+    few, many = (replicas.one_round(client, count, jobs=20)["commands"] for count in (1, 50))
+    assert few == many
 
 
 def test_a_start_never_routes_to_an_index_entry_whose_replica_is_not_ready(store: Store) -> None:
