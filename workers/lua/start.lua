@@ -1,7 +1,7 @@
--- A task starts its job: claims it, takes a free slot on the least-loaded READY replica and marks it RUNNING,
--- all at once. With no free slot the job is parked instead, keeping no claim: a wait holds nothing, and the job
--- is sent again when a slot frees or a replica turns READY. So is a job outranked: as many better-ranked jobs
--- (priority, then age) are sent as there are free slots, and they take them.
+-- A task starts its job: claims it, takes a free slot on the READY replica with the most free slots and marks it
+-- RUNNING, all at once. With no free slot the job is parked instead, keeping no claim: a wait holds nothing, and
+-- the job is sent again when a slot frees or a replica turns READY. So is a job outranked: as many better-ranked
+-- jobs (priority, then age) are sent as there are free slots, and they take them.
 -- ARGV[3..]: id, claim token, lease seconds, worker, fail on a start failure ('1' or '0'), the worker's host (a
 -- replica there is preferred).
 -- Returns {'RUNNING', replica, endpoint, job fields ...}; else PARKED, FAILED (past its ttl: expired; or a replica
