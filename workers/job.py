@@ -166,10 +166,10 @@ class Job:
 
     @classmethod
     def from_hash(cls, fields: dict[str, str]) -> "Job":
-        """Decode a job record."""
+        """Decode a job record: all of it, or the fields of ``VIEWED`` (``input`` None then)."""
         return cls(
             id=fields["id"], model=fields["model"], status=JobStatus(fields["status"]),
-            input=json.loads(fields["input"]), created_at=float(fields["created_at"]),
+            input=json.loads(fields["input"]) if "input" in fields else None, created_at=float(fields["created_at"]),
             output=json.loads(fields["output"]) if "output" in fields else None,
             error=JobError.decode(fields["error"]) if fields.get("error") else None,
             started_at=_float(fields.get("started_at")), finished_at=_float(fields.get("finished_at")),
@@ -182,6 +182,14 @@ class Job:
             options=JobOptions(ttl=_float(fields.get("ttl")), execution_timeout=_float(fields.get("execution_timeout")),
                                priority=Priority(fields.get("priority", Priority.NORMAL))),
         )
+
+
+# The fields of a job record that Job.from_hash reads, but its input: what a reader that shows the job (its views,
+# webhooks, waits) fetches; the input, as large as a client sent it, is read only by the worker that runs the job.
+VIEWED = ("id", "model", "status", "created_at", "output", "error", "started_at", "finished_at", "replica",
+          "attempts", "cancelled_while", "owner", "worker", "commits", "requeued_at", "run", "parts_base",
+          "cold_start", "ttl", "execution_timeout", "priority", "webhook", "webhook_status", "webhook_attempts",
+          "webhook_error", "webhook_view")
 
 
 def _float(value: str | None) -> float | None:

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, cast
 
 import redis
 
-from workers.job import Delivery, Job, JobError, JobOptions, JobStatus, Outcome, View
+from workers.job import VIEWED, Delivery, Job, JobError, JobOptions, JobStatus, Outcome, View
 from workers.store import keys, replies
 from workers.store.records import JobPage, Started, Waiting
 from workers.store.replies import (
@@ -92,6 +92,12 @@ class Unreplicated(redis.RedisError):
     """A submit was made on the primary, but not yet on as many replicas as it must be."""
 
 
+def viewed(values: list[str | None]) -> Job | None:
+    """The job of an HMGET of its VIEWED fields, or None if it has no record."""
+    fields = {name: value for name, value in zip(VIEWED, values, strict=True) if value is not None}
+    return Job.from_hash(fields) if fields else None
+
+
 class JobStore:
     """Job records in Redis: the source of truth for every job."""
 
@@ -159,9 +165,8 @@ class JobStore:
         return answer, int(held)
 
     def get(self, job_id: str) -> Job | None:
-        """The job, or None if unknown or expired."""
-        fields = cast(dict[str, str], self.redis.hgetall(keys.job(job_id)))
-        return Job.from_hash(fields) if fields else None
+        """The job without its input (job.VIEWED), or None if unknown or expired."""
+        return viewed(cast(list[str | None], self.redis.hmget(keys.job(job_id), VIEWED)))
 
     def listed(self, owner: str, model: str | None = None, status: JobStatus | None = None,
                before: float | None = None, limit: int = 50, look: int = 1000) -> JobPage:
@@ -175,15 +180,15 @@ class JobStore:
         """Block until the job finishes or ``timeout`` passes (no polling); the job as it then is.
 
         A finished job's done list holds a token: BLMOVE from the list onto itself waits for it and leaves it for
-        other waiters, and the HGETALL behind it on the same connection reads the job: one round trip.
+        other waiters, and the HMGET behind it on the same connection reads the job (as ``get`` does): one round
+        trip.
         """
         if timeout <= 0:
             return self.get(job_id)
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.blmove(keys.done(job_id), keys.done(job_id), timeout, "LEFT", "RIGHT")  # type: ignore[arg-type]
-            pipe.hgetall(keys.job(job_id))
-            fields = pipe.execute()[-1]
-        return Job.from_hash(fields) if fields else None
+            pipe.hmget(keys.job(job_id), VIEWED)
+            return viewed(pipe.execute()[-1])
 
     def cancel(self, job_id: str, why: JobError | None = None) -> CancelReply | JobStatus:
         """Cancel a QUEUED job, or a RUNNING one best-effort, keeping ``why`` if given: OK, MISSING, or the status
