@@ -57,6 +57,11 @@ STREAM_PAUSE = 0.25  # seconds a stream waits on the job's end between reads of 
 WAITING_EVERY = 1.0  # seconds between two reads of what a streamed job waits for
 
 
+def unknown(job_id: str) -> errors.UnknownJob:
+    """The refusal of a job the caller cannot see: unknown, another key's, or expired."""
+    return errors.UnknownJob(f"no job {job_id[:LONGEST_ID]!r} (unknown, or expired after its retention)")
+
+
 def sse(event: str, data: str, index: int | None = None) -> str:
     """One Server-Sent Event (``data`` is one line of JSON)."""
     head = f"id: {index}\n" if index is not None else ""
@@ -89,7 +94,7 @@ class Gateway:
         """The caller's job, or UnknownJob (also for another key's job, and for any id the platform never made)."""
         job = self.store.jobs.get(job_id) if len(job_id) <= LONGEST_ID else None
         if job is None or job.owner != owner:
-            raise errors.UnknownJob(f"no job {job_id[:LONGEST_ID]!r} (unknown, or expired after its retention)")
+            raise unknown(job_id)
         return job
 
     def jobs(self, owner: str, query: JobListQuery) -> JobPage:
@@ -292,10 +297,12 @@ class Gateway:
 
     def cancel(self, job_id: str, owner: str) -> Job:
         """Cancel the caller's job (best-effort once running): the job as it is then; JobFinished if it had."""
-        job = self.job(job_id, owner)
-        if self.store.jobs.cancel(job.id) is not CancelReply.OK:
-            raise errors.JobFinished(f"job {job.id} already finished as {self.job(job.id, owner).status}")
-        return self.job(job.id, owner)
+        found, job = self.store.jobs.cancel_own(job_id, owner) if len(job_id) <= LONGEST_ID else (None, None)
+        if job is None:
+            raise unknown(job_id)
+        if found is not CancelReply.OK:
+            raise errors.JobFinished(f"job {job.id} already finished as {job.status}")
+        return job
 
     def retry(self, job_id: str, owner: str) -> Job:
         """Queue the caller's FAILED or CANCELLED job again: same id, attempts kept; NotRetryable if it cannot."""

@@ -108,6 +108,20 @@ def test_hole01_a_cancelled_running_job_gives_its_slot_back_even_when_its_worker
     assert cancelled is not None and cancelled.status is JobStatus.CANCELLED
 
 
+def test_a_callers_cancel_is_one_script_call_answering_its_own_job_only_without_the_input(store: Store) -> None:
+    mine = store.jobs.submit(store.jobs.new("m", {"x": 1}, "alice"))
+    assert isinstance(mine, Job)
+    assert store.jobs.cancel_own(mine.id, "bob") == ("MISSING", None)  # another owner's: nothing said, nothing done
+    assert store.jobs.cancel_own("0" * 32, "alice") == ("MISSING", None)
+    reads = [int(store.client.info("stats")["total_reads_processed"]) for _ in range(2)]  # one read per INFO
+    found, job = store.jobs.cancel_own(mine.id, "alice")
+    assert int(store.client.info("stats")["total_reads_processed"]) - reads[1] == 2  # the cancel's read, this INFO's
+    assert found == "OK" and job is not None and job == store.jobs.get(mine.id)  # as a get reads it
+    assert job.status is JobStatus.CANCELLED and job.cancelled_while is JobStatus.QUEUED and job.owner == "alice"
+    again, same = store.jobs.cancel_own(mine.id, "alice")
+    assert again is JobStatus.CANCELLED and same == job  # already finished: its status and the job, unchanged
+
+
 def test_a_job_cancelled_while_it_runs_keeps_its_record_until_its_slot_is_back(store: Store) -> None:
     ready_replica(store)
     job = submit(store)

@@ -92,6 +92,9 @@ class Unreplicated(redis.RedisError):
     """A submit was made on the primary, but not yet on as many replicas as it must be."""
 
 
+ANYONE = "*"  # cancel.lua's owner for a job of any owner (an owner is a key's digest prefix, or '')
+
+
 def viewed(values: list[str | None]) -> Job | None:
     """The job of an HMGET of its VIEWED fields, or None if it has no record."""
     fields = {name: value for name, value in zip(VIEWED, values, strict=True) if value is not None}
@@ -194,7 +197,12 @@ class JobStore:
         """Cancel a QUEUED job, or a RUNNING one best-effort, keeping ``why`` if given: OK, MISSING, or the status
         of a finished job."""
         reason = [why.code, why.message] if why else []
-        return replies.word(self.scripts("cancel", job_id, *reason), CancelReply)
+        return replies.cancelled(self.scripts("cancel", job_id, ANYONE, *reason))[0]
+
+    def cancel_own(self, job_id: str, owner: str) -> tuple[CancelReply | JobStatus, Job | None]:
+        """Cancel ``owner``'s job as ``cancel`` does, in one round trip with the job as it is then (without its
+        input): MISSING and None for another owner's job."""
+        return replies.cancelled(self.scripts("cancel", job_id, owner))
 
     def resubmit(self, job_id: str, max_queued: int = 0, max_per_owner: int = 0) -> ResubmitReply | JobStatus:
         """Queue a FAILED or CANCELLED job again, same id, attempts kept (capped as a submit is): OK, or why not."""

@@ -141,6 +141,14 @@ def word(reply: Any, kind: type[Word]) -> Word | JobStatus:
     raise UnexpectedReply(f"a script answered {text[:100]!r}, neither a {kind.__name__} nor a job status")
 
 
+def cancelled(reply: Any) -> tuple[CancelReply | JobStatus, Job | None]:
+    """cancel.lua's ``{word, the job's fields but its input ...}``."""
+    if not isinstance(reply, list) or not reply or len(reply) % 2 == 0:
+        raise UnexpectedReply(f"cancel answered {str(reply)[:100]!r}")
+    fields = dict(zip(reply[1::2], reply[2::2], strict=True))
+    return word(reply[0], CancelReply), Job.from_hash(fields) if fields else None
+
+
 def word_of(reply: Any, kind: type[Word]) -> Word:
     """A one-word answer that is always a word of ``kind``."""
     text = str(reply)
