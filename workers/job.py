@@ -145,7 +145,7 @@ class Job:
     id: str
     model: str
     status: JobStatus
-    input: Any
+    input: str | None  # its input as JSON text (None when read without it): sent on to its replica as it is
     created_at: float
     output: Any = None
     error: JobError | None = None
@@ -166,10 +166,10 @@ class Job:
 
     @classmethod
     def from_hash(cls, fields: dict[str, str]) -> "Job":
-        """Decode a job record: all of it, or the fields of ``VIEWED`` (``input`` None then)."""
+        """Decode a job record: all of it, or the fields of ``VIEWED`` (``input`` None then); the input stays text."""
         return cls(
             id=fields["id"], model=fields["model"], status=JobStatus(fields["status"]),
-            input=json.loads(fields["input"]) if "input" in fields else None, created_at=float(fields["created_at"]),
+            input=fields.get("input"), created_at=float(fields["created_at"]),
             output=json.loads(fields["output"]) if "output" in fields else None,
             error=JobError.decode(fields["error"]) if fields.get("error") else None,
             started_at=_float(fields.get("started_at")), finished_at=_float(fields.get("finished_at")),

@@ -1,12 +1,15 @@
 """The Cog, KServe, RunPod and plain HTTP adapters, on answers their real servers give (recorded from them)."""
 
 import json
+from typing import Any
 
 import pytest
 
 from workers.config import ConfigError, parse_models
 from workers.job import JobError, JobStatus
-from workers.protocols import Readiness, protocol_for
+from workers.protocols import Readiness, ReplicaProtocol, protocol_for
+from workers.protocols.native import NativeProtocol
+from workers.store.jobs import JobStore
 
 pytestmark = pytest.mark.unit
 MODELS = parse_models({"models": {
@@ -16,18 +19,31 @@ MODELS = parse_models({"models": {
 COG, KSERVE, RUNPOD, HTTP = (protocol_for(MODELS[name]) for name in "ckrh")
 
 
+def sent(protocol: ReplicaProtocol, payload: Any) -> tuple[str, Any]:
+    """The path and the decoded body of the request that runs a job of ``payload``, recorded as a submit does."""
+    request = protocol.request("j1", JobStore.new("m", payload).input or "")
+    return request.path, json.loads(request.body)
+
+
 def test_each_adapter_sends_the_job_where_its_server_wants_it() -> None:
-    assert (COG.request("j1", {"text": "hi"}).path, json.loads(COG.request("j1", {"text": "hi"}).body)) == \
-        ("/predictions", {"input": {"text": "hi"}})
-    v2 = KSERVE.request("j1", {"inputs": []})
-    assert (v2.path, json.loads(v2.body)) == ("/v2/models/iris/infer", {"id": "j1", "inputs": []})
-    assert json.loads(KSERVE.request("j1", {"id": "mine", "inputs": []}).body)["id"] == "mine"
-    assert (RUNPOD.request("j1", {"text": "hi"}).path, json.loads(RUNPOD.request("j1", {"text": "hi"}).body)) == \
-        ("/serverless-model/realtime", {"id": "j1", "input": {"text": "hi"}})
+    assert sent(COG, {"text": "hi"}) == ("/predictions", {"input": {"text": "hi"}})
+    assert sent(KSERVE, {"inputs": []}) == ("/v2/models/iris/infer", {"id": "j1", "inputs": []})
+    assert sent(RUNPOD, {"text": "hi"}) == ("/serverless-model/realtime", {"id": "j1", "input": {"text": "hi"}})
     assert RUNPOD.environment() == {"RUNPOD_REALTIME_PORT": "{port}", "RUNPOD_ENDPOINT_ID": "serverless-model"}
-    assert HTTP.request("j1", {"a": 1}).path == "/predict"
+    assert sent(HTTP, {"a": 1}) == ("/predict", {"a": 1})
     assert (COG.ready_path, KSERVE.ready_path, RUNPOD.ready_path, HTTP.ready_path) == \
         ("/health-check", "/v2/models/iris/ready", "/", "/healthy")
+
+
+@pytest.mark.parametrize("payload", [{"text": "hi"}, {}, [1, 2], "a", None, 1.5, {"t": "é ✓ \"q\" \\ \n"},
+                                     {"inputs": [{"name": "id", "data": ["id"]}]}, {"id": "mine", "inputs": []},
+                                     {"x": {"id": 1}}])
+def test_an_input_reaches_each_server_as_the_submit_recorded_it_without_being_parsed_again(payload: Any) -> None:
+    assert sent(NativeProtocol(), payload) == ("/", payload)
+    assert sent(HTTP, payload)[1] == payload
+    assert sent(COG, payload)[1] == {"input": payload}
+    assert sent(RUNPOD, payload)[1] == {"id": "j1", "input": payload}
+    assert sent(KSERVE, payload)[1] == ({"id": "j1", **payload} if isinstance(payload, dict) else payload)
 
 
 def test_cog() -> None:

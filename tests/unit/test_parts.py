@@ -134,9 +134,9 @@ def cog_read(body: bytes) -> tuple[list[str | JobError], Any]:
 
 
 def test_a_streamed_cog_prediction_gives_each_chunk_in_order_and_its_predict_time() -> None:
-    request = CogProtocol(stream=True).request("j", {"text": "x"})
+    request = CogProtocol(stream=True).request("j", '{"text":"x"}')
     assert request.headers["Accept"] == "text/event-stream"
-    assert "Accept" not in CogProtocol().request("j", {"text": "x"}).headers
+    assert "Accept" not in CogProtocol().request("j", '{"text":"x"}').headers
     parts, outcome = cog_read(COG_EVENTS)
     assert parts == ['"a"', '{"b": [1]}']
     assert outcome.status is JobStatus.SUCCEEDED and outcome.output == "[]" and outcome.service_time == 0.5

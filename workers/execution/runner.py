@@ -252,7 +252,7 @@ def call(ctx: WorkerContext, model: ModelConfig, started: Started, token: str) -
     the replica's fault. A replica that says "not now" (429, 503, Cog's 409) is asked again, after its
     ``Retry-After``, while the deadline allows. A streamed answer's parts are appended as they come."""
     protocol = protocol_for(model)
-    request = protocol.request(started.job.id, started.job.input)
+    request = protocol.request(started.job.id, started.job.input or "null")  # (a start reads it)
     limit = run_timeout(model, started.job)
     until = time.monotonic() + limit
     readers: list[PartReader] = []

@@ -71,8 +71,9 @@ class ReplicaProtocol(Protocol):
         ``{port}`` and ``{host}``."""
         ...
 
-    def request(self, job_id: str, payload: Any) -> Request:
-        """The request that runs job ``job_id`` with ``payload``."""
+    def request(self, job_id: str, payload: str) -> Request:
+        """The request that runs job ``job_id`` with ``payload``, its input as the JSON text recorded (passed on
+        as text, never parsed again)."""
         ...
 
     def readiness(self, status: int, body: bytes) -> tuple[Readiness, str]:
@@ -168,9 +169,14 @@ def service_seconds(value: str | None, timeout: float) -> float | None:
 JSON = {"Content-Type": "application/json"}
 
 
-def post_json(path: str, body: Any) -> Request:
-    """A JSON POST."""
-    return Request("POST", path, json.dumps(body).encode(), JSON)
+def post_json(path: str, text: str) -> Request:
+    """A POST of JSON text."""
+    return Request("POST", path, text.encode(), JSON)
+
+
+def json_object(members: Mapping[str, str]) -> str:
+    """The JSON text of an object whose members' values are JSON text already (a job's input, unparsed)."""
+    return "{" + ",".join(f"{json.dumps(name)}:{value}" for name, value in members.items()) + "}"
 
 
 NO_OUTPUT = "[]"  # a streamed job's output as an answer gives it: all the parts appended

@@ -27,6 +27,7 @@ from workers.protocols.base import (
     ReplicaBusy,
     Request,
     bad_response,
+    json_object,
     parse_answer,
     parse_json,
     post_json,
@@ -51,9 +52,9 @@ class CogProtocol:
         """Cog's server reads PORT, which every replica gets."""
         return {}
 
-    def request(self, job_id: str, payload: Any) -> Request:
+    def request(self, job_id: str, payload: str) -> Request:
         """``POST /predictions`` with the body as the prediction's input (asking for events when streamed)."""
-        plain = post_json("/predictions", {"input": payload})
+        plain = post_json("/predictions", json_object({"input": payload}))
         if not self.stream:
             return plain
         return Request(plain.method, plain.path, plain.body, {**JSON, "Accept": EVENT_STREAM})

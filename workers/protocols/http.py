@@ -2,7 +2,6 @@
 ``ready_statuses`` means ready. A 2xx JSON answer is the output; anything else fails the job with the answer."""
 
 from collections.abc import Mapping
-from typing import Any
 
 from workers.job import JobStatus, Outcome
 from workers.protocols.base import (
@@ -29,7 +28,7 @@ class HttpProtocol:
         """Nothing besides HOST and PORT."""
         return {}
 
-    def request(self, job_id: str, payload: Any) -> Request:
+    def request(self, job_id: str, payload: str) -> Request:
         """The body, as it came."""
         return post_json(self.predict_path, payload)
 

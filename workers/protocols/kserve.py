@@ -8,10 +8,9 @@ fails the job: ``bad_input`` for a 4xx, ``model_error`` for anything else.
 
 import json
 from collections.abc import Mapping
-from typing import Any
 
 from workers.job import Outcome
-from workers.protocols.base import Readiness, Request, failed, parse_answer, post_json, succeeded
+from workers.protocols.base import Readiness, Request, failed, json_object, parse_answer, post_json, succeeded
 
 
 class KServeProtocol:
@@ -25,10 +24,16 @@ class KServeProtocol:
         """Nothing: pass the port with ``args = ["--http_port", "{port}"]`` or read PORT."""
         return {}
 
-    def request(self, job_id: str, payload: Any) -> Request:
+    def request(self, job_id: str, payload: str) -> Request:
         """The V2 request, with the job id as its ``id`` unless it has one."""
-        body = {"id": job_id, **payload} if isinstance(payload, dict) else payload
-        return post_json(f"{self.path}/infer", body)
+        path = f"{self.path}/infer"
+        if not payload.startswith("{"):  # not an object: the server says what is wrong with it
+            return post_json(path, payload)
+        if '"id"' in payload:  # it may have an id (the recorded text escapes no ASCII letter): read it to know
+            found = json.loads(payload)
+            return post_json(path, json.dumps({"id": job_id, **found}))
+        identified = json_object({"id": json.dumps(job_id)})
+        return post_json(path, identified if payload == "{}" else f"{identified[:-1]},{payload[1:]}")
 
     def readiness(self, status: int, body: bytes) -> tuple[Readiness, str]:
         """200 is ready."""

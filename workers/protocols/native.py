@@ -7,7 +7,6 @@ on a failure midway a last line ``{"error": {"code", "message"}}``; ``NdjsonPart
 
 import json
 from collections.abc import Mapping
-from typing import Any
 
 from workers.job import JobError, JobStatus, Outcome
 from workers.protocols.base import (
@@ -59,7 +58,7 @@ class NativeProtocol:
         """Nothing besides HOST and PORT."""
         return {}
 
-    def request(self, job_id: str, payload: Any) -> Request:
+    def request(self, job_id: str, payload: str) -> Request:
         """``POST /`` with the job's input as the body."""
         return post_json("/", payload)
 

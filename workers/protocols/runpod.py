@@ -13,7 +13,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from workers.job import Outcome
-from workers.protocols.base import Readiness, Request, failed, parse_answer, parse_json, post_json, succeeded
+from workers.protocols.base import (
+    Readiness,
+    Request,
+    failed,
+    json_object,
+    parse_answer,
+    parse_json,
+    post_json,
+    succeeded,
+)
 
 ENDPOINT_ID = "serverless-model"
 
@@ -27,9 +36,9 @@ class RunPodProtocol:
         """The SDK's realtime mode on our port."""
         return {"RUNPOD_REALTIME_PORT": "{port}", "RUNPOD_ENDPOINT_ID": ENDPOINT_ID}
 
-    def request(self, job_id: str, payload: Any) -> Request:
+    def request(self, job_id: str, payload: str) -> Request:
         """The job as a RunPod job."""
-        return post_json(f"/{ENDPOINT_ID}/realtime", {"id": job_id, "input": payload})
+        return post_json(f"/{ENDPOINT_ID}/realtime", json_object({"id": json.dumps(job_id), "input": payload}))
 
     def readiness(self, status: int, body: bytes) -> tuple[Readiness, str]:
         """The SDK's server answers: ready."""

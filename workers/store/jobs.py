@@ -116,8 +116,9 @@ class JobStore:
     def new(model: str, payload: Any, owner: str = "", *, options: JobOptions | None = None,
             webhook: str = "", view: View = View.NATIVE) -> Job:
         """A new job, not yet recorded (its ``created_at`` comes from Redis when it is); its end is delivered to
-        ``webhook`` if given, shown as ``view``."""
-        return Job(id=uuid.uuid4().hex, model=model, status=JobStatus.QUEUED, input=payload, created_at=0.0,
+        ``webhook`` if given, shown as ``view``. ``payload`` is dumped here, once: the job carries it as JSON text."""
+        return Job(id=uuid.uuid4().hex, model=model, status=JobStatus.QUEUED, created_at=0.0,
+                   input=json.dumps(payload, separators=(",", ":"), allow_nan=False),
                    owner=owner, options=options or JobOptions(),
                    webhook=Delivery(webhook, view=view) if webhook else None)
 
@@ -136,7 +137,7 @@ class JobStore:
         if job.webhook and job.webhook.view is not View.NATIVE:
             hook += ["webhook_view", job.webhook.view.value]
         reply, held = self.replicated("submit", job.id, job.model, max_queued, max_per_owner, job.owner, *idem,
-                                      "input", json.dumps(job.input), *extra, *hook)
+                                      "input", job.input or "null", *extra, *hook)
         created = replies.submitted(reply)
         if isinstance(created, SubmitReply):
             return Refusal(created.value)
