@@ -151,19 +151,25 @@ class Platform:
 
     def submit_call(self, name: str, wait: float = 60) -> Call:
         """A call that submits one job with ?wait= and checks that it succeeded."""
-        client = Http(self.url)
-        path = f"/v1/models/{name}/jobs?wait={wait:g}"
-
-        def call() -> None:
-            status, body = client.request("POST", path, BODY)
-            if status != 200 or b'"SUCCEEDED"' not in body:
-                raise RuntimeError(f"job did not succeed: {status} {body[:300]!r}")
-
-        return call
+        return submit_call(self.url, name, wait)
 
     def events(self, client: redis.Redis, name: str, since: float) -> list[tuple[float, str]]:
         """(time, kind) of the model's events since ``since``, oldest first."""
         return sorted((e.at, e.kind) for e in Store.of(client).events.recent(name) if e.at >= since)
+
+
+def submit_call(url: str, name: str, wait: float = 60) -> Call:
+    """A call that submits one job of model ``name`` to the gateway at ``url`` with ?wait= and checks that it
+    succeeded."""
+    client = Http(url)
+    path = f"/v1/models/{name}/jobs?wait={wait:g}"
+
+    def call() -> None:
+        status, body = client.request("POST", path, BODY)
+        if status != 200 or b'"SUCCEEDED"' not in body:
+            raise RuntimeError(f"job did not succeed: {status} {body[:300]!r}")
+
+    return call
 
 
 def direct_call(url: str) -> Call:
