@@ -24,6 +24,8 @@ from bench import measure
 from bench.run import CONCURRENCY, ROOT, Platform, environment, wait_until
 from workers.scaling.backends import ProcessBackend, free_port
 
+STARTUP = ("(click/", "(<frozen runpy>", "<module> (", "(celery/bin/", "main (celery/__main__")  # a main's start
+
 
 def package(frame: str) -> str:
     """The package of a py-spy frame ``function (path:line)``, its path relative to ``sys.path``: its top
@@ -63,7 +65,8 @@ def report(name: str, cpu_ms: float, samples: Samples, top: int) -> None:
     for frame, count in samples.leaves.most_common(top):
         print(f"  {100 * count / total:5.1f} %  {frame[:150]}")
     print("samples through:")
-    inclusive = [(frame, count) for frame, count in samples.through.most_common() if count < 0.9 * total]
+    inclusive = [(frame, count) for frame, count in samples.through.most_common()
+                 if count < 0.9 * total and not any(mark in frame for mark in STARTUP)]
     for frame, count in inclusive[:2 * top]:
         print(f"  {100 * count / total:5.1f} %  {frame[:150]}")
 
