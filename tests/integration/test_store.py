@@ -227,6 +227,14 @@ def test_a_new_leader_indexes_replicas_recorded_before_the_index(store: Store) -
     assert store.jobs.dispatch("m") == 1  # the parked job is sent to the slot now known
 
 
+def test_a_new_leader_drops_an_index_entry_whose_replica_record_is_gone(store: Store) -> None:
+    token = ready_replica(store, "r1")
+    ready_replica(store, "r2", token=token)
+    store.client.delete(keys.replica("r2"))  # a record lost with its entry left (removed by hand, say)
+    assert store.replicas.reindex(token)
+    assert store.client.zrange(keys.ready("m"), 0, -1) == ["r1"]
+
+
 def test_a_start_and_a_finish_cost_as_many_redis_commands_with_50_ready_replicas_as_with_1(
         client: redis.Redis) -> None:
     few, many = (replicas.one_round(client, count, jobs=20)["commands"] for count in (1, 50))

@@ -5,7 +5,9 @@ if not leads(ARGV[3]) then return -1 end
 local seen = 0
 for _, model in ipairs(redis.call('SMEMBERS', K.models)) do
   for _, rid in ipairs(redis.call('ZRANGE', K.ready .. model, 0, -1)) do
-    if redis.call('SISMEMBER', K.replicas .. model, rid) == 0 then redis.call('ZREM', K.ready .. model, rid) end
+    if redis.call('SISMEMBER', K.replicas .. model, rid) == 0 or redis.call('EXISTS', K.replica .. rid) == 0 then
+      redis.call('ZREM', K.ready .. model, rid)  -- not a replica of the model, or its record is gone
+    end
   end
   for _, rid in ipairs(redis.call('SMEMBERS', K.replicas .. model)) do
     index_ready(rid)
