@@ -93,14 +93,10 @@ def hot_path(processes: Processes, ours: Platform, args: argparse.Namespace) -> 
 
 def trees(processes: Processes, ours: Platform) -> dict[str, list[int]]:
     """The process trees whose memory is reported."""
-    found = ProcessBackend(ROOT, processes.workdir / "data" / "logs", "bench").running()
-    replicas = [int(r.handle) for r in found.values()]
-    replica_pids = [p for r in replicas for p in measure.descendants(r)]
-    named = {"redis": [processes.pid("redis")], "direct replica": measure.descendants(processes.pid("direct-replica")),
-             "reference worker": measure.descendants(processes.pid("reference-worker")), "replicas": replica_pids}
-    for name in ours.names:
-        named[name.split("-", 1)[1]] = [p for p in measure.descendants(processes.pid(name)) if p not in replica_pids]
-    return named
+    replica_pids = ours.replica_pids()
+    return {"redis": [processes.pid("redis")], "direct replica": measure.descendants(processes.pid("direct-replica")),
+            "reference worker": measure.descendants(processes.pid("reference-worker")), "replicas": replica_pids,
+            **ours.trees(replica_pids)}
 
 
 def memory(processes: Processes, ours: Platform) -> dict[str, float]:

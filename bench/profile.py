@@ -21,8 +21,8 @@ from pathlib import Path
 import redis
 
 from bench import measure
-from bench.run import CONCURRENCY, ROOT, Platform, environment, wait_until
-from workers.scaling.backends import ProcessBackend, free_port
+from bench.run import CONCURRENCY, Platform, environment, wait_until
+from workers.scaling.backends import free_port
 
 STARTUP = ("(click/", "(<frozen runpy>", "<module> (", "(celery/bin/", "main (celery/__main__")  # a main's start
 
@@ -85,10 +85,7 @@ def main() -> int:
         client = redis.Redis.from_url(redis_url, decode_responses=True)
         wait_until(lambda: ours.ready_replicas("iris") == 1, 60, "the warm replica of iris")
         measure.throughput(lambda: ours.submit_call("iris"), args.clients, 2.0)  # warm every path
-        replicas = {p for r in ProcessBackend(ROOT, Path(tmp) / "data" / "logs", "bench").running().values()
-                    for p in measure.descendants(int(r.handle))}
-        found = {name.split("-", 1)[1]: [p for p in measure.descendants(processes.pid(name)) if p not in replicas]
-                 for name in ours.names}
+        found = ours.trees(ours.replica_pids())
         spies = {(name, pid): subprocess.Popen(
                      [spy, "record", "--pid", str(pid), "--duration", str(round(args.seconds)), "--rate",
                       str(args.rate), "--gil", "--nonblocking", "--format", "raw", "-o", f"{tmp}/{pid}.txt"],

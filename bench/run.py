@@ -20,7 +20,7 @@ import redis
 from celery import Celery
 
 from bench import reference
-from bench.measure import Call, Http
+from bench.measure import Call, Http, descendants
 from workers import polling
 from workers.config import ModelConfig
 from workers.embedded import start_embedded_redis
@@ -152,6 +152,16 @@ class Platform:
     def submit_call(self, name: str, wait: float = 60) -> Call:
         """A call that submits one job with ?wait= and checks that it succeeded."""
         return submit_call(self.url, name, wait)
+
+    def replica_pids(self) -> list[int]:
+        """The processes of its running replicas (each replica's tree)."""
+        found = ProcessBackend(ROOT, self.processes.workdir / "data" / "logs", NAMESPACE).running()
+        return [pid for replica in found.values() for pid in descendants(int(replica.handle))]
+
+    def trees(self, replicas: list[int]) -> dict[str, list[int]]:
+        """Each of its processes' trees by name (gateway, worker, autoscaler, flower), the ``replicas`` left out."""
+        return {name.split("-", 1)[1]: [p for p in descendants(self.processes.pid(name)) if p not in replicas]
+                for name in self.names}
 
     def events(self, client: redis.Redis, name: str, since: float) -> list[tuple[float, str]]:
         """(time, kind) of the model's events since ``since``, oldest first."""
